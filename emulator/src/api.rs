@@ -1,0 +1,183 @@
+//! HTTP layer: routes, auth before anything else, JSON bodies parsed by hand so that malformed
+//! JSON gets the server's 422 rather than axum's own rejection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::auth::{self, Caller};
+use crate::store::{Refusal, Store};
+
+type Shared = State<Arc<Store>>;
+
+pub fn router(store: Arc<Store>) -> Router {
+    let method_not_allowed = || async { reply(405, json!({"detail": "Method Not Allowed"})) };
+    Router::new()
+        .route(
+            "/api/health",
+            get(|| async { reply(200, json!({"status": "healthy"})) }),
+        )
+        .route(
+            "/api/ready",
+            get(|| async { reply(200, json!({"status": "ready"})) }),
+        )
+        .route(
+            "/api/v1/environments",
+            get(list).post(create).fallback(method_not_allowed),
+        )
+        .route(
+            "/api/v1/environments/",
+            axum::routing::any(redirect_without_slash),
+        )
+        .route(
+            "/api/v1/environments/{id}",
+            get(get_one)
+                .patch(update)
+                .delete(delete)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/api/v1/environments/{id}/",
+            axum::routing::any(redirect_without_slash),
+        )
+        .route(
+            "/api/v1/environments/{id}/worker-command",
+            get(worker_command).fallback(method_not_allowed),
+        )
+        .fallback(|| async { reply(404, json!({"detail": "Not Found"})) })
+        .layer(middleware::from_fn_with_state(store.clone(), latency))
+        .with_state(store)
+}
+
+async fn latency(State(store): Shared, req: Request, next: Next) -> Response {
+    let wait = store.latency();
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    next.run(req).await
+}
+
+fn reply(status: u16, body: Value) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if code == StatusCode::NO_CONTENT {
+        return code.into_response();
+    }
+    (code, axum::Json(body)).into_response()
+}
+
+/// Runs a request's logic and renders its answer or refusal.
+fn answer(logic: impl FnOnce() -> Result<(u16, Value), Refusal>) -> Response {
+    match logic() {
+        Ok((status, body)) => reply(status, body),
+        Err(r) => reply(r.status, r.body),
+    }
+}
+
+fn authenticate(headers: &HeaderMap) -> Result<Caller, Refusal> {
+    auth::caller(headers).map_err(|d| Refusal {
+        status: 401,
+        body: d.body(),
+    })
+}
+
+/// Parses a JSON body; malformed JSON is a 422 `json_invalid`, as FastAPI answers.
+fn json_body(bytes: &Bytes) -> Result<Value, Refusal> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let pos = e.column().saturating_sub(1);
+        Refusal {
+            status: 422,
+            body: json!({"detail": [{"type": "json_invalid", "loc": ["body", pos],
+                "msg": "JSON decode error", "input": {}, "ctx": {"error": "Expecting value"}}]}),
+        }
+    })
+}
+
+/// FastAPI's `redirect_slashes`: a trailing slash gets a 307 to the path without it.
+async fn redirect_without_slash(uri: Uri) -> Response {
+    let path = uri.path().trim_end_matches('/');
+    let location = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response()
+}
+
+async fn list(
+    State(store): Shared,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    answer(|| {
+        let caller = authenticate(&headers)?;
+        let filter = q.get("status_filter").map(String::as_str);
+        Ok((
+            200,
+            Value::Array(store.list(&caller.organization, caller.user.as_deref(), filter)),
+        ))
+    })
+}
+
+async fn create(State(store): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    answer(|| {
+        let caller = authenticate(&headers)?;
+        let body = json_body(&body)?;
+        store
+            .create(&caller.organization, caller.user.as_deref(), &body)
+            .map(|e| (201, e))
+    })
+}
+
+async fn get_one(State(store): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(|| {
+        store
+            .get(&authenticate(&headers)?.organization, &id)
+            .map(|e| (200, e))
+    })
+}
+
+async fn update(
+    State(store): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    answer(|| {
+        let caller = authenticate(&headers)?;
+        let body = json_body(&body)?;
+        store
+            .update(&caller.organization, &id, &body)
+            .map(|e| (200, e))
+    })
+}
+
+async fn delete(State(store): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(|| {
+        store
+            .delete(&authenticate(&headers)?.organization, &id)
+            .map(|()| (204, Value::Null))
+    })
+}
+
+async fn worker_command(
+    State(store): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    answer(|| {
+        store
+            .worker_command(&authenticate(&headers)?.organization, &id)
+            .map(|e| (200, e))
+    })
+}

@@ -1,0 +1,118 @@
+//! An emulator of the Kubiya control plane's Environments API (`/api/v1/environments`) that answers
+//! like the real server (PyPI `kubiya-control-plane-api` 1.0.2), quirks included: the status codes,
+//! the shapes of `detail`, the organization's first environment provisioning, the `default`
+//! environment that every list creates, 409 on duplicate names, PATCH replacing
+//! `execution_environment`, 500 for non-UUID ids and constraint violations, 204 on delete, and
+//! UserKey/Bearer/raw-token auth with unverified HS256 JWTs.
+//!
+//! Tests start it in-process ([`Emulator::start`]) and read or steer its state directly;
+//! `kubiya-cp-emulator` runs it on its own.
+
+mod api;
+mod auth;
+mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+pub use auth::token;
+use store::Store;
+
+/// What happens to an organization's first environment, which starts `provisioning`.
+#[derive(Clone, Debug)]
+pub enum FirstOutcome {
+    /// It becomes `ready`.
+    Ready,
+    /// It becomes `error` with this `error_message`, as when the provisioning workflow fails.
+    Error(String),
+}
+
+/// Knobs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Added to every answer (the real server takes 4–10 ms).
+    pub latency: Duration,
+    /// How long an organization's first environment stays `provisioning`.
+    pub provisioning: Duration,
+    /// Where the first environment ends up.
+    pub first_outcome: FirstOutcome,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            latency: Duration::ZERO,
+            provisioning: Duration::from_secs(2),
+            first_outcome: FirstOutcome::Ready,
+        }
+    }
+}
+
+/// A running emulator on 127.0.0.1. Stops when dropped.
+pub struct Emulator {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    task: JoinHandle<()>,
+}
+
+impl Emulator {
+    /// Starts on an ephemeral port.
+    pub async fn start(config: Config) -> std::io::Result<Emulator> {
+        Self::bind(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts on `addr`.
+    pub async fn bind(config: Config, addr: SocketAddr) -> std::io::Result<Emulator> {
+        let store = Arc::new(Store::new(config));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = api::router(store.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "emulator server stopped");
+            }
+        });
+        Ok(Emulator { addr, store, task })
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The environments of `org`, rendered as the API renders them, in creation order.
+    pub fn environments(&self, org: &str) -> Vec<Value> {
+        self.store.environments(org)
+    }
+
+    /// Sets an environment's status (and `error_message`) as the control plane's workflows would.
+    /// Returns false when there is no such environment.
+    pub fn set_status(
+        &self,
+        org: &str,
+        id: &str,
+        status: &str,
+        error_message: Option<&str>,
+    ) -> bool {
+        self.store.set_status(org, id, status, error_message)
+    }
+
+    /// Waits until the server task ends (for the standalone binary).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The operator end to end on the local test bed: the test API server, the control-plane emulator,
+# the operator, and the examples in deploy/examples, until `kubectl get kenv` shows them Ready.
+#
+#   hack/demo.sh up      build what is needed, start everything, apply the examples (make demo)
+#   hack/demo.sh down    stop everything (make demo-stop)
+#
+# Everything runs on 127.0.0.1; state and logs are in .demo/ of the repository.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+STATE=$ROOT/.demo
+export TA_HOME=${TA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/kubiya-operator/test-apiserver}
+export TA_RUN=$STATE/apiserver
+EMULATOR_PORT=${EMULATOR_PORT:-18778}
+APISERVER="bash $ROOT/tests/cluster/apiserver.sh"
+
+log() { printf '[demo] %s\n' "$*" >&2; }
+
+stop_pid() {
+	local f=$1 pid
+	[ -s "$f" ] || return 0
+	pid=$(cat "$f")
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid"
+		for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	rm -f "$f"
+}
+
+down() {
+	stop_pid "$STATE/operator.pid"
+	stop_pid "$STATE/emulator.pid"
+	$APISERVER stop >/dev/null 2>&1 || true
+	log "stopped"
+}
+
+up() {
+	down 2>/dev/null
+	mkdir -p "$STATE"
+	log "building the operator and the emulator"
+	cargo build --release --locked --bin kubiya-operator --bin kubiya-cp-emulator
+	$APISERVER ensure
+	$APISERVER start
+	local kubectl
+	kubectl=$($APISERVER kubectl)
+	export KUBECONFIG=$TA_RUN/kubeconfig
+
+	log "installing the CRD"
+	"$kubectl" apply --server-side -f crds/environment.yaml >/dev/null
+	"$kubectl" wait --for=condition=Established crd/environments.kubiya.ai --timeout=60s >/dev/null
+
+	log "starting the control-plane emulator on 127.0.0.1:$EMULATOR_PORT"
+	target/release/kubiya-cp-emulator --listen "127.0.0.1:$EMULATOR_PORT" >"$STATE/emulator.log" 2>&1 &
+	echo $! >"$STATE/emulator.pid"
+	for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$EMULATOR_PORT/api/health" >/dev/null && break; sleep 0.1; done
+
+	log "starting the operator (log: .demo/operator.log)"
+	KUBIYA_API_KEY=$(target/release/kubiya-cp-emulator token demo) \
+		KUBIYA_CONTROL_PLANE_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" KUBIYA_PROVISIONING_POLL=1s \
+		target/release/kubiya-operator run >"$STATE/operator.log" 2>&1 &
+	echo $! >"$STATE/operator.pid"
+
+	log "applying deploy/examples"
+	"$kubectl" apply -f deploy/examples/
+	if ! "$kubectl" wait --for=condition=Ready kenv --all --timeout=90s; then
+		"$kubectl" get kenv -o wide
+		log "not Ready in time; see .demo/operator.log"
+		exit 1
+	fi
+	"$kubectl" get kenv -o wide
+	cat <<EOT
+
+The operator is running. Try:
+  export KUBECONFIG=$KUBECONFIG
+  alias kubectl=$kubectl
+  kubectl describe kenv production
+  kubectl get secret production-worker -o jsonpath='{.data.KUBIYA_WORKER_COMMAND}' | base64 -d; echo
+  kubectl delete kenv staging
+Stop it all with: make demo-stop
+EOT
+}
+
+case ${1:-} in
+up) up ;;
+down) down ;;
+*) sed -n '2,9p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,145 @@
+//! Command line and environment configuration. The only place that reads the environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use url::Url;
+
+use crate::controlplane::ApiKey;
+
+fn parse_key(s: &str) -> Result<ApiKey, std::convert::Infallible> {
+    Ok(ApiKey::new(s))
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubiya-operator",
+    version,
+    about = "Makes Kubiya control-plane Environments declarative"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: Config,
+}
+
+#[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at startup
+pub enum Command {
+    /// Run the operator (the default).
+    Run(Config),
+    /// Print the Environment CustomResourceDefinition as YAML.
+    Crd,
+}
+
+/// Settings of `kubiya-operator run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Base URL of the Kubiya control plane.
+    #[arg(
+        long,
+        env = "KUBIYA_CONTROL_PLANE_BASE_URL",
+        default_value = "https://control-plane.kubiya.ai"
+    )]
+    pub control_plane_url: Url,
+
+    /// Kubiya API key. Prefer a file or an env var from a Secret over the command line.
+    #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true, hide = true, value_parser = parse_key)]
+    pub api_key: Option<ApiKey>,
+
+    /// File holding the Kubiya API key (e.g. a mounted Secret); used when KUBIYA_API_KEY is unset.
+    #[arg(long, env = "KUBIYA_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Timeout of one control-plane request.
+    #[arg(long, env = "KUBIYA_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "KUBIYA_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// How often to look again while the control plane provisions an environment.
+    #[arg(long, env = "KUBIYA_PROVISIONING_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub provisioning_poll: Duration,
+
+    /// How often a settled environment is compared with its spec (jittered ±25 %).
+    #[arg(long, env = "KUBIYA_RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub resync_interval: Duration,
+
+    /// Reconciles run at once.
+    #[arg(long, env = "KUBIYA_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// Log format.
+    #[arg(long, env = "KUBIYA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no API key: set KUBIYA_API_KEY or --api-key-file")]
+    MissingApiKey,
+    #[error("cannot read the API key file {path:?}")]
+    ReadApiKey {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Config {
+    /// The API key from the env var, else from the file.
+    pub fn api_key(&self) -> Result<ApiKey, ConfigError> {
+        let key = match (&self.api_key, &self.api_key_file) {
+            (Some(k), _) if !k.is_empty() => k.clone(),
+            (_, Some(path)) => {
+                std::fs::read_to_string(path)
+                    .map(ApiKey::new)
+                    .map_err(|source| ConfigError::ReadApiKey {
+                        path: path.clone(),
+                        source,
+                    })?
+            }
+            _ => return Err(ConfigError::MissingApiKey),
+        };
+        if key.is_empty() {
+            return Err(ConfigError::MissingApiKey);
+        }
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn api_key_is_not_printed_by_debug_or_help() {
+        let cli = Cli::parse_from(["kubiya-operator", "run", "--api-key", "sekret"]);
+        let Some(Command::Run(cfg)) = cli.command else {
+            panic!("run")
+        };
+        assert!(!format!("{cfg:?}").contains("sekret"));
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            !help.contains("api-key <"),
+            "the key flag is hidden from --help"
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! The HTTP client. Talks to the control plane; every call is one `#[instrument]`ed method.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tracing::instrument;
+use url::Url;
+
+use super::error::Error;
+use super::wire::{EnvironmentBody, ErrorBody, RemoteEnvironment, WorkerCommand};
+
+const LIST: &str = "/api/v1/environments";
+const ONE: &str = "/api/v1/environments/{id}";
+const WORKER_COMMAND: &str = "/api/v1/environments/{id}/worker-command";
+
+/// Attempts for idempotent calls (GET, PATCH, DELETE) on retryable errors. POST is never retried
+/// blindly: a create whose answer was lost may have succeeded (the reconcile recovers it).
+const ATTEMPTS: u32 = 3;
+/// Longest `Retry-After` waited inside a call; longer ones go back to the reconcile's backoff.
+const MAX_INLINE_WAIT: Duration = Duration::from_secs(5);
+
+/// The Kubiya API key. `Debug` is redacted; the only way out is the Authorization header.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into().trim().to_owned())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// How to reach the control plane.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub base_url: Url,
+    pub api_key: ApiKey,
+    /// Timeout of one request, connect included.
+    pub timeout: Duration,
+}
+
+/// A typed client for `/api/v1/environments`. Cheap to clone (one connection pool).
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    auth: HeaderValue,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("kubiya-operator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let mut auth = HeaderValue::from_str(&format!("UserKey {}", config.api_key.0))
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        auth.set_sensitive(true);
+        Ok(Client {
+            http,
+            base: config.base_url,
+            auth,
+        })
+    }
+
+    /// `GET /api/v1/environments[?status_filter=…]`. Beware: the server creates the organization's
+    /// `default` environment on every list when there is none.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn list(&self, status_filter: Option<&str>) -> Result<Vec<RemoteEnvironment>, Error> {
+        let mut url = self.url(LIST, &[]);
+        if let Some(f) = status_filter {
+            url.query_pairs_mut().append_pair("status_filter", f);
+        }
+        self.idempotent(Method::GET, LIST, url, None)
+            .await?
+            .json_as("GET", LIST)
+            .await
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    pub async fn get(&self, id: &str) -> Result<RemoteEnvironment, Error> {
+        let url = self.url(LIST, &[id]);
+        self.idempotent(Method::GET, ONE, url, None)
+            .await?
+            .json_as("GET", ONE)
+            .await
+    }
+
+    /// `POST`, answered 201. Not retried: see [`ATTEMPTS`].
+    #[instrument(skip_all, fields(name = %body.name), level = "debug")]
+    pub async fn create(&self, body: &EnvironmentBody) -> Result<RemoteEnvironment, Error> {
+        let req = self.http.post(self.url(LIST, &[])).json(body);
+        let resp = self.send("POST", LIST, req).await?;
+        resp.json_as("POST", LIST).await
+    }
+
+    /// `PATCH` with only the given fields; an explicit `null` clears a field.
+    #[instrument(skip(self, fields), level = "debug")]
+    pub async fn update(
+        &self,
+        id: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<RemoteEnvironment, Error> {
+        let url = self.url(LIST, &[id]);
+        let body = Value::Object(fields.clone());
+        self.idempotent(Method::PATCH, ONE, url, Some(&body))
+            .await?
+            .json_as("PATCH", ONE)
+            .await
+    }
+
+    /// `DELETE`, answered 204. "Not found" is success: the environment is gone either way.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn delete(&self, id: &str) -> Result<(), Error> {
+        let url = self.url(LIST, &[id]);
+        match self.idempotent(Method::DELETE, ONE, url, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    pub async fn worker_command(&self, id: &str) -> Result<WorkerCommand, Error> {
+        let url = self.url(LIST, &[id, "worker-command"]);
+        self.idempotent(Method::GET, WORKER_COMMAND, url, None)
+            .await?
+            .json_as("GET", WORKER_COMMAND)
+            .await
+    }
+
+    fn url(&self, route: &str, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(&format!(
+            "{}{}",
+            self.base.path().trim_end_matches('/'),
+            route
+        ));
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.extend(segments);
+        }
+        url
+    }
+
+    /// Sends an idempotent request, retrying transport errors, 429 and 5xx with jittered
+    /// exponential backoff (or the server's `Retry-After`, when short).
+    async fn idempotent(
+        &self,
+        method: Method,
+        route: &'static str,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Answer, Error> {
+        let name = method_name(&method);
+        let mut attempt = 0;
+        loop {
+            let mut req = self.http.request(method.clone(), url.clone());
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            match self.send(name, route, req).await {
+                Err(e) if e.is_retryable() && attempt + 1 < ATTEMPTS => {
+                    let wait = match e.retry_after() {
+                        Some(w) if w > MAX_INLINE_WAIT => return Err(e),
+                        Some(w) => w,
+                        None => backoff(attempt),
+                    };
+                    tracing::debug!(error = %e, ?wait, "retrying");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        req: RequestBuilder,
+    ) -> Result<Answer, Error> {
+        let resp = req
+            .header(AUTHORIZATION, self.auth.clone())
+            .send()
+            .await
+            .map_err(|source| Error::Transport {
+                method,
+                route,
+                source,
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Answer {
+                resp,
+                method,
+                route,
+            });
+        }
+        let retry_after = retry_after(&resp);
+        let text = resp.text().await.unwrap_or_default();
+        let detail = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => b.message(),
+            Err(_) => status.canonical_reason().unwrap_or("error").to_owned(),
+        };
+        Err(Error::api(
+            method,
+            route,
+            status.as_u16(),
+            detail,
+            retry_after,
+        ))
+    }
+}
+
+/// A successful response, with what is needed to describe a decoding failure.
+struct Answer {
+    resp: Response,
+    method: &'static str,
+    route: &'static str,
+}
+
+impl Answer {
+    async fn json_as<T: DeserializeOwned>(
+        self,
+        method: &'static str,
+        route: &'static str,
+    ) -> Result<T, Error> {
+        let Answer { resp, .. } = self;
+        let bytes = resp.bytes().await.map_err(|source| Error::Transport {
+            method,
+            route,
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
+            method,
+            route,
+            source,
+        })
+    }
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} -> {}",
+            self.method,
+            self.route,
+            self.resp.status()
+        )
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::POST => "POST",
+        _ => "OTHER",
+    }
+}
+
+fn retry_after(resp: &Response) -> Option<Duration> {
+    if !matches!(
+        resp.status(),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        return None;
+    }
+    let secs: u64 = resp
+        .headers()
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// 200 ms, 400 ms, … with ±50 % jitter so that many objects don't retry in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let base = 200u64 << attempt.min(6);
+    Duration::from_millis(base / 2 + fastrand::u64(0..=base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> Client {
+        Client::new(ClientConfig {
+            base_url: Url::parse(base).unwrap(),
+            api_key: ApiKey::new("k"),
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn urls_have_no_trailing_slash_and_escape_ids() {
+        let c = client("http://cp.test/");
+        assert_eq!(
+            c.url(LIST, &[]).as_str(),
+            "http://cp.test/api/v1/environments"
+        );
+        assert_eq!(
+            c.url(LIST, &["a/b"]).as_str(),
+            "http://cp.test/api/v1/environments/a%2Fb"
+        );
+        let c = client("http://cp.test/prefix/");
+        assert_eq!(
+            c.url(LIST, &["id", "worker-command"]).as_str(),
+            "http://cp.test/prefix/api/v1/environments/id/worker-command"
+        );
+    }
+
+    #[test]
+    fn api_key_debug_is_redacted() {
+        assert_eq!(format!("{:?}", ApiKey::new("secret")), "ApiKey(<redacted>)");
+        assert!(!format!("{:?}", client("http://cp.test")).contains("UserKey k"));
+    }
+}

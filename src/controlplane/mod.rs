@@ -1,0 +1,13 @@
+//! The Kubiya control plane's Environments API: a small typed client, its wire types and errors.
+//!
+//! Talks to the control plane over HTTP; knows nothing of Kubernetes.
+
+mod client;
+mod error;
+mod wire;
+
+pub use client::{ApiKey, Client, ClientConfig};
+pub use error::Error;
+pub use wire::{
+    EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment, WorkerCommand, WorkerToken,
+};

@@ -1,0 +1,19 @@
+//! kubiya-operator: makes the Kubiya control plane's Environments declarative.
+
+pub mod config;
+pub mod controlplane;
+pub mod reconcile;
+pub mod resource;
+pub mod runtime;
+
+/// An error and all its causes on one line, `outer: inner: root`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,338 @@
+//! The status a pass reports: phase, conditions (kstatus: Ready, Reconciling, Stalled) and
+//! what was observed. Pure: no client.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::error::Error;
+use crate::controlplane::RemoteEnvironment;
+use crate::resource::{Environment, EnvironmentStatus, Phase};
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// What a pass learnt, from which the status follows.
+pub enum Observation<'a> {
+    /// First sight of the object: nothing has been sent to the control plane yet.
+    Starting,
+    /// The remote environment as it is after this pass's writes.
+    Remote {
+        remote: &'a RemoteEnvironment,
+        worker_secret: Option<String>,
+    },
+    /// The resource is being deleted.
+    Deleting,
+    /// The pass failed.
+    Failed(&'a Error),
+}
+
+/// The status to report after a pass. `lastTransitionTime` moves only when a condition flips;
+/// `lastSyncedTime` is stamped by [`with_sync_time`] only when something else changed.
+pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentStatus {
+    let old = env.status.clone().unwrap_or_default();
+    let generation = env.metadata.generation;
+    let mut s = EnvironmentStatus {
+        observed_generation: generation,
+        ..old.clone()
+    };
+    // (ready, reconciling, stalled), each as (is true, reason, message)
+    let (ready, reconciling, stalled): (Cond, Cond, Cond);
+    match obs {
+        Observation::Starting => {
+            s.phase = Some(Phase::Pending);
+            s.message = Some("creating the environment in the control plane".into());
+            ready = (false, "Creating", s.message.clone());
+            reconciling = (true, "Creating", s.message.clone());
+            stalled = (false, "Creating", None);
+        }
+        Observation::Remote {
+            remote,
+            worker_secret,
+        } => {
+            s.environment_id = Some(remote.id.clone());
+            s.remote_name = Some(remote.name.clone());
+            s.remote_status = Some(remote.status.clone());
+            s.can_register = Some(remote.can_register());
+            s.worker_secret_name = worker_secret.or(old.worker_secret_name);
+            match remote.status.as_str() {
+                "ready" | "active" => {
+                    s.phase = Some(Phase::Ready);
+                    s.message = Some(format!("environment is {}", remote.status));
+                    ready = (true, "Ready", s.message.clone());
+                    reconciling = (false, "Ready", None);
+                    stalled = (false, "Ready", None);
+                }
+                "error" => {
+                    s.phase = Some(Phase::Error);
+                    let why = remote
+                        .error_message
+                        .as_deref()
+                        .unwrap_or("no error message given");
+                    s.message = Some(format!("the control plane reports an error: {why}"));
+                    ready = (false, "RemoteError", s.message.clone());
+                    reconciling = (false, "RemoteError", None);
+                    stalled = (true, "RemoteError", s.message.clone());
+                }
+                "inactive" | "archived" => {
+                    s.phase = Some(Phase::Pending);
+                    s.message = Some(format!(
+                        "the environment is {} in the control plane",
+                        remote.status
+                    ));
+                    ready = (false, "Inactive", s.message.clone());
+                    reconciling = (false, "Inactive", None);
+                    stalled = (false, "Inactive", None);
+                }
+                other => {
+                    s.phase = Some(Phase::Provisioning);
+                    s.message = Some(format!(
+                        "the control plane is provisioning the environment ({other})"
+                    ));
+                    ready = (false, "Provisioning", s.message.clone());
+                    reconciling = (true, "Provisioning", s.message.clone());
+                    stalled = (false, "Provisioning", None);
+                }
+            }
+        }
+        Observation::Deleting => {
+            s.phase = Some(Phase::Deleting);
+            s.message = Some("deleting".into());
+            ready = (false, "Deleting", s.message.clone());
+            reconciling = (true, "Deleting", s.message.clone());
+            stalled = (false, "Deleting", None);
+        }
+        Observation::Failed(e) => {
+            let reason = e.reason();
+            s.message = Some(e.explain());
+            if e.is_permanent() {
+                s.phase = Some(Phase::Error);
+                ready = (false, reason, s.message.clone());
+                reconciling = (false, reason, None);
+                stalled = (true, reason, s.message.clone());
+            } else {
+                // Transient trouble: keep what was known (a Ready environment most likely still
+                // is) and say that work is under way.
+                s.phase = old.phase.or(Some(Phase::Pending));
+                let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
+                ready = if was_ready {
+                    (
+                        true,
+                        "Ready",
+                        find(&old.conditions, READY).map(|c| c.message.clone()),
+                    )
+                } else {
+                    (false, reason, s.message.clone())
+                };
+                reconciling = (true, reason, s.message.clone());
+                stalled = (false, reason, None);
+            }
+        }
+    }
+    s.conditions = vec![
+        condition(&old.conditions, READY, ready, generation, now),
+        condition(&old.conditions, RECONCILING, reconciling, generation, now),
+        condition(&old.conditions, STALLED, stalled, generation, now),
+    ];
+    s
+}
+
+/// Whether `new` says something `old` did not (the sync time aside).
+pub fn changed(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus) -> bool {
+    let Some(old) = old else { return true };
+    let strip = |s: &EnvironmentStatus| EnvironmentStatus {
+        last_synced_time: None,
+        ..s.clone()
+    };
+    strip(old) != strip(new)
+}
+
+/// Stamps `lastSyncedTime`: the status is about to be written because it changed.
+pub fn with_sync_time(mut s: EnvironmentStatus, now: &Time) -> EnvironmentStatus {
+    s.last_synced_time = Some(now.clone());
+    s
+}
+
+type Cond = (bool, &'static str, Option<String>);
+
+fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    (is, reason, message): Cond,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if is { "True" } else { "False" };
+    let last_transition_time = match find(old, type_) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.unwrap_or_default(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controlplane;
+    use crate::resource::EnvironmentSpec;
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    fn t(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn env() -> Environment {
+        let mut e = Environment::new("prod", EnvironmentSpec::default());
+        e.metadata.generation = Some(2);
+        e
+    }
+
+    fn remote(status: &str) -> RemoteEnvironment {
+        serde_json::from_value(json!({"id": "id-1", "name": "prod", "status": status,
+            "error_message": "namespace provisioning failed"}))
+        .unwrap()
+    }
+
+    fn cond<'a>(s: &'a EnvironmentStatus, t: &str) -> &'a Condition {
+        find(&s.conditions, t).unwrap()
+    }
+
+    #[test]
+    fn ready_remote_is_ready_and_not_reconciling() {
+        let r = remote("ready");
+        let s = next(
+            &env(),
+            Observation::Remote {
+                remote: &r,
+                worker_secret: Some("w".into()),
+            },
+            &t(1),
+        );
+        assert_eq!(s.phase, Some(Phase::Ready));
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.environment_id.as_deref(), Some("id-1"));
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, RECONCILING).status, "False");
+        assert_eq!(cond(&s, STALLED).status, "False");
+        assert_eq!(cond(&s, READY).observed_generation, Some(2));
+    }
+
+    #[test]
+    fn provisioning_is_reconciling_and_remote_error_is_stalled() {
+        let r = remote("provisioning");
+        let s = next(
+            &env(),
+            Observation::Remote {
+                remote: &r,
+                worker_secret: None,
+            },
+            &t(1),
+        );
+        assert_eq!(s.phase, Some(Phase::Provisioning));
+        assert_eq!(cond(&s, RECONCILING).status, "True");
+        let r = remote("error");
+        let s = next(
+            &env(),
+            Observation::Remote {
+                remote: &r,
+                worker_secret: None,
+            },
+            &t(1),
+        );
+        assert_eq!(s.phase, Some(Phase::Error));
+        assert_eq!(cond(&s, STALLED).status, "True");
+        assert!(
+            cond(&s, STALLED)
+                .message
+                .contains("namespace provisioning failed")
+        );
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_a_condition_flips() {
+        let r = remote("provisioning");
+        let mut e = env();
+        e.status = Some(next(
+            &e,
+            Observation::Remote {
+                remote: &r,
+                worker_secret: None,
+            },
+            &t(1),
+        ));
+        let same = next(
+            &e,
+            Observation::Remote {
+                remote: &r,
+                worker_secret: None,
+            },
+            &t(5),
+        );
+        assert!(!changed(e.status.as_ref(), &same));
+        assert_eq!(cond(&same, READY).last_transition_time, t(1));
+        let r = remote("ready");
+        let s = next(
+            &e,
+            Observation::Remote {
+                remote: &r,
+                worker_secret: None,
+            },
+            &t(9),
+        );
+        assert!(changed(e.status.as_ref(), &s));
+        assert_eq!(cond(&s, READY).last_transition_time, t(9));
+        assert_eq!(cond(&s, STALLED).last_transition_time, t(1));
+    }
+
+    #[test]
+    fn transient_failure_keeps_ready_and_reports_reconciling() {
+        let r = remote("ready");
+        let mut e = env();
+        e.status = Some(next(
+            &e,
+            Observation::Remote {
+                remote: &r,
+                worker_secret: None,
+            },
+            &t(1),
+        ));
+        let err = Error::GetRemote {
+            source: controlplane::Error::Api {
+                method: "GET",
+                route: "/r",
+                status: 503,
+                detail: "down".into(),
+                retry_after: None,
+            },
+        };
+        let s = next(&e, Observation::Failed(&err), &t(2));
+        assert_eq!(s.phase, Some(Phase::Ready));
+        assert_eq!(cond(&s, READY).status, "True");
+        assert_eq!(cond(&s, RECONCILING).status, "True");
+        assert_eq!(cond(&s, STALLED).status, "False");
+        assert_eq!(s.environment_id.as_deref(), Some("id-1"));
+    }
+
+    #[test]
+    fn permanent_failure_is_stalled() {
+        let err = Error::NameConflict {
+            name: "prod".into(),
+        };
+        let s = next(&env(), Observation::Failed(&err), &t(2));
+        assert_eq!(s.phase, Some(Phase::Error));
+        assert_eq!(cond(&s, STALLED).status, "True");
+        assert_eq!(cond(&s, STALLED).reason, "NameConflict");
+        assert_eq!(cond(&s, READY).status, "False");
+    }
+}

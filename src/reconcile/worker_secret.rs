@@ -1,0 +1,162 @@
+//! The worker Secret: the registration command and token that workers use to join the
+//! environment. Building it is pure; [`ensure`] reads and writes it through the Kubernetes API.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+
+use super::Context;
+use super::error::Error;
+use crate::controlplane::{RemoteEnvironment, WorkerCommand};
+use crate::resource::{Environment, MANAGER};
+
+pub const TOKEN_KEY: &str = "KUBIYA_WORKER_TOKEN";
+pub const ENVIRONMENT_KEY: &str = "KUBIYA_ENVIRONMENT";
+pub const ENVIRONMENT_ID_KEY: &str = "KUBIYA_ENVIRONMENT_ID";
+pub const COMMAND_KEY: &str = "KUBIYA_WORKER_COMMAND";
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubiya-operator");
+
+/// The Secret for `env`, owned by it, from the control plane's worker command.
+pub fn build(env: &Environment, env_id: &str, cmd: &WorkerCommand) -> Secret {
+    let data = BTreeMap::from([
+        (TOKEN_KEY.to_owned(), bytes(cmd.worker_token.expose())),
+        (ENVIRONMENT_KEY.to_owned(), bytes(&cmd.environment_name)),
+        (ENVIRONMENT_ID_KEY.to_owned(), bytes(env_id)),
+        (COMMAND_KEY.to_owned(), bytes(cmd.command.expose())),
+    ]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(env.worker_secret_name()),
+            namespace: env.namespace(),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY.0.to_owned(),
+                MANAGED_BY.1.to_owned(),
+            )])),
+            owner_references: env.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
+/// Whether `existing` already carries what workers of `remote` need, so the control plane need
+/// not be asked for the command again.
+pub fn is_current(existing: &Secret, env: &Environment, remote: &RemoteEnvironment) -> bool {
+    let owned = is_owned(existing, env);
+    let data = existing.data.as_ref();
+    let get = |k: &str| data.and_then(|d| d.get(k)).map(|b| b.0.as_slice());
+    let token = remote.worker_token.as_ref().map(|t| t.expose().as_bytes());
+    owned
+        && token.is_some()
+        && get(TOKEN_KEY) == token
+        && get(ENVIRONMENT_KEY) == Some(remote.name.as_bytes())
+        && get(ENVIRONMENT_ID_KEY) == Some(remote.id.as_bytes())
+        && get(COMMAND_KEY).is_some()
+}
+
+/// Whether `secret` is controlled by `env`.
+pub fn is_owned(secret: &Secret, env: &Environment) -> bool {
+    let uid = env.uid();
+    secret
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+/// Makes the worker Secret current; returns its name. Asks the control plane for the worker
+/// command only when the Secret is missing or stale, and never overwrites a Secret it does not own.
+pub async fn ensure(
+    env: &Environment,
+    remote: &RemoteEnvironment,
+    ctx: &Context,
+) -> Result<String, Error> {
+    let ns = env.namespace().ok_or(Error::Unnamed)?;
+    let name = env.worker_secret_name();
+    let api: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
+    let existing = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::WriteSecret { source })?;
+    if let Some(s) = &existing {
+        if !is_owned(s, env) {
+            return Err(Error::SecretConflict { name });
+        }
+        if is_current(s, env, remote) {
+            return Ok(name);
+        }
+    }
+    let cmd = ctx
+        .cp
+        .worker_command(&remote.id)
+        .await
+        .map_err(|source| Error::WorkerCommand { source })?;
+    let secret = build(env, &remote.id, &cmd);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .map_err(|source| Error::WriteSecret { source })?;
+    Ok(name)
+}
+
+fn bytes(s: &str) -> ByteString {
+    ByteString(s.as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::EnvironmentSpec;
+    use serde_json::json;
+
+    fn env() -> Environment {
+        let mut e = Environment::new("prod", EnvironmentSpec::default());
+        e.metadata.namespace = Some("ns".into());
+        e.metadata.uid = Some("uid-1".into());
+        e
+    }
+
+    fn cmd() -> WorkerCommand {
+        serde_json::from_value(json!({"worker_token": "tok", "environment_name": "prod",
+            "command": "kubiya worker start --token tok --environment prod", "can_register": true}))
+        .unwrap()
+    }
+
+    fn remote(token: &str) -> RemoteEnvironment {
+        serde_json::from_value(
+            json!({"id": "id-1", "name": "prod", "status": "ready", "worker_token": token}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn secret_is_owned_and_complete() {
+        let s = build(&env(), "id-1", &cmd());
+        assert_eq!(s.metadata.name.as_deref(), Some("prod-worker"));
+        let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("Environment", "uid-1", Some(true))
+        );
+        let data = s.data.as_ref().unwrap();
+        assert_eq!(data[TOKEN_KEY].0, b"tok");
+        assert_eq!(data[ENVIRONMENT_ID_KEY].0, b"id-1");
+        assert!(is_current(&s, &env(), &remote("tok")));
+        assert!(!is_current(&s, &env(), &remote("rotated")));
+    }
+
+    #[test]
+    fn someone_elses_secret_is_not_ours() {
+        let mut s = build(&env(), "id-1", &cmd());
+        s.metadata.owner_references = None;
+        assert!(!is_owned(&s, &env()));
+        assert!(!is_current(&s, &env(), &remote("tok")));
+    }
+}

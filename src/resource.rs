@@ -1,0 +1,240 @@
+//! The `Environment` custom resource: spec, status and the CRD they generate.
+//!
+//! Pure types: no client. Validation lives in the schema (lengths, enums, bounds, CEL rules) so
+//! that `kubectl apply` of a bad manifest fails before the operator ever sees it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The finalizer that guards the remote environment.
+pub const FINALIZER: &str = "kubiya.ai/environment";
+/// Field manager for everything this operator writes.
+pub const MANAGER: &str = "kubiya-operator";
+
+/// Desired state of a Kubiya control-plane environment.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kubiya.ai",
+    version = "v1alpha1",
+    kind = "Environment",
+    namespaced,
+    status = "EnvironmentStatus",
+    shortname = "kenv",
+    category = "kubiya",
+    doc = "A Kubiya control-plane environment, created, updated and deleted by kubiya-operator.",
+    printcolumn(name = "Remote", type_ = "string", description = "Name in the control plane", json_path = ".status.remoteName"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Environment ID", type_ = "string", json_path = ".status.environmentId", priority = 1),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    selectable = ".status.phase",
+    validation = Rule::new("has(self.spec.name) || (size(self.metadata.name) >= 2 && size(self.metadata.name) <= 100)")
+        .message("metadata.name is used as the control-plane name and must be 2..100 characters; set spec.name"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentSpec {
+    /// Name in the control plane (unique per organization). Defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 100))]
+    pub name: Option<String>,
+
+    /// Human-readable name. The control plane defaults it to the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
+    pub display_name: Option<String>,
+
+    /// Free-text description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub description: Option<String>,
+
+    /// Tags, as a set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 64))]
+    pub tags: Vec<String>,
+
+    /// Scheduling priority, as documented by the Kubiya SDK. Today's control plane ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub priority: Option<i32>,
+
+    /// Policy ids, as documented by the Kubiya SDK. Today's control plane ignores them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 64))]
+    pub policy_ids: Vec<String>,
+
+    /// Free-form settings, passed through to the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub settings: Option<serde_json::Map<String, serde_json::Value>>,
+
+    /// What workers of this environment run with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_environment: Option<ExecutionEnvironment>,
+
+    /// What happens to the remote environment when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// The Secret that receives the worker registration command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_secret: Option<WorkerSecretRef>,
+}
+
+/// Settings of the workers' execution environment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionEnvironment {
+    /// Environment variables for workers; names must be valid shell variable names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 256))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))")
+        .message("envVars names must match [A-Za-z_][A-Za-z0-9_]*"))]
+    pub env_vars: BTreeMap<String, String>,
+
+    /// Names of secrets in the Kubiya vault to expose to workers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 256))]
+    pub secrets: Vec<String>,
+
+    /// Integration ids to attach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 256))]
+    pub integration_ids: Vec<String>,
+
+    /// MCP server definitions, passed through as-is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub mcp_servers: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What deleting the resource does to the remote environment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeletionPolicy {
+    /// Delete the remote environment.
+    #[default]
+    Delete,
+    /// Leave the remote environment in the control plane.
+    Orphan,
+}
+
+/// Reference to the worker Secret in the resource's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct WorkerSecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Observed state, written only by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentStatus {
+    /// Summary of where the environment is: Pending, Provisioning, Ready, Error or Deleting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The control plane's id of the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<String>,
+    /// The environment's name in the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_name: Option<String>,
+    /// The control plane's raw status (pending, provisioning, ready, active, inactive, error, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_status: Option<String>,
+    /// Whether workers can register with the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_register: Option<bool>,
+    /// The Secret holding the worker registration command, once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_secret_name: Option<String>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the status last changed as the result of a sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_synced_time: Option<Time>,
+    /// Human-readable explanation of the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Ready, Reconciling and Stalled, in the kstatus convention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The phase shown by `kubectl get kenv`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Provisioning,
+    Ready,
+    Error,
+    Deleting,
+}
+
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+impl Environment {
+    /// The control-plane name: `spec.name`, else `metadata.name`.
+    pub fn remote_name(&self) -> &str {
+        self.spec
+            .name
+            .as_deref()
+            .or(self.metadata.name.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The worker Secret's name: `spec.workerSecret.name`, else `<metadata.name>-worker`.
+    pub fn worker_secret_name(&self) -> String {
+        match &self.spec.worker_secret {
+            Some(r) => r.name.clone(),
+            None => format!(
+                "{}-worker",
+                self.metadata.name.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The CRD as YAML, as shipped in `crds/environment.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(&Environment::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `crds/environment.yaml` must be what the types generate.
+    #[test]
+    fn committed_crd_is_current() {
+        let committed = include_str!("../crds/environment.yaml");
+        let generated = crd_yaml().unwrap();
+        assert!(
+            committed == generated,
+            "crds/environment.yaml is stale: run `cargo run -- crd > crds/environment.yaml`"
+        );
+    }
+
+    #[test]
+    fn remote_name_defaults_to_metadata_name() {
+        let mut env = Environment::new("web", EnvironmentSpec::default());
+        assert_eq!(env.remote_name(), "web");
+        assert_eq!(env.worker_secret_name(), "web-worker");
+        env.spec.name = Some("WEB".into());
+        env.spec.worker_secret = Some(WorkerSecretRef { name: "w".into() });
+        assert_eq!(env.remote_name(), "WEB");
+        assert_eq!(env.worker_secret_name(), "w");
+    }
+}

@@ -1,0 +1,111 @@
+//! The controller over `Environment`, watching the owned worker Secrets too.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use futures::{Future, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::controlplane;
+use crate::reconcile::{self, Context};
+use crate::resource::Environment;
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot build the control-plane client")]
+    ControlPlane(#[source] reqwest::Error),
+    #[error("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")]
+    Kube(#[source] kube::Error),
+}
+
+/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), StartError> {
+    let cp = controlplane::Client::new(controlplane::ClientConfig {
+        base_url: config.control_plane_url.clone(),
+        api_key: config.api_key()?,
+        timeout: config.request_timeout,
+    })
+    .map_err(StartError::ControlPlane)?;
+    let kube = Client::try_default().await.map_err(StartError::Kube)?;
+    let reporter = Reporter {
+        controller: "kubiya-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(kube.clone(), reporter),
+        kube: kube.clone(),
+        cp,
+        provisioning_poll: config.provisioning_poll,
+        resync: config.resync_interval,
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    let (envs, secrets): (Api<Environment>, Api<Secret>) = match &config.watch_namespace {
+        Some(ns) => (
+            Api::namespaced(kube.clone(), ns),
+            Api::namespaced(kube.clone(), ns),
+        ),
+        None => (Api::all(kube.clone()), Api::all(kube.clone())),
+    };
+    let (reader, writer) = reflector::store();
+    // Only changes a user makes wake the controller: our own status writes do not.
+    let changes = watcher(envs, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(user_intent, Default::default());
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
+
+    info!(namespace = config.watch_namespace.as_deref().unwrap_or("<all>"), url = %config.control_plane_url, "starting");
+    Controller::for_stream(changes, reader)
+        .owns(secrets, owned)
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => {
+                    tracing::debug!(namespace = obj.namespace, name = obj.name, "reconciled")
+                }
+                Err(controller::Error::ReconcilerFailed(_, obj)) => {
+                    tracing::debug!(
+                        namespace = obj.namespace,
+                        name = obj.name,
+                        "reconcile failed"
+                    )
+                }
+                Err(e) => warn!(error = %e, "controller"),
+            }
+        })
+        .await;
+    info!("stopped");
+    Ok(())
+}
+
+/// What a user can change that needs a pass: spec (generation), deletion, finalizers and our
+/// annotations. Status and managed fields are left out.
+fn user_intent(env: &Environment) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    env.meta().generation.hash(&mut h);
+    env.meta().deletion_timestamp.is_some().hash(&mut h);
+    env.finalizers().hash(&mut h);
+    for (k, v) in env.annotations() {
+        if k.starts_with("kubiya.ai/") {
+            (k, v).hash(&mut h);
+        }
+    }
+    Some(h.finish())
+}

@@ -1,0 +1,7 @@
+//! Running the operator: telemetry, the controller and shutdown. Wiring only; decisions live in
+//! `reconcile`.
+
+mod controller;
+pub mod telemetry;
+
+pub use controller::run;

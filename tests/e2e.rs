@@ -1,0 +1,321 @@
+//! End to end: the operator binary against the real test API server and the control-plane
+//! emulator. Each test has its own namespace, emulator organization and operator process.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kubiya_cp_emulator::{Config as EmulatorConfig, FirstOutcome};
+use kubiya_operator::resource::{
+    DeletionPolicy, Environment, EnvironmentSpec, ExecutionEnvironment, WorkerSecretRef,
+};
+use serde_json::json;
+use support::{TestBed, condition, phase};
+
+fn full_spec() -> EnvironmentSpec {
+    EnvironmentSpec {
+        name: Some("PRODUCTION".into()),
+        display_name: Some("Production".into()),
+        description: Some("Production execution environment".into()),
+        tags: vec!["prod".into(), "critical".into()],
+        priority: Some(10),
+        policy_ids: vec!["policy-1".into()],
+        settings: Some(
+            serde_json::from_value(json!({"region": "eu-west-1", "nested": {"a": [1, 2]}}))
+                .unwrap(),
+        ),
+        execution_environment: Some(ExecutionEnvironment {
+            env_vars: BTreeMap::from([("LOG_LEVEL".into(), "info".into())]),
+            secrets: vec!["GITHUB_TOKEN".into()],
+            integration_ids: vec!["int-1".into()],
+            mcp_servers: Some(
+                serde_json::from_value(json!({"fs": {"command": "mcp-fs"}})).unwrap(),
+            ),
+        }),
+        deletion_policy: DeletionPolicy::Delete,
+        worker_secret: Some(WorkerSecretRef {
+            name: "production-worker".into(),
+        }),
+    }
+}
+
+fn is_ready(e: &Environment) -> bool {
+    phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
+}
+
+/// The organization's first environment provisions for a while, then becomes ready.
+fn provisioning(ms: u64) -> EmulatorConfig {
+    EmulatorConfig {
+        provisioning: Duration::from_millis(ms),
+        ..EmulatorConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_goes_provisioning_then_ready_with_every_field_remote_and_a_worker_secret() {
+    let bed = TestBed::start("apply", provisioning(3000)).await;
+    bed.create("production", full_spec()).await;
+
+    let env = bed
+        .wait_for("production", "Provisioning", |e| {
+            phase(e).as_deref() == Some("Provisioning")
+        })
+        .await;
+    assert_eq!(condition(&env, "Reconciling").as_deref(), Some("True"));
+    assert_eq!(condition(&env, "Ready").as_deref(), Some("False"));
+    let env = bed.wait_for("production", "Ready", is_ready).await;
+
+    // Status: identity, kstatus conditions, top-level observedGeneration.
+    let status = env.status.clone().unwrap();
+    assert_eq!(status.observed_generation, env.metadata.generation);
+    assert_eq!(condition(&env, "Reconciling").as_deref(), Some("False"));
+    assert_eq!(condition(&env, "Stalled").as_deref(), Some("False"));
+    assert_eq!(status.remote_status.as_deref(), Some("ready"));
+    assert_eq!(status.can_register, Some(true));
+    assert_eq!(
+        status.worker_secret_name.as_deref(),
+        Some("production-worker")
+    );
+
+    // The remote environment holds every field of the spec.
+    let remote = bed.remote();
+    assert_eq!(
+        remote.len(),
+        1,
+        "exactly one remote environment: {remote:#?}"
+    );
+    let r = &remote[0];
+    assert_eq!(status.environment_id.as_deref(), r["id"].as_str());
+    assert_eq!(r["name"], "PRODUCTION");
+    assert_eq!(r["display_name"], "Production");
+    assert_eq!(r["description"], "Production execution environment");
+    assert_eq!(r["tags"], json!(["critical", "prod"]));
+    assert_eq!(r["settings"]["region"], "eu-west-1");
+    assert_eq!(r["settings"]["nested"], json!({"a": [1, 2]}));
+    assert_eq!(
+        r["settings"]["kubiya.ai/owner"]["uid"],
+        json!(env.metadata.uid)
+    );
+    assert_eq!(
+        r["settings"]["kubiya.ai/owner"]["namespace"],
+        json!(bed.namespace)
+    );
+    assert_eq!(
+        r["execution_environment"],
+        json!({"env_vars": {"LOG_LEVEL": "info"}, "secrets": ["GITHUB_TOKEN"],
+               "integration_ids": ["int-1"], "mcp_servers": {"fs": {"command": "mcp-fs"}}})
+    );
+
+    // The worker Secret: owned by the Environment, with the control plane's token and command.
+    let secrets: Api<Secret> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    let secret = secrets
+        .get("production-worker")
+        .await
+        .expect("worker secret");
+    let owner = &secret.metadata.owner_references.clone().unwrap_or_default()[0];
+    assert_eq!(
+        (owner.kind.as_str(), Some(&owner.uid), owner.controller),
+        ("Environment", env.metadata.uid.as_ref(), Some(true))
+    );
+    let data = secret.data.unwrap_or_default();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    let token = r["worker_token"].as_str().unwrap();
+    assert_eq!(text("KUBIYA_WORKER_TOKEN"), token);
+    assert_eq!(text("KUBIYA_ENVIRONMENT"), "PRODUCTION");
+    assert_eq!(text("KUBIYA_ENVIRONMENT_ID"), r["id"].as_str().unwrap());
+    assert_eq!(
+        text("KUBIYA_WORKER_COMMAND"),
+        format!("kubiya worker start --token {token} --environment PRODUCTION")
+    );
+
+    // The token is a secret: not in status, and not in the operator's log.
+    assert!(!serde_json::to_string(&env.status).unwrap().contains(token));
+    assert!(
+        !bed.operator_log().contains(token),
+        "worker token leaked into the operator log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_edit_patches_the_remote_environment_and_moves_observed_generation() {
+    let bed = TestBed::start("edit", provisioning(0)).await;
+    bed.create(
+        "web",
+        EnvironmentSpec {
+            description: Some("one".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let before = bed.wait_for("web", "Ready", is_ready).await;
+    let id = before
+        .status
+        .as_ref()
+        .and_then(|s| s.environment_id.clone());
+
+    let patch = json!({"spec": {"description": "two", "tags": ["t"],
+        "executionEnvironment": {"envVars": {"A": "1"}}}});
+    let edited = bed
+        .envs
+        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let generation = edited.metadata.generation;
+    assert!(generation > before.metadata.generation);
+    let after = bed
+        .wait_for("web", "Ready at the new generation", move |e| {
+            is_ready(e) && e.status.as_ref().and_then(|s| s.observed_generation) == generation
+        })
+        .await;
+
+    assert_eq!(
+        after.status.and_then(|s| s.environment_id),
+        id,
+        "updated in place, not recreated"
+    );
+    let remote = bed.remote();
+    assert_eq!(remote.len(), 1);
+    assert_eq!(remote[0]["description"], "two");
+    assert_eq!(remote[0]["tags"], json!(["t"]));
+    assert_eq!(
+        remote[0]["execution_environment"]["env_vars"],
+        json!({"A": "1"})
+    );
+    // PATCH replaces execution_environment: the operator sends every key.
+    assert_eq!(remote[0]["execution_environment"]["secrets"], json!([]));
+    assert!(bed.operator_log().contains("updated remote environment"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_removes_the_remote_environment_and_then_the_object() {
+    let bed = TestBed::start("delete", provisioning(0)).await;
+    bed.create("gone", EnvironmentSpec::default()).await;
+    bed.wait_for("gone", "Ready", is_ready).await;
+    assert!(bed.remote_named("gone").is_some());
+
+    bed.envs
+        .delete("gone", &DeleteParams::default())
+        .await
+        .unwrap();
+    bed.wait_gone("gone").await;
+    assert!(
+        bed.remote_named("gone").is_none(),
+        "remote environment left behind: {:#?}",
+        bed.remote()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphan_deletion_policy_keeps_the_remote_environment() {
+    let bed = TestBed::start("orphan", provisioning(0)).await;
+    bed.create(
+        "kept",
+        EnvironmentSpec {
+            deletion_policy: DeletionPolicy::Orphan,
+            ..Default::default()
+        },
+    )
+    .await;
+    let env = bed.wait_for("kept", "Ready", is_ready).await;
+
+    bed.envs
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    bed.wait_gone("kept").await;
+    let remote = bed.remote_named("kept").expect("remote environment kept");
+    assert_eq!(
+        remote["id"].as_str(),
+        env.status.and_then(|s| s.environment_id).as_deref()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_error_ends_in_phase_error_stalled_with_the_servers_message() {
+    let emulator = EmulatorConfig {
+        provisioning: Duration::from_millis(500),
+        first_outcome: FirstOutcome::Error(
+            "Failed to provision Temporal namespace: connection refused".into(),
+        ),
+        ..EmulatorConfig::default()
+    };
+    let bed = TestBed::start("remote-error", emulator).await;
+    bed.create("broken", EnvironmentSpec::default()).await;
+
+    let env = bed
+        .wait_for("broken", "Stalled", |e| {
+            condition(e, "Stalled").as_deref() == Some("True")
+        })
+        .await;
+    assert_eq!(phase(&env).as_deref(), Some("Error"));
+    assert_eq!(condition(&env, "Ready").as_deref(), Some("False"));
+    assert_eq!(condition(&env, "Reconciling").as_deref(), Some("False"));
+    let status = env.status.unwrap();
+    assert_eq!(status.remote_status.as_deref(), Some("error"));
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("Failed to provision Temporal namespace: connection refused"),
+        "{message}"
+    );
+    let stalled = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(stalled.reason, "RemoteError");
+    assert!(stalled.message.contains("connection refused"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_manifests_are_rejected_by_the_api_server_with_a_clear_message() {
+    let bed = TestBed::without_operator("invalid", EmulatorConfig::default()).await;
+    let cases = [
+        ("short-name", json!({"name": "x"}), "spec.name"),
+        ("long-name", json!({"name": "n".repeat(101)}), "spec.name"),
+        (
+            "bad-policy",
+            json!({"deletionPolicy": "Keep"}),
+            "spec.deletionPolicy",
+        ),
+        ("bad-priority", json!({"priority": 99}), "spec.priority"),
+        ("dup-tags", json!({"tags": ["a", "a"]}), "spec.tags"),
+        (
+            "bad-env-var",
+            json!({"executionEnvironment": {"envVars": {"1-BAD": "x"}}}),
+            "envVars names must match",
+        ),
+        ("bad-type", json!({"tags": "prod"}), "spec.tags"),
+        (
+            "x",
+            json!({}),
+            "metadata.name is used as the control-plane name",
+        ),
+    ];
+    // Sent as raw JSON: wrong types cannot be expressed with the Rust types.
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        bed.client.clone(),
+        &bed.namespace,
+        &ApiResource::erase::<Environment>(&()),
+    );
+    for (name, spec, expected) in cases {
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "kubiya.ai/v1alpha1", "kind": "Environment",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        match api.create(&PostParams::default(), &obj).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{name}: {status:?}");
+                assert!(
+                    status.message.contains(expected),
+                    "{name}: {:?} does not mention {expected:?}",
+                    status.message
+                );
+            }
+            other => panic!("{name}: expected a 422 rejection, got {other:?}"),
+        }
+    }
+}

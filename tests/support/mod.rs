@@ -1,0 +1,241 @@
+//! End-to-end test harness: the test API server (started once per run by `tests/run.sh`), one
+//! namespace, one control-plane emulator organization and one operator process per test.
+//!
+//! Refuses to run against anything but the local test API server, so that a test can never touch
+//! the cluster a developer's kubeconfig points at.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator};
+use kubiya_operator::resource::{Environment, EnvironmentSpec};
+use tokio::process::{Child, Command};
+use tokio::sync::OnceCell;
+
+/// Set by `tests/run.sh` to the kubeconfig of the test API server it started.
+const KUBECONFIG_VAR: &str = "KUBIYA_TEST_KUBECONFIG";
+/// The context name `tests/cluster/apiserver.sh` writes; anything else is refused.
+const TEST_CONTEXT: &str = "test-apiserver";
+/// Generous: CI machines are slow and the API server pauses 2 s after a CRD is established.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+static CRD: OnceCell<()> = OnceCell::const_new();
+
+/// One test's world.
+pub struct TestBed {
+    pub client: Client,
+    pub namespace: String,
+    pub emulator: Emulator,
+    /// The emulator organization of this test (its API key is what the operator runs with).
+    pub org: String,
+    pub envs: Api<Environment>,
+    operator: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl TestBed {
+    /// A fresh namespace and emulator organization, with the operator running on them.
+    pub async fn start(name: &str, emulator: EmulatorConfig) -> TestBed {
+        let mut bed = TestBed::without_operator(name, emulator).await;
+        bed.start_operator();
+        bed
+    }
+
+    /// Same, but the operator is not started (see [`TestBed::start_operator`]).
+    pub async fn without_operator(name: &str, emulator: EmulatorConfig) -> TestBed {
+        let client = test_client().await;
+        CRD.get_or_init(|| install_crd(client.clone())).await;
+        let namespace = format!("{name}-{}", fastrand::u32(..) % 100_000);
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(namespace.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        let emulator = Emulator::start(emulator).await.expect("start emulator");
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        TestBed {
+            envs: Api::namespaced(client.clone(), &namespace),
+            client,
+            org: namespace.clone(),
+            namespace: namespace.clone(),
+            emulator,
+            operator: None,
+            log: log_dir.join(format!("{namespace}.log")),
+        }
+    }
+
+    /// Starts the operator binary, watching only this test's namespace.
+    pub fn start_operator(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("operator log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kubiya-operator"))
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBIYA_API_KEY", kubiya_cp_emulator::token(&self.org))
+            .env("KUBIYA_CONTROL_PLANE_BASE_URL", self.emulator.base_url())
+            .env("KUBIYA_WATCH_NAMESPACE", &self.namespace)
+            .env("KUBIYA_PROVISIONING_POLL", "300ms")
+            .env("KUBIYA_REQUEST_TIMEOUT", "5s")
+            .env("RUST_LOG", "info,kubiya_operator=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start operator");
+        self.operator = Some(child);
+    }
+
+    /// The operator's log so far (for assertions on what it printed).
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Creates an Environment in this test's namespace.
+    pub async fn create(&self, name: &str, spec: EnvironmentSpec) -> Environment {
+        self.envs
+            .create(&PostParams::default(), &Environment::new(name, spec))
+            .await
+            .expect("create Environment")
+    }
+
+    /// Waits until `cond` holds for the named Environment, failing the test after [`TIMEOUT`] with
+    /// the object's last state and the operator's log.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        cond: impl Fn(&Environment) -> bool + Send + 'static,
+    ) -> Environment {
+        let fut = await_condition(self.envs.clone(), name, move |o: Option<&Environment>| {
+            o.is_some_and(&cond)
+        });
+        match tokio::time::timeout(TIMEOUT, fut).await {
+            Ok(Ok(Some(env))) => env,
+            other => {
+                let now = self.envs.get_opt(name).await.ok().flatten();
+                panic!(
+                    "timed out waiting for {name} to be {what} ({other:?}); last seen: {}\noperator log:\n{}",
+                    serde_json::to_string_pretty(&now.map(|e| e.status)).unwrap_or_default(),
+                    self.operator_log()
+                );
+            }
+        }
+    }
+
+    /// Waits until the named Environment no longer exists.
+    pub async fn wait_gone(&self, name: &str) {
+        let Some(env) = self.envs.get_opt(name).await.expect("get") else {
+            return;
+        };
+        let uid = env.metadata.uid.clone().unwrap_or_default();
+        let fut = await_condition(self.envs.clone(), name, conditions::is_deleted(&uid));
+        if tokio::time::timeout(TIMEOUT, fut).await.is_err() {
+            panic!(
+                "timed out waiting for {name} to be deleted\noperator log:\n{}",
+                self.operator_log()
+            );
+        }
+    }
+
+    /// The emulator's environments of this test's organization.
+    pub fn remote(&self) -> Vec<serde_json::Value> {
+        self.emulator.environments(&self.org)
+    }
+
+    /// The emulator's environment with this name, if any.
+    pub fn remote_named(&self, name: &str) -> Option<serde_json::Value> {
+        self.remote().into_iter().find(|e| e["name"] == name)
+    }
+}
+
+/// The phase as a string, for conditions.
+pub fn phase(env: &Environment) -> Option<String> {
+    env.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .map(|p| format!("{p:?}"))
+}
+
+/// The status of the condition `type_`, if present.
+pub fn condition(env: &Environment, type_: &str) -> Option<String> {
+    env.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
+}
+
+fn kubeconfig_path() -> PathBuf {
+    match std::env::var_os(KUBECONFIG_VAR) {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "{KUBECONFIG_VAR} is not set: end-to-end tests run only against the local test API \
+             server; run them with `make test` (tests/run.sh)"
+        ),
+    }
+}
+
+/// A client for the test API server, after checking that it is one.
+async fn test_client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).expect("read test kubeconfig");
+    let context = kubeconfig.current_context.clone().unwrap_or_default();
+    let server = kubeconfig
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.server.clone())
+        .unwrap_or_default();
+    assert!(
+        context == TEST_CONTEXT && server.starts_with("https://127.0.0.1:"),
+        "refusing to run: {path:?} is not the local test API server (context {context:?}, server {server:?})"
+    );
+    let options = KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// Installs the CRD users install, `crds/environment.yaml`, once per test process.
+async fn install_crd(client: Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd: CustomResourceDefinition =
+        serde_yaml_ng::from_str(include_str!("../../crds/environment.yaml"))
+            .expect("crds/environment.yaml");
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    crds.patch(
+        &name,
+        &PatchParams::apply("kubiya-operator-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("install CRD");
+    let established = await_condition(crds, &name, conditions::is_crd_established());
+    tokio::time::timeout(TIMEOUT, established)
+        .await
+        .expect("CRD established in time")
+        .expect("watch CRD");
+}
