@@ -40,7 +40,7 @@ up() {
 	down 2>/dev/null
 	mkdir -p "$STATE"
 	log "building the operator and the emulator"
-	cargo build --release --locked --bin kubiya-operator --bin kubiya-cp-emulator
+	cargo build --release --locked --workspace --bins
 	$APISERVER ensure
 	$APISERVER start
 	local kubectl
