@@ -271,6 +271,13 @@ cmd_start() {
 	etcd=$(etcd_bin)
 	[ -x "$TA_HOME/bin/test-apiserver" ] && [ -x "$etcd" ] || { log "run '$0 build' first"; exit 1; }
 	if alive "$RUN/apiserver.pid" || alive "$RUN/etcd.pid"; then log "already running"; exit 1; fi
+	local port
+	for port in "$TA_API_PORT" "$TA_ETCD_PORT" "$TA_ETCD_PEER_PORT"; do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			log "port $port is in use (another test-apiserver? stop it with TA_RUN=<its run dir> $0 stop)"
+			exit 1
+		fi
+	done
 	[ "$TA_KEEP_DATA" = 1 ] || rm -rf "$RUN"
 	mkdir -p "$RUN"
 	t0=$(now)
