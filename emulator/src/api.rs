@@ -6,21 +6,42 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
+use crate::faults::{self, Faults};
 use crate::store::{Refusal, Store};
 
 type Shared = State<Arc<Store>>;
 
 pub fn router(store: Arc<Store>) -> Router {
     let method_not_allowed = || async { reply(405, json!({"detail": "Method Not Allowed"})) };
+    let api = Router::new()
+        .route(
+            "/api/v1/environments",
+            get(list).post(create).fallback(method_not_allowed),
+        )
+        .route("/api/v1/environments/", any(redirect_without_slash))
+        .route(
+            "/api/v1/environments/{id}",
+            get(get_one)
+                .patch(update)
+                .delete(delete)
+                .fallback(method_not_allowed),
+        )
+        .route("/api/v1/environments/{id}/", any(redirect_without_slash))
+        .route(
+            "/api/v1/environments/{id}/worker-command",
+            get(worker_command).fallback(method_not_allowed),
+        )
+        .route_layer(middleware::from_fn_with_state(store.clone(), faults::layer));
     Router::new()
+        .merge(api)
         .route(
             "/api/health",
             get(|| async { reply(200, json!({"status": "healthy"})) }),
@@ -29,40 +50,33 @@ pub fn router(store: Arc<Store>) -> Router {
             "/api/ready",
             get(|| async { reply(200, json!({"status": "ready"})) }),
         )
-        .route(
-            "/api/v1/environments",
-            get(list).post(create).fallback(method_not_allowed),
-        )
-        .route(
-            "/api/v1/environments/",
-            axum::routing::any(redirect_without_slash),
-        )
-        .route(
-            "/api/v1/environments/{id}",
-            get(get_one)
-                .patch(update)
-                .delete(delete)
-                .fallback(method_not_allowed),
-        )
-        .route(
-            "/api/v1/environments/{id}/",
-            axum::routing::any(redirect_without_slash),
-        )
-        .route(
-            "/api/v1/environments/{id}/worker-command",
-            get(worker_command).fallback(method_not_allowed),
-        )
+        .route("/_emulator/faults", get(get_faults).put(put_faults))
+        .route("/_emulator/calls", get(get_calls).delete(reset_calls))
         .fallback(|| async { reply(404, json!({"detail": "Not Found"})) })
-        .layer(middleware::from_fn_with_state(store.clone(), latency))
         .with_state(store)
 }
 
-async fn latency(State(store): Shared, req: Request, next: Next) -> Response {
-    let wait = store.latency();
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
+async fn get_faults(State(store): Shared) -> Response {
+    reply(200, json!(store.chaos().faults()))
+}
+
+async fn put_faults(State(store): Shared, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(f) => {
+            store.chaos().set_faults(f.clone());
+            reply(200, json!(f))
+        }
+        Err(e) => reply(400, json!({"detail": e.to_string()})),
     }
-    next.run(req).await
+}
+
+async fn get_calls(State(store): Shared) -> Response {
+    reply(200, json!(store.chaos().calls()))
+}
+
+async fn reset_calls(State(store): Shared) -> Response {
+    store.chaos().reset_calls();
+    reply(204, Value::Null)
 }
 
 fn reply(status: u16, body: Value) -> Response {

@@ -77,10 +77,16 @@ fn decode(token: &str) -> Option<Caller> {
     Some(Caller { organization, user })
 }
 
-/// An API key for `organization`, of the kind the real server accepts (`setup.sh token ORG`).
+/// An API key for `organization`, of the kind the real server accepts (`real-server.sh token ORG`).
 pub fn token(organization: &str) -> String {
+    token_with_claims(
+        &json!({"organization": organization, "email": format!("ops@{organization}.test")}),
+    )
+}
+
+/// An HS256 JWT with these claims (for tests of what the server makes of odd keys).
+pub fn token_with_claims(claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = json!({"organization": organization, "email": format!("ops@{organization}.test")});
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     // The server does not verify the signature; any bytes do.
     let signature = URL_SAFE_NO_PAD.encode(b"not-verified-by-the-server");

@@ -6,10 +6,12 @@
 //! UserKey/Bearer/raw-token auth with unverified HS256 JWTs.
 //!
 //! Tests start it in-process ([`Emulator::start`]) and read or steer its state directly;
-//! `kubiya-cp-emulator` runs it on its own.
+//! `kubiya-cp-emulator` runs it on its own, steered through `/_emulator/faults` and read through
+//! `/_emulator/calls`.
 
 mod api;
 mod auth;
+mod faults;
 mod store;
 
 use std::net::SocketAddr;
@@ -19,7 +21,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
-pub use auth::token;
+pub use auth::{token, token_with_claims};
+pub use faults::{Calls, Faults};
 use store::Store;
 
 /// What happens to an organization's first environment, which starts `provisioning`.
@@ -34,8 +37,8 @@ pub enum FirstOutcome {
 /// Knobs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Added to every answer (the real server takes 4–10 ms).
-    pub latency: Duration,
+    /// Latency and failures; changeable later with [`Emulator::set_faults`].
+    pub faults: Faults,
     /// How long an organization's first environment stays `provisioning`.
     pub provisioning: Duration,
     /// Where the first environment ends up.
@@ -45,7 +48,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            latency: Duration::ZERO,
+            faults: Faults::default(),
             provisioning: Duration::from_secs(2),
             first_outcome: FirstOutcome::Ready,
         }
@@ -103,6 +106,16 @@ impl Emulator {
         error_message: Option<&str>,
     ) -> bool {
         self.store.set_status(org, id, status, error_message)
+    }
+
+    /// Changes latency and failures from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.store.chaos().set_faults(faults);
+    }
+
+    /// Calls received so far, per route (`"POST /api/v1/environments"` → count).
+    pub fn calls(&self) -> Calls {
+        self.store.chaos().calls()
     }
 
     /// Waits until the server task ends (for the standalone binary).

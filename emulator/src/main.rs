@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kubiya_cp_emulator::{Config, Emulator, FirstOutcome};
+use kubiya_cp_emulator::{Config, Emulator, Faults, FirstOutcome};
 
 #[derive(Parser)]
 #[command(
@@ -45,7 +45,10 @@ async fn main() -> std::io::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let config = Config {
-        latency: Duration::from_millis(cli.latency_ms),
+        faults: Faults {
+            latency_ms: cli.latency_ms,
+            ..Faults::default()
+        },
         provisioning: Duration::from_millis(cli.provisioning_ms),
         first_outcome: cli
             .first_error

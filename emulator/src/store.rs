@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use crate::faults::Chaos;
 use crate::{Config, FirstOutcome};
 
 /// An error answer: status code and JSON body.
@@ -50,19 +51,22 @@ struct Org {
 
 pub struct Store {
     config: Config,
+    chaos: Chaos,
     orgs: Mutex<HashMap<String, Org>>,
 }
 
 impl Store {
     pub fn new(config: Config) -> Self {
+        let chaos = Chaos::new(config.faults.clone());
         Store {
             config,
+            chaos,
             orgs: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn latency(&self) -> std::time::Duration {
-        self.config.latency
+    pub fn chaos(&self) -> &Chaos {
+        &self.chaos
     }
 
     fn with_org<T>(&self, org: &str, f: impl FnOnce(&mut Org) -> T) -> T {

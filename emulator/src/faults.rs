@@ -1,0 +1,141 @@
+//! Fault injection and call counting, for tests and benchmarks: latency, a share of 5xx, 429 with
+//! `Retry-After`, requests that never answer, malformed bodies. Applies to the API routes only
+//! (`/api/v1/...`), never to health checks or the emulator's own `/_emulator/...` routes.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+use crate::store::Store;
+
+/// What goes wrong, as shares of API requests (each 0.0..=1.0, drawn independently in this order:
+/// hang, 429, 5xx, malformed).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// Extra latency on every API answer, in milliseconds.
+    pub latency_ms: u64,
+    /// Requests that are carried out but never answered (the client's timeout fires; a create
+    /// that "timed out" has in fact happened, as with the real server under load).
+    pub hang: f64,
+    /// Requests refused with 429 and `Retry-After: retry_after_secs`, before being carried out.
+    pub throttle: f64,
+    /// Seconds in the `Retry-After` of a 429.
+    pub retry_after_secs: u64,
+    /// Requests refused with 500 (or 503 when the share is drawn for a GET), before being carried out.
+    pub server_error: f64,
+    /// Requests carried out whose answer body is cut short (invalid JSON).
+    pub malformed: f64,
+}
+
+/// Calls per route: `"POST /api/v1/environments"` → count.
+pub type Calls = BTreeMap<String, u64>;
+
+/// Fault settings and counters, changeable while the emulator runs.
+#[derive(Default)]
+pub struct Chaos {
+    faults: Mutex<Faults>,
+    calls: Mutex<Calls>,
+}
+
+impl Chaos {
+    pub fn new(faults: Faults) -> Self {
+        Chaos {
+            faults: Mutex::new(faults),
+            calls: Mutex::new(Calls::new()),
+        }
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
+    }
+
+    pub fn calls(&self) -> Calls {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn reset_calls(&self) {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn count(&self, key: String) {
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default() += 1;
+    }
+}
+
+/// Middleware on the API routes: count, then misbehave as configured.
+pub async fn layer(
+    State(store): State<Arc<Store>>,
+    path: MatchedPath,
+    req: Request,
+    next: Next,
+) -> Response {
+    let chaos = store.chaos();
+    let method = req.method().clone();
+    chaos.count(format!("{method} {}", path.as_str()));
+    let f = chaos.faults();
+    let wait = Duration::from_millis(f.latency_ms);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    if draw(f.throttle) {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            axum::Json(serde_json::json!({"detail": "Too Many Requests"})),
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&f.retry_after_secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    if draw(f.server_error) {
+        let code = if method == axum::http::Method::GET {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        return (code, "Internal Server Error").into_response();
+    }
+    let hang = draw(f.hang);
+    let malformed = draw(f.malformed);
+    let response = next.run(req).await;
+    if hang {
+        std::future::pending::<()>().await;
+    }
+    if malformed {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        let cut = bytes.slice(..bytes.len() / 2);
+        let mut parts = parts;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(cut));
+    }
+    response
+}
+
+fn draw(share: f64) -> bool {
+    share > 0.0 && fastrand::f64() < share
+}
