@@ -1,5 +1,5 @@
 # Entry points; the scripts they call say more.
-.PHONY: demo demo-stop test lint crd
+.PHONY: demo demo-stop test conformance conformance-bless lint crd
 
 ## Run the operator end to end on the local test bed, with the examples (leaves it running).
 demo:
@@ -12,6 +12,15 @@ demo-stop:
 ## Run the whole test suite (unit + end-to-end on the local test API server).
 test:
 	bash tests/run.sh
+
+## Check the emulator against the real control-plane server, and the operator end to end with it
+## (installs PostgreSQL from Debian and the server into a cached venv of about 1.1 GB).
+conformance:
+	bash tests/conformance.sh
+
+## Re-record tests/conformance/real-server.json from the real server.
+conformance-bless:
+	CONFORMANCE_BLESS=1 bash tests/conformance.sh
 
 ## Formatting and lints, as CI runs them.
 lint:

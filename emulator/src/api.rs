@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
 use crate::faults::{self, Faults};
-use crate::store::{Refusal, Store};
+use crate::store::{self, Refusal, Store};
 
 type Shared = State<Arc<Store>>;
 
@@ -42,18 +42,28 @@ pub fn router(store: Arc<Store>) -> Router {
         .route_layer(middleware::from_fn_with_state(store.clone(), faults::layer));
     Router::new()
         .merge(api)
-        .route(
-            "/api/health",
-            get(|| async { reply(200, json!({"status": "healthy"})) }),
-        )
+        .route("/api/health", get(health))
         .route(
             "/api/ready",
-            get(|| async { reply(200, json!({"status": "ready"})) }),
+            get(|| async {
+                reply(
+                    200,
+                    json!({"status": "ready", "timestamp": store::timestamp()}),
+                )
+            }),
         )
         .route("/_emulator/faults", get(get_faults).put(put_faults))
         .route("/_emulator/calls", get(get_calls).delete(reset_calls))
         .fallback(|| async { reply(404, json!({"detail": "Not Found"})) })
         .with_state(store)
+}
+
+async fn health() -> Response {
+    reply(
+        200,
+        json!({"status": "healthy", "service": "agent-control-plane", "timestamp": store::timestamp(),
+            "services": {"cognitive_memory": "healthy", "context_graph": "healthy", "kubiya_api": "healthy"}}),
+    )
 }
 
 async fn get_faults(State(store): Shared) -> Response {
@@ -102,13 +112,24 @@ fn authenticate(headers: &HeaderMap) -> Result<Caller, Refusal> {
     })
 }
 
-/// Parses a JSON body; malformed JSON is a 422 `json_invalid`, as FastAPI answers.
+/// Parses a JSON body; malformed JSON is a 422 `json_invalid` at the character offset where
+/// Python's decoder stopped, as FastAPI answers.
 fn json_body(bytes: &Bytes) -> Result<Value, Refusal> {
     serde_json::from_slice(bytes).map_err(|e| {
-        let pos = e.column().saturating_sub(1);
+        let text = String::from_utf8_lossy(bytes);
+        let before: usize = text
+            .split('\n')
+            .take(e.line().saturating_sub(1))
+            .map(|l| l.chars().count() + 1)
+            .sum();
+        let column = if e.is_eof() {
+            e.column()
+        } else {
+            e.column().saturating_sub(1)
+        };
         Refusal {
             status: 422,
-            body: json!({"detail": [{"type": "json_invalid", "loc": ["body", pos],
+            body: json!({"detail": [{"type": "json_invalid", "loc": ["body", before + column],
                 "msg": "JSON decode error", "input": {}, "ctx": {"error": "Expecting value"}}]}),
         }
     })
@@ -136,20 +157,17 @@ async fn list(
     answer(|| {
         let caller = authenticate(&headers)?;
         let filter = q.get("status_filter").map(String::as_str);
-        Ok((
-            200,
-            Value::Array(store.list(&caller.organization, caller.user.as_deref(), filter)),
-        ))
+        Ok((200, Value::Array(store.list(&caller.organization, filter))))
     })
 }
 
 async fn create(State(store): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    // FastAPI parses the body before the auth dependency runs: malformed JSON is a 422 even
+    // without a key, while a well-formed but invalid body without a key is a 401.
     answer(|| {
-        let caller = authenticate(&headers)?;
         let body = json_body(&body)?;
-        store
-            .create(&caller.organization, caller.user.as_deref(), &body)
-            .map(|e| (201, e))
+        let caller = authenticate(&headers)?;
+        store.create(&caller.organization, &body).map(|e| (201, e))
     })
 }
 
@@ -168,8 +186,8 @@ async fn update(
     body: Bytes,
 ) -> Response {
     answer(|| {
-        let caller = authenticate(&headers)?;
         let body = json_body(&body)?;
+        let caller = authenticate(&headers)?;
         store
             .update(&caller.organization, &id, &body)
             .map(|e| (200, e))

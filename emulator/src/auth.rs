@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 /// Who is calling.
 pub struct Caller {
     pub organization: String,
-    pub user: Option<String>,
 }
 
 /// Why a request is not authenticated; the two messages of the real server.
@@ -23,11 +22,11 @@ impl Denied {
         let (message, hint) = match self {
             Denied::Missing => (
                 "Authorization header is required",
-                "Include 'Authorization: Bearer <token>' or 'Authorization: UserKey <key>' header",
+                "Include 'Authorization: Bearer <token>' header",
             ),
             Denied::Invalid => (
                 "Invalid or expired authentication token",
-                "Please obtain a new token or check your API key",
+                "Ensure you're using a valid Kubiya API token",
             ),
         };
         json!({"detail": {"error": "Unauthorized", "message": message, "hint": hint}})
@@ -71,10 +70,7 @@ fn decode(token: &str) -> Option<Caller> {
     {
         return None;
     }
-    let user = ["token_id", "sub", "email"]
-        .iter()
-        .find_map(|k| claims.get(*k)?.as_str().map(str::to_owned));
-    Some(Caller { organization, user })
+    Some(Caller { organization })
 }
 
 /// An API key for `organization`, of the kind the real server accepts (`real-server.sh token ORG`).

@@ -110,12 +110,15 @@ impl Store {
     }
 
     /// `GET /api/v1/environments`: creates `default` first when the organization has none.
-    pub fn list(&self, org: &str, user: Option<&str>, status_filter: Option<&str>) -> Vec<Value> {
+    pub fn list(&self, org: &str, status_filter: Option<&str>) -> Vec<Value> {
         self.with_org(org, |o| {
             if o.envs.is_empty() {
-                let mut doc = new_doc(org, user, "default", "active");
+                let mut doc = new_doc(org, "default", "active");
                 doc.insert("display_name".into(), json!("Default Environment"));
-                doc.insert("description".into(), json!("Default environment"));
+                doc.insert(
+                    "description".into(),
+                    json!("Default environment for all workers"),
+                );
                 o.envs.push(Env {
                     doc,
                     workflow: None,
@@ -129,7 +132,7 @@ impl Store {
         })
     }
 
-    pub fn create(&self, org: &str, user: Option<&str>, body: &Value) -> Result<Value, Refusal> {
+    pub fn create(&self, org: &str, body: &Value) -> Result<Value, Refusal> {
         let body = validate_create(body)?;
         let name = body["name"].as_str().unwrap_or_default().to_owned();
         self.with_org(org, |o| {
@@ -141,12 +144,7 @@ impl Store {
             }
             // The organization's first environment provisions its namespace; later ones are ready.
             let first = !o.provisioned && o.envs.is_empty();
-            let mut doc = new_doc(
-                org,
-                user,
-                &name,
-                if first { "provisioning" } else { "ready" },
-            );
+            let mut doc = new_doc(org, &name, if first { "provisioning" } else { "ready" });
             for key in ["display_name", "description", "tags", "settings"] {
                 if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
                     doc.insert(key.into(), v.clone());
@@ -155,37 +153,49 @@ impl Store {
             if doc["display_name"].is_null() {
                 doc.insert("display_name".into(), json!(name));
             }
-            let mut exec =
-                json!({"env_vars": {}, "secrets": [], "integration_ids": [], "mcp_servers": {}});
-            if let (Some(Value::Object(given)), Some(e)) =
-                (body.get("execution_environment"), exec.as_object_mut())
-            {
-                for (k, v) in given {
-                    if e.contains_key(k) && !v.is_null() {
-                        e.insert(k.clone(), v.clone());
-                    }
+            // Given, it gets all four keys with defaults; not given, it stays `{}`.
+            if let Some(Value::Object(given)) = body.get("execution_environment") {
+                let mut exec = Map::new();
+                for (key, default) in [
+                    ("env_vars", json!({})),
+                    ("secrets", json!([])),
+                    ("integration_ids", json!([])),
+                    ("mcp_servers", json!({})),
+                ] {
+                    let v = given
+                        .get(key)
+                        .filter(|v| !v.is_null())
+                        .cloned()
+                        .unwrap_or(default);
+                    exec.insert(key.into(), v);
                 }
+                doc.insert("execution_environment".into(), Value::Object(exec));
             }
-            doc.insert("execution_environment".into(), exec);
-            let workflow = first.then(|| {
-                doc.insert(
-                    "provisioning_workflow_id".into(),
-                    json!(format!("provision-namespace-{org}")),
-                );
-                (
-                    Instant::now() + self.config.provisioning,
-                    self.config.first_outcome.clone(),
-                )
-            });
+            let mut env = Env {
+                doc,
+                workflow: None,
+            };
+            if first {
+                let outcome = self.config.first_outcome.clone();
+                if let FirstOutcome::Ready = outcome {
+                    env.doc.insert(
+                        "provisioning_workflow_id".into(),
+                        json!(format!("provision-namespace-{org}")),
+                    );
+                }
+                // A workflow that fails to start fails the create itself; so does a zero delay.
+                env.workflow = Some((Instant::now() + self.config.provisioning, outcome));
+                settle(&mut env, Instant::now());
+            }
             o.provisioned = true;
-            let out = Value::Object(doc.clone());
-            o.envs.push(Env { doc, workflow });
+            let out = Value::Object(env.doc.clone());
+            o.envs.push(env);
             Ok(out)
         })
     }
 
     pub fn get(&self, org: &str, id: &str) -> Result<Value, Refusal> {
-        check_uuid(id)?;
+        check_uuid("get", id)?;
         self.with_org(org, |o| find(o, id).map(|e| Value::Object(e.doc.clone())))
     }
 
@@ -207,26 +217,34 @@ impl Store {
     }
 
     pub fn update(&self, org: &str, id: &str, body: &Value) -> Result<Value, Refusal> {
-        check_uuid(id)?;
+        check_uuid("update", id)?;
         let body = validate_update(body)?;
         self.with_org(org, |o| {
             let idx = o.envs.iter().position(|e| e.doc["id"] == id).ok_or_else(not_found)?;
             if let Some(name) = body.get("name") {
                 let Some(name) = name.as_str() else {
-                    return Err(sql_error("null value in column \"name\" of relation \"environments\" violates not-null constraint"));
+                    return Err(sql_error(
+                        "update",
+                        "NotNullViolation",
+                        "null value in column \"name\" of relation \"environments\" violates not-null constraint",
+                    ));
                 };
                 if o.envs.iter().enumerate().any(|(i, e)| i != idx && e.doc["name"] == name) {
-                    return Err(sql_error(&format!(
-                        "duplicate key value violates unique constraint \"uq_environment_org_name\"\nDETAIL:  Key (organization_id, name)=({org}, {name}) already exists."
-                    )));
+                    return Err(sql_error(
+                        "update",
+                        "UniqueViolation",
+                        "duplicate key value violates unique constraint \"unique_queue_name_per_org\"",
+                    ));
                 }
             }
             if let Some(status) = body.get("status")
                 && !status.as_str().is_some_and(|s| STATUSES.contains(&s))
             {
-                return Err(sql_error(&format!(
-                    "new row for relation \"environments\" violates check constraint \"environments_status_check\"\nDETAIL:  status {status}"
-                )));
+                return Err(sql_error(
+                    "update",
+                    "CheckViolation",
+                    "new row for relation \"environments\" violates check constraint \"task_queues_status_check\"",
+                ));
             }
             let env = &mut o.envs[idx];
             for (k, v) in body.iter() {
@@ -247,7 +265,7 @@ impl Store {
     }
 
     pub fn delete(&self, org: &str, id: &str) -> Result<(), Refusal> {
-        check_uuid(id)?;
+        check_uuid("delete", id)?;
         self.with_org(org, |o| {
             let idx = o
                 .envs
@@ -274,14 +292,24 @@ fn not_found() -> Refusal {
     refuse(404, "Environment not found")
 }
 
-fn sql_error(what: &str) -> Refusal {
-    refuse(500, format!("(psycopg2.errors.IntegrityError) {what}"))
+/// A database error surfacing as a 500, as the server words it. The server goes on with the SQL
+/// statement and its parameters; the emulator stops at the first line, which is what the
+/// conformance suite compares.
+fn sql_error(op: &str, class: &str, what: &str) -> Refusal {
+    refuse(
+        500,
+        format!("Failed to {op} environment: (psycopg2.errors.{class}) {what}"),
+    )
 }
 
 /// Ids are UUID columns: anything else fails inside the database, as a 500.
-fn check_uuid(id: &str) -> Result<(), Refusal> {
+fn check_uuid(op: &str, id: &str) -> Result<(), Refusal> {
     Uuid::parse_str(id).map(|_| ()).map_err(|_| {
-        refuse(500, format!("(psycopg2.errors.InvalidTextRepresentation) invalid input syntax for type uuid: \"{id}\""))
+        sql_error(
+            op,
+            "InvalidTextRepresentation",
+            &format!("invalid input syntax for type uuid: \"{id}\""),
+        )
     })
 }
 
@@ -307,7 +335,7 @@ fn settle(env: &mut Env, now: Instant) {
     env.workflow = None;
 }
 
-fn new_doc(org: &str, user: Option<&str>, name: &str, status: &str) -> Map<String, Value> {
+fn new_doc(org: &str, name: &str, status: &str) -> Map<String, Value> {
     let now = timestamp();
     let doc = json!({
         "id": Uuid::new_v4().to_string(),
@@ -320,7 +348,8 @@ fn new_doc(org: &str, user: Option<&str>, name: &str, status: &str) -> Map<Strin
         "status": status,
         "created_at": now,
         "updated_at": now,
-        "created_by": user,
+        // The server records no creator for API-key callers.
+        "created_by": Value::Null,
         "worker_token": Uuid::new_v4().to_string(),
         "provisioning_workflow_id": null,
         "provisioned_at": null,
@@ -340,7 +369,7 @@ fn new_doc(org: &str, user: Option<&str>, name: &str, status: &str) -> Map<Strin
 }
 
 /// ISO 8601 with microseconds and `+00:00`, as Python's `isoformat()` writes it.
-fn timestamp() -> String {
+pub fn timestamp() -> String {
     let now = time::OffsetDateTime::now_utc();
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
@@ -357,7 +386,11 @@ struct Problems {
 impl Problems {
     fn add(&mut self, kind: &str, loc: &[&str], msg: &str, input: &Value, ctx: Option<Value>) {
         let mut loc_v: Vec<Value> = vec![json!("body")];
-        loc_v.extend(loc.iter().map(|l| json!(l)));
+        // List indices are numbers in pydantic's locations; dict keys are strings.
+        loc_v.extend(
+            loc.iter()
+                .map(|l| l.parse::<u64>().map_or_else(|_| json!(l), |n| json!(n))),
+        );
         let mut item = json!({"type": kind, "loc": loc_v, "msg": msg, "input": input});
         if let (Some(ctx), Some(obj)) = (ctx, item.as_object_mut()) {
             obj.insert("ctx".into(), ctx);
@@ -572,41 +605,46 @@ mod tests {
             provisioning: Duration::from_secs(3600),
             ..Config::default()
         });
-        let a = s.create("o", None, &json!({"name": "aa"})).unwrap();
+        let a = s.create("o", &json!({"name": "aa"})).unwrap();
         assert_eq!(a["status"], "provisioning");
-        let b = s.create("o", None, &json!({"name": "bb"})).unwrap();
+        let b = s.create("o", &json!({"name": "bb"})).unwrap();
         assert_eq!(b["status"], "ready");
         assert_eq!(b["display_name"], "bb");
+        assert_eq!(b["execution_environment"], json!({}));
+        let c = s
+            .create(
+                "o",
+                &json!({"name": "cc", "execution_environment": {"secrets": ["S"]}}),
+            )
+            .unwrap();
         assert_eq!(
-            b["execution_environment"],
-            json!({"env_vars": {}, "secrets": [], "integration_ids": [], "mcp_servers": {}})
+            c["execution_environment"],
+            json!({"env_vars": {}, "secrets": ["S"], "integration_ids": [], "mcp_servers": {}})
         );
     }
 
     #[test]
     fn list_creates_default_which_cannot_be_deleted() {
         let s = store();
-        let all = s.list("o", None, None);
+        let all = s.list("o", None);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0]["name"], "default");
         assert_eq!(all[0]["status"], "active");
         let id = all[0]["id"].as_str().unwrap();
         assert_eq!(s.delete("o", id).unwrap_err().status, 400);
-        assert!(s.list("o", None, Some("ready")).is_empty());
-        assert!(s.list("o", None, Some("nonsense")).is_empty());
+        assert!(s.list("o", Some("ready")).is_empty());
+        assert!(s.list("o", Some("nonsense")).is_empty());
     }
 
     #[test]
     fn names_are_unique_per_organization() {
         let s = store();
-        s.create("o", None, &json!({"name": "aa"})).unwrap();
+        s.create("o", &json!({"name": "aa"})).unwrap();
         assert_eq!(
-            s.create("o", None, &json!({"name": "aa"}))
-                .unwrap_err()
-                .status,
+            s.create("o", &json!({"name": "aa"})).unwrap_err().status,
             409
         );
-        assert!(s.create("p", None, &json!({"name": "aa"})).is_ok());
+        assert!(s.create("p", &json!({"name": "aa"})).is_ok());
     }
 
     #[test]
@@ -615,7 +653,6 @@ mod tests {
         let a = s
             .create(
                 "o",
-                None,
                 &json!({"name": "aa", "execution_environment": {"secrets": ["X"]}}),
             )
             .unwrap();
@@ -648,11 +685,11 @@ mod tests {
     #[test]
     fn validation_errors_are_pydantic_shaped() {
         let s = store();
-        let e = s.create("o", None, &json!({"name": "x"})).unwrap_err();
+        let e = s.create("o", &json!({"name": "x"})).unwrap_err();
         assert_eq!(e.status, 422);
         assert_eq!(e.body["detail"][0]["type"], "string_too_short");
         assert_eq!(e.body["detail"][0]["loc"], json!(["body", "name"]));
-        let e = s.create("o", None, &json!({"tags": "x"})).unwrap_err();
+        let e = s.create("o", &json!({"tags": "x"})).unwrap_err();
         assert_eq!(e.body["detail"].as_array().unwrap().len(), 2);
     }
 }

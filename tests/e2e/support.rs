@@ -35,6 +35,8 @@ pub struct TestBed {
     pub emulator: Emulator,
     /// The emulator organization of this test (its API key is what the operator runs with).
     pub org: String,
+    /// Where the operator finds the control plane: the emulator unless a test points it elsewhere.
+    pub control_plane_url: String,
     pub envs: Api<Environment>,
     operator: Option<Child>,
     pub log: PathBuf,
@@ -72,6 +74,7 @@ impl TestBed {
             client,
             org: namespace.clone(),
             namespace: namespace.clone(),
+            control_plane_url: emulator.base_url(),
             emulator,
             operator: None,
             log: log_dir.join(format!("{namespace}.log")),
@@ -91,7 +94,7 @@ impl TestBed {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KUBECONFIG", kubeconfig_path())
             .env("KUBIYA_API_KEY", kubiya_cp_emulator::token(&self.org))
-            .env("KUBIYA_CONTROL_PLANE_BASE_URL", self.emulator.base_url())
+            .env("KUBIYA_CONTROL_PLANE_BASE_URL", &self.control_plane_url)
             .env("KUBIYA_WATCH_NAMESPACE", &self.namespace)
             .env("KUBIYA_PROVISIONING_POLL", "300ms")
             .env("KUBIYA_REQUEST_TIMEOUT", "5s")

@@ -1,11 +1,10 @@
-//! End to end: the operator binary against the real test API server and the control-plane
-//! emulator. Each test has its own namespace, emulator organization and operator process.
-
-mod support;
+//! The lifecycle of an Environment against the emulator. Each test has its own namespace,
+//! emulator organization and operator process.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::{TestBed, condition, phase};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, FirstOutcome};
@@ -13,7 +12,6 @@ use kubiya_operator::resource::{
     DeletionPolicy, Environment, EnvironmentSpec, ExecutionEnvironment, WorkerSecretRef,
 };
 use serde_json::json;
-use support::{TestBed, condition, phase};
 
 fn full_spec() -> EnvironmentSpec {
     EnvironmentSpec {

@@ -1,0 +1,105 @@
+//! The operator end to end with the real control-plane server behind it (`make conformance`
+//! installs and starts one and sets KUBIYA_CONFORMANCE_REAL_URL).
+
+use std::collections::BTreeMap;
+
+use crate::support::{TestBed, condition, phase};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kubiya_cp_emulator::Config as EmulatorConfig;
+use kubiya_operator::resource::{Environment, EnvironmentSpec, ExecutionEnvironment};
+use serde_json::{Value, json};
+
+fn is_ready(e: &Environment) -> bool {
+    phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control-plane server: run `make conformance`"]
+async fn operator_creates_updates_and_deletes_on_the_real_server() {
+    let url = std::env::var("KUBIYA_CONFORMANCE_REAL_URL").expect("KUBIYA_CONFORMANCE_REAL_URL");
+    let url = url.trim_end_matches('/').to_owned();
+    let mut bed = TestBed::without_operator("real", EmulatorConfig::default()).await;
+    bed.control_plane_url = url.clone();
+    let http = reqwest::Client::new();
+    let auth = format!("UserKey {}", kubiya_cp_emulator::token(&bed.org));
+    let get = |path: String| {
+        http.get(format!("{url}{path}"))
+            .header("Authorization", &auth)
+            .send()
+    };
+
+    // Without a workflow engine the real server fails an organization's first environment; a list
+    // first creates `default`, as on any organization in use, so ours is the second.
+    assert_eq!(
+        get("/api/v1/environments".into()).await.unwrap().status(),
+        200
+    );
+    bed.start_operator();
+
+    let spec = EnvironmentSpec {
+        description: Some("one".into()),
+        tags: vec!["a".into()],
+        execution_environment: Some(ExecutionEnvironment {
+            env_vars: BTreeMap::from([("LOG_LEVEL".into(), "info".into())]),
+            secrets: vec!["S".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    bed.create("real-env", spec).await;
+    let env = bed.wait_for("real-env", "Ready", is_ready).await;
+    let id = env
+        .status
+        .as_ref()
+        .and_then(|s| s.environment_id.clone())
+        .expect("environment id");
+    let remote: Value = get(format!("/api/v1/environments/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(remote["name"], "real-env");
+    assert_eq!(remote["description"], "one");
+    assert_eq!(
+        remote["execution_environment"]["env_vars"],
+        json!({"LOG_LEVEL": "info"})
+    );
+    assert_eq!(
+        remote["settings"]["kubiya.ai/owner"]["uid"],
+        json!(env.metadata.uid)
+    );
+
+    let patch = json!({"spec": {"description": "two", "tags": ["a", "b"]}});
+    let edited = bed
+        .envs
+        .patch("real-env", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let generation = edited.metadata.generation;
+    bed.wait_for("real-env", "Ready at the new generation", move |e| {
+        is_ready(e) && e.status.as_ref().and_then(|s| s.observed_generation) == generation
+    })
+    .await;
+    let remote: Value = get(format!("/api/v1/environments/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(remote["description"], "two");
+    assert_eq!(remote["tags"], json!(["a", "b"]));
+
+    bed.envs
+        .delete("real-env", &DeleteParams::default())
+        .await
+        .unwrap();
+    bed.wait_gone("real-env").await;
+    assert_eq!(
+        get(format!("/api/v1/environments/{id}"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
