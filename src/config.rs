@@ -13,11 +13,7 @@ fn parse_key(s: &str) -> Result<ApiKey, std::convert::Infallible> {
 }
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "kubiya-operator",
-    version,
-    about = "Makes Kubiya control-plane Environments declarative"
-)]
+#[command(name = "kubiya-operator", version, about = "Makes Kubiya control-plane Environments declarative")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -38,11 +34,7 @@ pub enum Command {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
     /// Base URL of the Kubiya control plane.
-    #[arg(
-        long,
-        env = "KUBIYA_CONTROL_PLANE_BASE_URL",
-        default_value = "https://control-plane.kubiya.ai"
-    )]
+    #[arg(long, env = "KUBIYA_CONTROL_PLANE_BASE_URL", default_value = "https://control-plane.kubiya.ai")]
     pub control_plane_url: Url,
 
     /// Kubiya API key. Prefer a file or an env var from a Secret over the command line.
@@ -57,6 +49,14 @@ pub struct Config {
     #[arg(long, env = "KUBIYA_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// Control-plane requests in flight at once, across all reconciles.
+    #[arg(long, env = "KUBIYA_MAX_CONCURRENT_REQUESTS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_concurrent_requests: u16,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz (port 0: any free port).
+    #[arg(long, env = "KUBIYA_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "KUBIYA_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
@@ -65,7 +65,8 @@ pub struct Config {
     #[arg(long, env = "KUBIYA_PROVISIONING_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub provisioning_poll: Duration,
 
-    /// How often a settled environment is compared with its spec (jittered ±25 %).
+    /// How often a settled environment is compared with its spec and drift corrected (jittered
+    /// ±25 %); 0s turns the periodic check off.
     #[arg(long, env = "KUBIYA_RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
 
@@ -102,14 +103,9 @@ impl Config {
     pub fn api_key(&self) -> Result<ApiKey, ConfigError> {
         let key = match (&self.api_key, &self.api_key_file) {
             (Some(k), _) if !k.is_empty() => k.clone(),
-            (_, Some(path)) => {
-                std::fs::read_to_string(path)
-                    .map(ApiKey::new)
-                    .map_err(|source| ConfigError::ReadApiKey {
-                        path: path.clone(),
-                        source,
-                    })?
-            }
+            (_, Some(path)) => std::fs::read_to_string(path)
+                .map(ApiKey::new)
+                .map_err(|source| ConfigError::ReadApiKey { path: path.clone(), source })?,
             _ => return Err(ConfigError::MissingApiKey),
         };
         if key.is_empty() {
@@ -132,14 +128,9 @@ mod tests {
     #[test]
     fn api_key_is_not_printed_by_debug_or_help() {
         let cli = Cli::parse_from(["kubiya-operator", "run", "--api-key", "sekret"]);
-        let Some(Command::Run(cfg)) = cli.command else {
-            panic!("run")
-        };
+        let Some(Command::Run(cfg)) = cli.command else { panic!("run") };
         assert!(!format!("{cfg:?}").contains("sekret"));
         let help = Cli::command().render_long_help().to_string();
-        assert!(
-            !help.contains("api-key <"),
-            "the key flag is hidden from --help"
-        );
+        assert!(!help.contains("api-key <"), "the key flag is hidden from --help");
     }
 }

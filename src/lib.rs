@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod controlplane;
+pub mod metrics;
 pub mod reconcile;
 pub mod resource;
 pub mod runtime;

@@ -15,6 +15,16 @@ pub const FINALIZER: &str = "kubiya.ai/environment";
 /// Field manager for everything this operator writes.
 pub const MANAGER: &str = "kubiya-operator";
 
+/// Adopts an existing remote environment by id (read until `status.environmentId` is set).
+pub const ADOPT_ANNOTATION: &str = "kubiya.ai/environment-id";
+/// `"true"` stops every remote write for this resource.
+pub const PAUSED_ANNOTATION: &str = "kubiya.ai/paused";
+/// Any new value asks for a pass now; the value handled is echoed in `status.lastHandledReconcileAt`.
+pub const RECONCILE_REQUEST_ANNOTATION: &str = "kubiya.ai/reconcile-requested-at";
+/// `Orphan` or `Delete`, overriding `spec.deletionPolicy`: the way out of a deletion the control
+/// plane refuses.
+pub const DELETION_POLICY_ANNOTATION: &str = "kubiya.ai/deletion-policy";
+
 /// Desired state of a Kubiya control-plane environment.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
@@ -77,6 +87,11 @@ pub struct EnvironmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_environment: Option<ExecutionEnvironment>,
 
+    /// Enable or disable the environment in the control plane (its `active` / `inactive`
+    /// status). Unset: leave it as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RemoteState>,
+
     /// What happens to the remote environment when this resource is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -123,6 +138,25 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
+/// The enabled state of a remote environment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteState {
+    /// Enabled: remote status `active`.
+    Active,
+    /// Disabled: remote status `inactive`.
+    Inactive,
+}
+
+impl RemoteState {
+    /// The control plane's status value.
+    pub fn remote_status(self) -> &'static str {
+        match self {
+            RemoteState::Active => "active",
+            RemoteState::Inactive => "inactive",
+        }
+    }
+}
+
 /// Reference to the worker Secret in the resource's namespace.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct WorkerSecretRef {
@@ -135,7 +169,7 @@ pub struct WorkerSecretRef {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentStatus {
-    /// Summary of where the environment is: Pending, Provisioning, Ready, Error or Deleting.
+    /// Summary of where the environment is: Pending, Provisioning, Ready, Inactive, Error or Deleting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The control plane's id of the environment.
@@ -159,6 +193,9 @@ pub struct EnvironmentStatus {
     /// When the status last changed as the result of a sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_time: Option<Time>,
+    /// The last `kubiya.ai/reconcile-requested-at` annotation value a pass handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
     /// Human-readable explanation of the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -174,6 +211,8 @@ pub enum Phase {
     Pending,
     Provisioning,
     Ready,
+    /// Disabled in the control plane (remote status `inactive` or `archived`).
+    Inactive,
     Error,
     Deleting,
 }
@@ -188,21 +227,33 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 impl Environment {
     /// The control-plane name: `spec.name`, else `metadata.name`.
     pub fn remote_name(&self) -> &str {
-        self.spec
-            .name
-            .as_deref()
-            .or(self.metadata.name.as_deref())
-            .unwrap_or_default()
+        self.spec.name.as_deref().or(self.metadata.name.as_deref()).unwrap_or_default()
+    }
+
+    /// The value of one of our annotations.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    }
+
+    /// Whether `kubiya.ai/paused: "true"` is set.
+    pub fn is_paused(&self) -> bool {
+        self.annotation(PAUSED_ANNOTATION) == Some("true")
+    }
+
+    /// The deletion policy in force: the annotation, else the spec.
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        match self.annotation(DELETION_POLICY_ANNOTATION) {
+            Some("Orphan") => DeletionPolicy::Orphan,
+            Some("Delete") => DeletionPolicy::Delete,
+            _ => self.spec.deletion_policy,
+        }
     }
 
     /// The worker Secret's name: `spec.workerSecret.name`, else `<metadata.name>-worker`.
     pub fn worker_secret_name(&self) -> String {
         match &self.spec.worker_secret {
             Some(r) => r.name.clone(),
-            None => format!(
-                "{}-worker",
-                self.metadata.name.as_deref().unwrap_or_default()
-            ),
+            None => format!("{}-worker", self.metadata.name.as_deref().unwrap_or_default()),
         }
     }
 }

@@ -17,10 +17,7 @@ use std::time::Duration;
 use harness::{Answer, Target};
 use kubiya_cp_emulator::{Config, Emulator, FirstOutcome};
 
-const RECORDING: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/conformance/real-server.json"
-);
+const RECORDING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance/real-server.json");
 
 /// The emulator set up like the real server in the test bed: no workflow engine reachable, so an
 /// organization's first environment fails at once.
@@ -62,17 +59,10 @@ fn compare(
 async fn emulator_answers_like_the_real_server() {
     let run_id = format!(
         "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
     );
     let emulator = Emulator::start(emulator_config()).await.expect("emulator");
-    let emulated = transcripts(&Target {
-        base_url: emulator.base_url(),
-        run_id: run_id.clone(),
-    })
-    .await;
+    let emulated = transcripts(&Target { base_url: emulator.base_url(), run_id: run_id.clone() }).await;
 
     let recorded: Option<BTreeMap<String, Vec<Answer>>> = std::fs::read_to_string(RECORDING)
         .ok()
@@ -80,11 +70,7 @@ async fn emulator_answers_like_the_real_server() {
     let mut problems = Vec::new();
 
     if let Ok(url) = std::env::var("KUBIYA_CONFORMANCE_REAL_URL") {
-        let real = transcripts(&Target {
-            base_url: url.trim_end_matches('/').to_owned(),
-            run_id,
-        })
-        .await;
+        let real = transcripts(&Target { base_url: url.trim_end_matches('/').to_owned(), run_id }).await;
         if std::env::var("CONFORMANCE_BLESS").is_ok_and(|v| v == "1") {
             let text = serde_json::to_string_pretty(&real).expect("serialise") + "\n";
             std::fs::write(RECORDING, text).expect("write the recording");
@@ -93,17 +79,9 @@ async fn emulator_answers_like_the_real_server() {
         }
         problems.extend(compare("emulator", &emulated, "real server", &real));
     } else {
-        let recorded = recorded.expect("tests/conformance/real-server.json is missing: record it with `make conformance-bless`");
-        problems.extend(compare(
-            "emulator",
-            &emulated,
-            "real server (recorded)",
-            &recorded,
-        ));
+        let recorded = recorded
+            .expect("tests/conformance/real-server.json is missing: record it with `make conformance-bless`");
+        problems.extend(compare("emulator", &emulated, "real server (recorded)", &recorded));
     }
-    assert!(
-        problems.is_empty(),
-        "the emulator and the real server differ:\n  {}",
-        problems.join("\n  ")
-    );
+    assert!(problems.is_empty(), "the emulator and the real server differ:\n  {}", problems.join("\n  "));
 }

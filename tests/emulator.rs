@@ -8,10 +8,7 @@ use serde_json::{Value, json};
 async fn get(emulator: &Emulator, timeout: Duration) -> Result<reqwest::Response, reqwest::Error> {
     reqwest::Client::new()
         .get(format!("{}/api/v1/environments", emulator.base_url()))
-        .header(
-            "Authorization",
-            format!("Bearer {}", kubiya_cp_emulator::token("faults")),
-        )
+        .header("Authorization", format!("Bearer {}", kubiya_cp_emulator::token("faults")))
         .timeout(timeout)
         .send()
         .await
@@ -22,39 +19,21 @@ async fn faults_can_be_switched_on_and_off_and_calls_are_counted() {
     let emulator = Emulator::start(Config::default()).await.unwrap();
     let second = Duration::from_secs(5);
 
-    emulator.set_faults(Faults {
-        throttle: 1.0,
-        retry_after_secs: 7,
-        ..Faults::default()
-    });
+    emulator.set_faults(Faults { throttle: 1.0, retry_after_secs: 7, ..Faults::default() });
     let r = get(&emulator, second).await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "7");
 
-    emulator.set_faults(Faults {
-        server_error: 1.0,
-        ..Faults::default()
-    });
+    emulator.set_faults(Faults { server_error: 1.0, ..Faults::default() });
     assert_eq!(get(&emulator, second).await.unwrap().status(), 503);
 
-    emulator.set_faults(Faults {
-        malformed: 1.0,
-        ..Faults::default()
-    });
+    emulator.set_faults(Faults { malformed: 1.0, ..Faults::default() });
     let r = get(&emulator, second).await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(
-        serde_json::from_str::<Value>(&r.text().await.unwrap()).is_err(),
-        "body should be cut short"
-    );
+    assert!(serde_json::from_str::<Value>(&r.text().await.unwrap()).is_err(), "body should be cut short");
 
-    emulator.set_faults(Faults {
-        hang: 1.0,
-        ..Faults::default()
-    });
-    let e = get(&emulator, Duration::from_millis(300))
-        .await
-        .unwrap_err();
+    emulator.set_faults(Faults { hang: 1.0, ..Faults::default() });
+    let e = get(&emulator, Duration::from_millis(300)).await.unwrap_err();
     assert!(e.is_timeout(), "{e}");
 
     emulator.set_faults(Faults::default());
@@ -64,12 +43,7 @@ async fn faults_can_be_switched_on_and_off_and_calls_are_counted() {
     // The same knobs over HTTP, for a separately running emulator.
     let http = reqwest::Client::new();
     let url = format!("{}/_emulator/faults", emulator.base_url());
-    let set = http
-        .put(&url)
-        .json(&json!({"latency_ms": 1, "throttle": 1.0}))
-        .send()
-        .await
-        .unwrap();
+    let set = http.put(&url).json(&json!({"latency_ms": 1, "throttle": 1.0})).send().await.unwrap();
     assert_eq!(set.status(), 200);
     assert_eq!(get(&emulator, second).await.unwrap().status(), 429);
     let calls: Value = http

@@ -22,35 +22,21 @@ type Shared = State<Arc<Store>>;
 pub fn router(store: Arc<Store>) -> Router {
     let method_not_allowed = || async { reply(405, json!({"detail": "Method Not Allowed"})) };
     let api = Router::new()
-        .route(
-            "/api/v1/environments",
-            get(list).post(create).fallback(method_not_allowed),
-        )
+        .route("/api/v1/environments", get(list).post(create).fallback(method_not_allowed))
         .route("/api/v1/environments/", any(redirect_without_slash))
         .route(
             "/api/v1/environments/{id}",
-            get(get_one)
-                .patch(update)
-                .delete(delete)
-                .fallback(method_not_allowed),
+            get(get_one).patch(update).delete(delete).fallback(method_not_allowed),
         )
         .route("/api/v1/environments/{id}/", any(redirect_without_slash))
-        .route(
-            "/api/v1/environments/{id}/worker-command",
-            get(worker_command).fallback(method_not_allowed),
-        )
+        .route("/api/v1/environments/{id}/worker-command", get(worker_command).fallback(method_not_allowed))
         .route_layer(middleware::from_fn_with_state(store.clone(), faults::layer));
     Router::new()
         .merge(api)
         .route("/api/health", get(health))
         .route(
             "/api/ready",
-            get(|| async {
-                reply(
-                    200,
-                    json!({"status": "ready", "timestamp": store::timestamp()}),
-                )
-            }),
+            get(|| async { reply(200, json!({"status": "ready", "timestamp": store::timestamp()})) }),
         )
         .route("/_emulator/faults", get(get_faults).put(put_faults))
         .route("/_emulator/calls", get(get_calls).delete(reset_calls))
@@ -106,10 +92,7 @@ fn answer(logic: impl FnOnce() -> Result<(u16, Value), Refusal>) -> Response {
 }
 
 fn authenticate(headers: &HeaderMap) -> Result<Caller, Refusal> {
-    auth::caller(headers).map_err(|d| Refusal {
-        status: 401,
-        body: d.body(),
-    })
+    auth::caller(headers).map_err(|d| Refusal { status: 401, body: d.body() })
 }
 
 /// Parses a JSON body; malformed JSON is a 422 `json_invalid` at the character offset where
@@ -117,16 +100,9 @@ fn authenticate(headers: &HeaderMap) -> Result<Caller, Refusal> {
 fn json_body(bytes: &Bytes) -> Result<Value, Refusal> {
     serde_json::from_slice(bytes).map_err(|e| {
         let text = String::from_utf8_lossy(bytes);
-        let before: usize = text
-            .split('\n')
-            .take(e.line().saturating_sub(1))
-            .map(|l| l.chars().count() + 1)
-            .sum();
-        let column = if e.is_eof() {
-            e.column()
-        } else {
-            e.column().saturating_sub(1)
-        };
+        let before: usize =
+            text.split('\n').take(e.line().saturating_sub(1)).map(|l| l.chars().count() + 1).sum();
+        let column = if e.is_eof() { e.column() } else { e.column().saturating_sub(1) };
         Refusal {
             status: 422,
             body: json!({"detail": [{"type": "json_invalid", "loc": ["body", before + column],
@@ -142,11 +118,7 @@ async fn redirect_without_slash(uri: Uri) -> Response {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
     };
-    (
-        StatusCode::TEMPORARY_REDIRECT,
-        [(header::LOCATION, location)],
-    )
-        .into_response()
+    (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response()
 }
 
 async fn list(
@@ -157,7 +129,7 @@ async fn list(
     answer(|| {
         let caller = authenticate(&headers)?;
         let filter = q.get("status_filter").map(String::as_str);
-        Ok((200, Value::Array(store.list(&caller.organization, filter))))
+        Ok((200, Value::Array(store.list(&caller.organization, caller.user_id.as_deref(), filter))))
     })
 }
 
@@ -167,49 +139,26 @@ async fn create(State(store): Shared, headers: HeaderMap, body: Bytes) -> Respon
     answer(|| {
         let body = json_body(&body)?;
         let caller = authenticate(&headers)?;
-        store.create(&caller.organization, &body).map(|e| (201, e))
+        store.create(&caller.organization, caller.user_id.as_deref(), &body).map(|e| (201, e))
     })
 }
 
 async fn get_one(State(store): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    answer(|| {
-        store
-            .get(&authenticate(&headers)?.organization, &id)
-            .map(|e| (200, e))
-    })
+    answer(|| store.get(&authenticate(&headers)?.organization, &id).map(|e| (200, e)))
 }
 
-async fn update(
-    State(store): Shared,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn update(State(store): Shared, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     answer(|| {
         let body = json_body(&body)?;
         let caller = authenticate(&headers)?;
-        store
-            .update(&caller.organization, &id, &body)
-            .map(|e| (200, e))
+        store.update(&caller.organization, &id, &body).map(|e| (200, e))
     })
 }
 
 async fn delete(State(store): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    answer(|| {
-        store
-            .delete(&authenticate(&headers)?.organization, &id)
-            .map(|()| (204, Value::Null))
-    })
+    answer(|| store.delete(&authenticate(&headers)?.organization, &id).map(|()| (204, Value::Null)))
 }
 
-async fn worker_command(
-    State(store): Shared,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    answer(|| {
-        store
-            .worker_command(&authenticate(&headers)?.organization, &id)
-            .map(|e| (200, e))
-    })
+async fn worker_command(State(store): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(|| store.worker_command(&authenticate(&headers)?.organization, &id).map(|e| (200, e)))
 }

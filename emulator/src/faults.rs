@@ -48,17 +48,11 @@ pub struct Chaos {
 
 impl Chaos {
     pub fn new(faults: Faults) -> Self {
-        Chaos {
-            faults: Mutex::new(faults),
-            calls: Mutex::new(Calls::new()),
-        }
+        Chaos { faults: Mutex::new(faults), calls: Mutex::new(Calls::new()) }
     }
 
     pub fn faults(&self) -> Faults {
-        self.faults
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.faults.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -74,22 +68,12 @@ impl Chaos {
     }
 
     fn count(&self, key: String) {
-        *self
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default() += 1;
+        *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default() += 1;
     }
 }
 
 /// Middleware on the API routes: count, then misbehave as configured.
-pub async fn layer(
-    State(store): State<Arc<Store>>,
-    path: MatchedPath,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn layer(State(store): State<Arc<Store>>, path: MatchedPath, req: Request, next: Next) -> Response {
     let chaos = store.chaos();
     let method = req.method().clone();
     chaos.count(format!("{method} {}", path.as_str()));
@@ -99,11 +83,9 @@ pub async fn layer(
         tokio::time::sleep(wait).await;
     }
     if draw(f.throttle) {
-        let mut r = (
-            StatusCode::TOO_MANY_REQUESTS,
-            axum::Json(serde_json::json!({"detail": "Too Many Requests"})),
-        )
-            .into_response();
+        let mut r =
+            (StatusCode::TOO_MANY_REQUESTS, axum::Json(serde_json::json!({"detail": "Too Many Requests"})))
+                .into_response();
         if let Ok(v) = HeaderValue::from_str(&f.retry_after_secs.to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -125,9 +107,7 @@ pub async fn layer(
     }
     if malformed {
         let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, usize::MAX)
-            .await
-            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
         let cut = bytes.slice(..bytes.len() / 2);
         let mut parts = parts;
         parts.headers.remove(header::CONTENT_LENGTH);

@@ -98,13 +98,7 @@ impl Emulator {
 
     /// Sets an environment's status (and `error_message`) as the control plane's workflows would.
     /// Returns false when there is no such environment.
-    pub fn set_status(
-        &self,
-        org: &str,
-        id: &str,
-        status: &str,
-        error_message: Option<&str>,
-    ) -> bool {
+    pub fn set_status(&self, org: &str, id: &str, status: &str, error_message: Option<&str>) -> bool {
         self.store.set_status(org, id, status, error_message)
     }
 

@@ -7,10 +7,7 @@ use clap::{Parser, Subcommand};
 use kubiya_cp_emulator::{Config, Emulator, Faults, FirstOutcome};
 
 #[derive(Parser)]
-#[command(
-    name = "kubiya-cp-emulator",
-    about = "Emulates the Kubiya control plane's Environments API"
-)]
+#[command(name = "kubiya-cp-emulator", about = "Emulates the Kubiya control plane's Environments API")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -41,24 +38,14 @@ async fn main() -> std::io::Result<()> {
         println!("{}", kubiya_cp_emulator::token(&organization));
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let config = Config {
-        faults: Faults {
-            latency_ms: cli.latency_ms,
-            ..Faults::default()
-        },
+        faults: Faults { latency_ms: cli.latency_ms, ..Faults::default() },
         provisioning: Duration::from_millis(cli.provisioning_ms),
-        first_outcome: cli
-            .first_error
-            .map_or(FirstOutcome::Ready, FirstOutcome::Error),
+        first_outcome: cli.first_error.map_or(FirstOutcome::Ready, FirstOutcome::Error),
     };
     let emulator = Emulator::bind(config, cli.listen).await?;
-    tracing::info!(
-        "control-plane emulator listening on {}",
-        emulator.base_url()
-    );
+    tracing::info!("control-plane emulator listening on {}", emulator.base_url());
     tokio::select! {
         _ = emulator.wait() => {}
         _ = tokio::signal::ctrl_c() => {}

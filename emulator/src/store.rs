@@ -19,21 +19,10 @@ pub struct Refusal {
 }
 
 fn refuse(status: u16, detail: impl Into<Value>) -> Refusal {
-    Refusal {
-        status,
-        body: json!({ "detail": detail.into() }),
-    }
+    Refusal { status, body: json!({ "detail": detail.into() }) }
 }
 
-const STATUSES: [&str; 7] = [
-    "pending",
-    "provisioning",
-    "ready",
-    "active",
-    "inactive",
-    "error",
-    "archived",
-];
+const STATUSES: [&str; 7] = ["pending", "provisioning", "ready", "active", "inactive", "error", "archived"];
 
 struct Env {
     /// The object as the API renders it.
@@ -58,11 +47,7 @@ pub struct Store {
 impl Store {
     pub fn new(config: Config) -> Self {
         let chaos = Chaos::new(config.faults.clone());
-        Store {
-            config,
-            chaos,
-            orgs: Mutex::new(HashMap::new()),
-        }
+        Store { config, chaos, orgs: Mutex::new(HashMap::new()) }
     }
 
     pub fn chaos(&self) -> &Chaos {
@@ -80,49 +65,31 @@ impl Store {
     }
 
     pub fn environments(&self, org: &str) -> Vec<Value> {
-        self.with_org(org, |o| {
-            o.envs
-                .iter()
-                .map(|e| Value::Object(e.doc.clone()))
-                .collect()
-        })
+        self.with_org(org, |o| o.envs.iter().map(|e| Value::Object(e.doc.clone())).collect())
     }
 
-    pub fn set_status(
-        &self,
-        org: &str,
-        id: &str,
-        status: &str,
-        error_message: Option<&str>,
-    ) -> bool {
-        self.with_org(org, |o| {
-            match o.envs.iter_mut().find(|e| e.doc["id"] == id) {
-                Some(env) => {
-                    env.workflow = None;
-                    env.doc.insert("status".into(), json!(status));
-                    env.doc.insert("error_message".into(), json!(error_message));
-                    env.doc.insert("updated_at".into(), json!(timestamp()));
-                    true
-                }
-                None => false,
+    pub fn set_status(&self, org: &str, id: &str, status: &str, error_message: Option<&str>) -> bool {
+        self.with_org(org, |o| match o.envs.iter_mut().find(|e| e.doc["id"] == id) {
+            Some(env) => {
+                env.workflow = None;
+                env.doc.insert("status".into(), json!(status));
+                env.doc.insert("error_message".into(), json!(error_message));
+                env.doc.insert("updated_at".into(), json!(timestamp()));
+                true
             }
+            None => false,
         })
     }
 
     /// `GET /api/v1/environments`: creates `default` first when the organization has none.
-    pub fn list(&self, org: &str, status_filter: Option<&str>) -> Vec<Value> {
+    pub fn list(&self, org: &str, user_id: Option<&str>, status_filter: Option<&str>) -> Vec<Value> {
         self.with_org(org, |o| {
-            if o.envs.is_empty() {
-                let mut doc = new_doc(org, "default", "active");
+            // Whenever no environment is *named* default (even after a rename), a list makes one.
+            if !o.envs.iter().any(|e| e.doc["name"] == "default") {
+                let mut doc = new_doc(org, user_id, "default", "active");
                 doc.insert("display_name".into(), json!("Default Environment"));
-                doc.insert(
-                    "description".into(),
-                    json!("Default environment for all workers"),
-                );
-                o.envs.push(Env {
-                    doc,
-                    workflow: None,
-                });
+                doc.insert("description".into(), json!("Default environment for all workers"));
+                o.envs.push(Env { doc, workflow: None });
             }
             o.envs
                 .iter()
@@ -132,19 +99,16 @@ impl Store {
         })
     }
 
-    pub fn create(&self, org: &str, body: &Value) -> Result<Value, Refusal> {
+    pub fn create(&self, org: &str, user_id: Option<&str>, body: &Value) -> Result<Value, Refusal> {
         let body = validate_create(body)?;
         let name = body["name"].as_str().unwrap_or_default().to_owned();
         self.with_org(org, |o| {
             if o.envs.iter().any(|e| e.doc["name"] == name) {
-                return Err(refuse(
-                    409,
-                    format!("Environment with name '{name}' already exists"),
-                ));
+                return Err(refuse(409, format!("Environment with name '{name}' already exists")));
             }
             // The organization's first environment provisions its namespace; later ones are ready.
             let first = !o.provisioned && o.envs.is_empty();
-            let mut doc = new_doc(org, &name, if first { "provisioning" } else { "ready" });
+            let mut doc = new_doc(org, user_id, &name, if first { "provisioning" } else { "ready" });
             for key in ["display_name", "description", "tags", "settings"] {
                 if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
                     doc.insert(key.into(), v.clone());
@@ -162,19 +126,12 @@ impl Store {
                     ("integration_ids", json!([])),
                     ("mcp_servers", json!({})),
                 ] {
-                    let v = given
-                        .get(key)
-                        .filter(|v| !v.is_null())
-                        .cloned()
-                        .unwrap_or(default);
+                    let v = given.get(key).filter(|v| !v.is_null()).cloned().unwrap_or(default);
                     exec.insert(key.into(), v);
                 }
                 doc.insert("execution_environment".into(), Value::Object(exec));
             }
-            let mut env = Env {
-                doc,
-                workflow: None,
-            };
+            let mut env = Env { doc, workflow: None };
             if first {
                 let outcome = self.config.first_outcome.clone();
                 if let FirstOutcome::Ready = outcome {
@@ -195,7 +152,8 @@ impl Store {
     }
 
     pub fn get(&self, org: &str, id: &str) -> Result<Value, Refusal> {
-        check_uuid("get", id)?;
+        let id = check_uuid("get", id)?;
+        let id = id.as_str();
         self.with_org(org, |o| find(o, id).map(|e| Value::Object(e.doc.clone())))
     }
 
@@ -217,7 +175,8 @@ impl Store {
     }
 
     pub fn update(&self, org: &str, id: &str, body: &Value) -> Result<Value, Refusal> {
-        check_uuid("update", id)?;
+        let id = check_uuid("update", id)?;
+        let id = id.as_str();
         let body = validate_update(body)?;
         self.with_org(org, |o| {
             let idx = o.envs.iter().position(|e| e.doc["id"] == id).ok_or_else(not_found)?;
@@ -265,13 +224,10 @@ impl Store {
     }
 
     pub fn delete(&self, org: &str, id: &str) -> Result<(), Refusal> {
-        check_uuid("delete", id)?;
+        let id = check_uuid("delete", id)?;
+        let id = id.as_str();
         self.with_org(org, |o| {
-            let idx = o
-                .envs
-                .iter()
-                .position(|e| e.doc["id"] == id)
-                .ok_or_else(not_found)?;
+            let idx = o.envs.iter().position(|e| e.doc["id"] == id).ok_or_else(not_found)?;
             if o.envs[idx].doc["name"] == "default" {
                 return Err(refuse(400, "Cannot delete the default environment"));
             }
@@ -282,10 +238,7 @@ impl Store {
 }
 
 fn find<'a>(o: &'a Org, id: &str) -> Result<&'a Env, Refusal> {
-    o.envs
-        .iter()
-        .find(|e| e.doc["id"] == id)
-        .ok_or_else(not_found)
+    o.envs.iter().find(|e| e.doc["id"] == id).ok_or_else(not_found)
 }
 
 fn not_found() -> Refusal {
@@ -296,20 +249,14 @@ fn not_found() -> Refusal {
 /// statement and its parameters; the emulator stops at the first line, which is what the
 /// conformance suite compares.
 fn sql_error(op: &str, class: &str, what: &str) -> Refusal {
-    refuse(
-        500,
-        format!("Failed to {op} environment: (psycopg2.errors.{class}) {what}"),
-    )
+    refuse(500, format!("Failed to {op} environment: (psycopg2.errors.{class}) {what}"))
 }
 
 /// Ids are UUID columns: anything else fails inside the database, as a 500.
-fn check_uuid(op: &str, id: &str) -> Result<(), Refusal> {
-    Uuid::parse_str(id).map(|_| ()).map_err(|_| {
-        sql_error(
-            op,
-            "InvalidTextRepresentation",
-            &format!("invalid input syntax for type uuid: \"{id}\""),
-        )
+/// PostgreSQL reads UUIDs leniently (upper case, no hyphens, braces): the canonical form is returned.
+fn check_uuid(op: &str, id: &str) -> Result<String, Refusal> {
+    Uuid::parse_str(id).map(|u| u.hyphenated().to_string()).map_err(|_| {
+        sql_error(op, "InvalidTextRepresentation", &format!("invalid input syntax for type uuid: \"{id}\""))
     })
 }
 
@@ -335,7 +282,7 @@ fn settle(env: &mut Env, now: Instant) {
     env.workflow = None;
 }
 
-fn new_doc(org: &str, name: &str, status: &str) -> Map<String, Value> {
+fn new_doc(org: &str, user_id: Option<&str>, name: &str, status: &str) -> Map<String, Value> {
     let now = timestamp();
     let doc = json!({
         "id": Uuid::new_v4().to_string(),
@@ -348,8 +295,7 @@ fn new_doc(org: &str, name: &str, status: &str) -> Map<String, Value> {
         "status": status,
         "created_at": now,
         "updated_at": now,
-        // The server records no creator for API-key callers.
-        "created_by": Value::Null,
+        "created_by": user_id,
         "worker_token": Uuid::new_v4().to_string(),
         "provisioning_workflow_id": null,
         "provisioned_at": null,
@@ -387,10 +333,7 @@ impl Problems {
     fn add(&mut self, kind: &str, loc: &[&str], msg: &str, input: &Value, ctx: Option<Value>) {
         let mut loc_v: Vec<Value> = vec![json!("body")];
         // List indices are numbers in pydantic's locations; dict keys are strings.
-        loc_v.extend(
-            loc.iter()
-                .map(|l| l.parse::<u64>().map_or_else(|_| json!(l), |n| json!(n))),
-        );
+        loc_v.extend(loc.iter().map(|l| l.parse::<u64>().map_or_else(|_| json!(l), |n| json!(n))));
         let mut item = json!({"type": kind, "loc": loc_v, "msg": msg, "input": input});
         if let (Some(ctx), Some(obj)) = (ctx, item.as_object_mut()) {
             obj.insert("ctx".into(), ctx);
@@ -399,11 +342,7 @@ impl Problems {
     }
 
     fn finish(self) -> Result<(), Refusal> {
-        if self.items.is_empty() {
-            Ok(())
-        } else {
-            Err(refuse(422, Value::Array(self.items)))
-        }
+        if self.items.is_empty() { Ok(()) } else { Err(refuse(422, Value::Array(self.items))) }
     }
 }
 
@@ -438,13 +377,7 @@ fn validate_create(body: &Value) -> Result<&Map<String, Value>, Refusal> {
                 );
             }
         }
-        Some(v) => p.add(
-            "string_type",
-            &["name"],
-            "Input should be a valid string",
-            v,
-            None,
-        ),
+        Some(v) => p.add("string_type", &["name"], "Input should be a valid string", v, None),
     }
     check_fields(obj, &mut p);
     p.finish()?;
@@ -461,22 +394,10 @@ fn validate_update(body: &Value) -> Result<&Map<String, Value>, Refusal> {
     };
     let mut p = Problems { items: vec![] };
     if let Some(v) = obj.get("name").filter(|v| !v.is_null() && !v.is_string()) {
-        p.add(
-            "string_type",
-            &["name"],
-            "Input should be a valid string",
-            v,
-            None,
-        );
+        p.add("string_type", &["name"], "Input should be a valid string", v, None);
     }
     if let Some(v) = obj.get("status").filter(|v| !v.is_null() && !v.is_string()) {
-        p.add(
-            "string_type",
-            &["status"],
-            "Input should be a valid string",
-            v,
-            None,
-        );
+        p.add("string_type", &["status"], "Input should be a valid string", v, None);
     }
     check_fields(obj, &mut p);
     p.finish()?;
@@ -486,29 +407,14 @@ fn validate_update(body: &Value) -> Result<&Map<String, Value>, Refusal> {
 fn check_fields(obj: &Map<String, Value>, p: &mut Problems) {
     for key in ["display_name", "description"] {
         if let Some(v) = obj.get(key).filter(|v| !v.is_null() && !v.is_string()) {
-            p.add(
-                "string_type",
-                &[key],
-                "Input should be a valid string",
-                v,
-                None,
-            );
+            p.add("string_type", &[key], "Input should be a valid string", v, None);
         }
     }
     if let Some(v) = obj.get("tags").filter(|v| !v.is_null()) {
         string_list(v, &["tags"], p);
     }
-    if let Some(v) = obj
-        .get("settings")
-        .filter(|v| !v.is_null() && !v.is_object())
-    {
-        p.add(
-            "dict_type",
-            &["settings"],
-            "Input should be a valid dictionary",
-            v,
-            None,
-        );
+    if let Some(v) = obj.get("settings").filter(|v| !v.is_null() && !v.is_object()) {
+        p.add("dict_type", &["settings"], "Input should be a valid dictionary", v, None);
     }
     match obj.get("execution_environment") {
         None | Some(Value::Null) => {}
@@ -542,10 +448,7 @@ fn check_fields(obj: &Map<String, Value>, p: &mut Problems) {
                     string_list(v, &["execution_environment", key], p);
                 }
             }
-            if let Some(v) = e
-                .get("mcp_servers")
-                .filter(|v| !v.is_null() && !v.is_object())
-            {
+            if let Some(v) = e.get("mcp_servers").filter(|v| !v.is_null() && !v.is_object()) {
                 p.add(
                     "dict_type",
                     &["execution_environment", "mcp_servers"],
@@ -573,13 +476,7 @@ fn string_list(v: &Value, loc: &[&str], p: &mut Problems) {
                     let idx = i.to_string();
                     let mut l = loc.to_vec();
                     l.push(&idx);
-                    p.add(
-                        "string_type",
-                        &l,
-                        "Input should be a valid string",
-                        item,
-                        None,
-                    );
+                    p.add("string_type", &l, "Input should be a valid string", item, None);
                 }
             }
         }
@@ -593,30 +490,20 @@ mod tests {
     use std::time::Duration;
 
     fn store() -> Store {
-        Store::new(Config {
-            provisioning: Duration::ZERO,
-            ..Config::default()
-        })
+        Store::new(Config { provisioning: Duration::ZERO, ..Config::default() })
     }
 
     #[test]
     fn first_environment_provisions_later_ones_are_ready() {
-        let s = Store::new(Config {
-            provisioning: Duration::from_secs(3600),
-            ..Config::default()
-        });
-        let a = s.create("o", &json!({"name": "aa"})).unwrap();
+        let s = Store::new(Config { provisioning: Duration::from_secs(3600), ..Config::default() });
+        let a = s.create("o", None, &json!({"name": "aa"})).unwrap();
         assert_eq!(a["status"], "provisioning");
-        let b = s.create("o", &json!({"name": "bb"})).unwrap();
+        let b = s.create("o", None, &json!({"name": "bb"})).unwrap();
         assert_eq!(b["status"], "ready");
         assert_eq!(b["display_name"], "bb");
         assert_eq!(b["execution_environment"], json!({}));
-        let c = s
-            .create(
-                "o",
-                &json!({"name": "cc", "execution_environment": {"secrets": ["S"]}}),
-            )
-            .unwrap();
+        let c =
+            s.create("o", None, &json!({"name": "cc", "execution_environment": {"secrets": ["S"]}})).unwrap();
         assert_eq!(
             c["execution_environment"],
             json!({"env_vars": {}, "secrets": ["S"], "integration_ids": [], "mcp_servers": {}})
@@ -626,58 +513,37 @@ mod tests {
     #[test]
     fn list_creates_default_which_cannot_be_deleted() {
         let s = store();
-        let all = s.list("o", None);
+        let all = s.list("o", None, None);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0]["name"], "default");
         assert_eq!(all[0]["status"], "active");
         let id = all[0]["id"].as_str().unwrap();
         assert_eq!(s.delete("o", id).unwrap_err().status, 400);
-        assert!(s.list("o", Some("ready")).is_empty());
-        assert!(s.list("o", Some("nonsense")).is_empty());
+        assert!(s.list("o", None, Some("ready")).is_empty());
+        assert!(s.list("o", None, Some("nonsense")).is_empty());
     }
 
     #[test]
     fn names_are_unique_per_organization() {
         let s = store();
-        s.create("o", &json!({"name": "aa"})).unwrap();
-        assert_eq!(
-            s.create("o", &json!({"name": "aa"})).unwrap_err().status,
-            409
-        );
-        assert!(s.create("p", &json!({"name": "aa"})).is_ok());
+        s.create("o", None, &json!({"name": "aa"})).unwrap();
+        assert_eq!(s.create("o", None, &json!({"name": "aa"})).unwrap_err().status, 409);
+        assert!(s.create("p", None, &json!({"name": "aa"})).is_ok());
     }
 
     #[test]
     fn patch_replaces_execution_environment_and_rejects_bad_values_as_500() {
         let s = store();
-        let a = s
-            .create(
-                "o",
-                &json!({"name": "aa", "execution_environment": {"secrets": ["X"]}}),
-            )
-            .unwrap();
+        let a =
+            s.create("o", None, &json!({"name": "aa", "execution_environment": {"secrets": ["X"]}})).unwrap();
         let id = a["id"].as_str().unwrap();
         let b = s
-            .update(
-                "o",
-                id,
-                &json!({"execution_environment": {"env_vars": {"A": "1"}}, "priority": 3}),
-            )
+            .update("o", id, &json!({"execution_environment": {"env_vars": {"A": "1"}}, "priority": 3}))
             .unwrap();
         assert_eq!(b["execution_environment"], json!({"env_vars": {"A": "1"}}));
         assert!(b.get("priority").is_none());
-        assert_eq!(
-            s.update("o", id, &json!({"status": "bogus"}))
-                .unwrap_err()
-                .status,
-            500
-        );
-        assert_eq!(
-            s.update("o", id, &json!({"name": null}))
-                .unwrap_err()
-                .status,
-            500
-        );
+        assert_eq!(s.update("o", id, &json!({"status": "bogus"})).unwrap_err().status, 500);
+        assert_eq!(s.update("o", id, &json!({"name": null})).unwrap_err().status, 500);
         assert_eq!(s.get("o", "not-a-uuid").unwrap_err().status, 500);
         assert_eq!(s.get("p", id).unwrap_err().status, 404);
     }
@@ -685,11 +551,11 @@ mod tests {
     #[test]
     fn validation_errors_are_pydantic_shaped() {
         let s = store();
-        let e = s.create("o", &json!({"name": "x"})).unwrap_err();
+        let e = s.create("o", None, &json!({"name": "x"})).unwrap_err();
         assert_eq!(e.status, 422);
         assert_eq!(e.body["detail"][0]["type"], "string_too_short");
         assert_eq!(e.body["detail"][0]["loc"], json!(["body", "name"]));
-        let e = s.create("o", &json!({"tags": "x"})).unwrap_err();
+        let e = s.create("o", None, &json!({"tags": "x"})).unwrap_err();
         assert_eq!(e.body["detail"].as_array().unwrap().len(), 2);
     }
 }

@@ -1,12 +1,14 @@
 //! The HTTP client. Talks to the control plane; every call is one `#[instrument]`ed method.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
 use tracing::instrument;
 use url::Url;
 
@@ -50,6 +52,9 @@ pub struct ClientConfig {
     pub api_key: ApiKey,
     /// Timeout of one request, connect included.
     pub timeout: Duration,
+    /// Requests in flight at once, across all reconciles: the control plane serves one request
+    /// at a time at its database, and more concurrency only queues there.
+    pub max_concurrent: usize,
 }
 
 /// A typed client for `/api/v1/environments`. Cheap to clone (one connection pool).
@@ -58,6 +63,7 @@ pub struct Client {
     http: reqwest::Client,
     base: Url,
     auth: HeaderValue,
+    limit: Arc<Semaphore>,
 }
 
 impl Client {
@@ -74,6 +80,7 @@ impl Client {
             http,
             base: config.base_url,
             auth,
+            limit: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
         })
     }
 
@@ -85,19 +92,13 @@ impl Client {
         if let Some(f) = status_filter {
             url.query_pairs_mut().append_pair("status_filter", f);
         }
-        self.idempotent(Method::GET, LIST, url, None)
-            .await?
-            .json_as("GET", LIST)
-            .await
+        self.idempotent(Method::GET, LIST, url, None).await?.json_as("GET", LIST).await
     }
 
     #[instrument(skip(self), level = "debug")]
     pub async fn get(&self, id: &str) -> Result<RemoteEnvironment, Error> {
         let url = self.url(LIST, &[id]);
-        self.idempotent(Method::GET, ONE, url, None)
-            .await?
-            .json_as("GET", ONE)
-            .await
+        self.idempotent(Method::GET, ONE, url, None).await?.json_as("GET", ONE).await
     }
 
     /// `POST`, answered 201. Not retried: see [`ATTEMPTS`].
@@ -110,17 +111,10 @@ impl Client {
 
     /// `PATCH` with only the given fields; an explicit `null` clears a field.
     #[instrument(skip(self, fields), level = "debug")]
-    pub async fn update(
-        &self,
-        id: &str,
-        fields: &Map<String, Value>,
-    ) -> Result<RemoteEnvironment, Error> {
+    pub async fn update(&self, id: &str, fields: &Map<String, Value>) -> Result<RemoteEnvironment, Error> {
         let url = self.url(LIST, &[id]);
         let body = Value::Object(fields.clone());
-        self.idempotent(Method::PATCH, ONE, url, Some(&body))
-            .await?
-            .json_as("PATCH", ONE)
-            .await
+        self.idempotent(Method::PATCH, ONE, url, Some(&body)).await?.json_as("PATCH", ONE).await
     }
 
     /// `DELETE`, answered 204. "Not found" is success: the environment is gone either way.
@@ -137,19 +131,12 @@ impl Client {
     #[instrument(skip(self), level = "debug")]
     pub async fn worker_command(&self, id: &str) -> Result<WorkerCommand, Error> {
         let url = self.url(LIST, &[id, "worker-command"]);
-        self.idempotent(Method::GET, WORKER_COMMAND, url, None)
-            .await?
-            .json_as("GET", WORKER_COMMAND)
-            .await
+        self.idempotent(Method::GET, WORKER_COMMAND, url, None).await?.json_as("GET", WORKER_COMMAND).await
     }
 
     fn url(&self, route: &str, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
-        url.set_path(&format!(
-            "{}{}",
-            self.base.path().trim_end_matches('/'),
-            route
-        ));
+        url.set_path(&format!("{}{}", self.base.path().trim_end_matches('/'), route));
         if let Ok(mut path) = url.path_segments_mut() {
             path.extend(segments);
         }
@@ -194,22 +181,16 @@ impl Client {
         route: &'static str,
         req: RequestBuilder,
     ) -> Result<Answer, Error> {
+        // The semaphore is never closed, so acquiring cannot fail; without a permit, go ahead.
+        let _permit = self.limit.acquire().await.ok();
         let resp = req
             .header(AUTHORIZATION, self.auth.clone())
             .send()
             .await
-            .map_err(|source| Error::Transport {
-                method,
-                route,
-                source,
-            })?;
+            .map_err(|source| Error::Transport { method, route, source })?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(Answer {
-                resp,
-                method,
-                route,
-            });
+            return Ok(Answer { resp, method, route });
         }
         let retry_after = retry_after(&resp);
         let text = resp.text().await.unwrap_or_default();
@@ -217,13 +198,7 @@ impl Client {
             Ok(b) => b.message(),
             Err(_) => status.canonical_reason().unwrap_or("error").to_owned(),
         };
-        Err(Error::api(
-            method,
-            route,
-            status.as_u16(),
-            detail,
-            retry_after,
-        ))
+        Err(Error::api(method, route, status.as_u16(), detail, retry_after))
     }
 }
 
@@ -241,28 +216,14 @@ impl Answer {
         route: &'static str,
     ) -> Result<T, Error> {
         let Answer { resp, .. } = self;
-        let bytes = resp.bytes().await.map_err(|source| Error::Transport {
-            method,
-            route,
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
-            method,
-            route,
-            source,
-        })
+        let bytes = resp.bytes().await.map_err(|source| Error::Transport { method, route, source })?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::Decode { method, route, source })
     }
 }
 
 impl fmt::Debug for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} -> {}",
-            self.method,
-            self.route,
-            self.resp.status()
-        )
+        write!(f, "{} {} -> {}", self.method, self.route, self.resp.status())
     }
 }
 
@@ -277,20 +238,10 @@ fn method_name(m: &Method) -> &'static str {
 }
 
 fn retry_after(resp: &Response) -> Option<Duration> {
-    if !matches!(
-        resp.status(),
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-    ) {
+    if !matches!(resp.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
         return None;
     }
-    let secs: u64 = resp
-        .headers()
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let secs: u64 = resp.headers().get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))
 }
 
@@ -309,6 +260,7 @@ mod tests {
             base_url: Url::parse(base).unwrap(),
             api_key: ApiKey::new("k"),
             timeout: Duration::from_secs(1),
+            max_concurrent: 1,
         })
         .unwrap()
     }
@@ -316,14 +268,8 @@ mod tests {
     #[test]
     fn urls_have_no_trailing_slash_and_escape_ids() {
         let c = client("http://cp.test/");
-        assert_eq!(
-            c.url(LIST, &[]).as_str(),
-            "http://cp.test/api/v1/environments"
-        );
-        assert_eq!(
-            c.url(LIST, &["a/b"]).as_str(),
-            "http://cp.test/api/v1/environments/a%2Fb"
-        );
+        assert_eq!(c.url(LIST, &[]).as_str(), "http://cp.test/api/v1/environments");
+        assert_eq!(c.url(LIST, &["a/b"]).as_str(), "http://cp.test/api/v1/environments/a%2Fb");
         let c = client("http://cp.test/prefix/");
         assert_eq!(
             c.url(LIST, &["id", "worker-command"]).as_str(),

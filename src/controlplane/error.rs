@@ -53,13 +53,7 @@ impl Error {
             detail.truncate(cut);
             detail.push('…');
         }
-        Error::Api {
-            method,
-            route,
-            status,
-            detail,
-            retry_after,
-        }
+        Error::Api { method, route, status, detail, retry_after }
     }
 
     /// The HTTP status, if the server answered.
@@ -135,9 +129,7 @@ mod tests {
     #[test]
     fn long_details_are_cut_on_a_char_boundary() {
         let e = Error::api("PATCH", "/x", 500, "é".repeat(400), None);
-        let Error::Api { detail, .. } = e else {
-            unreachable!()
-        };
+        let Error::Api { detail, .. } = e else { unreachable!() };
         assert!(detail.len() <= MAX_DETAIL + '…'.len_utf8());
         assert!(detail.ends_with('…'));
     }

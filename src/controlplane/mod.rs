@@ -8,6 +8,4 @@ mod wire;
 
 pub use client::{ApiKey, Client, ClientConfig};
 pub use error::Error;
-pub use wire::{
-    EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment, WorkerCommand, WorkerToken,
-};
+pub use wire::{EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment, WorkerCommand, WorkerToken};

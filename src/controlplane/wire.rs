@@ -85,6 +85,10 @@ pub struct EnvironmentBody {
     /// Documented by the SDK, dropped by today's server: sent, never compared.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy_ids: Vec<String>,
+    /// The enabled state to enforce (`active` / `inactive`), if any. Not part of a create (the
+    /// server ignores it there); compared and PATCHed once the environment is settled.
+    #[serde(skip)]
+    pub status: Option<&'static str>,
 }
 
 /// The answer of `GET /{id}/worker-command`.
@@ -129,11 +133,7 @@ impl ErrorBody {
                         })
                         .unwrap_or_default();
                     let msg = i.get("msg").and_then(Value::as_str).unwrap_or("invalid");
-                    if loc.is_empty() {
-                        msg.to_owned()
-                    } else {
-                        format!("{loc}: {msg}")
-                    }
+                    if loc.is_empty() { msg.to_owned() } else { format!("{loc}: {msg}") }
                 })
                 .collect::<Vec<_>>()
                 .join("; "),
@@ -169,16 +169,12 @@ mod tests {
         assert_eq!(env.execution_environment.env_vars["A"], "1");
         assert!(env.execution_environment.secrets.is_empty());
         assert!(env.can_register());
-        assert_eq!(
-            format!("{:?}", env.worker_token),
-            "Some(WorkerToken(<redacted>))"
-        );
+        assert_eq!(format!("{:?}", env.worker_token), "Some(WorkerToken(<redacted>))");
     }
 
     #[test]
     fn error_detail_of_every_shape_reads_as_one_line() {
-        let s: ErrorBody =
-            serde_json::from_value(json!({"detail": "Environment not found"})).unwrap();
+        let s: ErrorBody = serde_json::from_value(json!({"detail": "Environment not found"})).unwrap();
         assert_eq!(s.message(), "Environment not found");
         let o: ErrorBody = serde_json::from_value(json!({"detail": {"error": "Unauthorized",
             "message": "Invalid or expired authentication token", "hint": "h"}}))

@@ -47,6 +47,16 @@ pub enum Error {
          spec.workerSecret.name to another name"
     )]
     SecretConflict { name: String },
+    #[error(
+        "the environment {id} named by annotation kubiya.ai/environment-id does not exist in the \
+         control plane (or belongs to another organization): fix or remove the annotation"
+    )]
+    AdoptMissing { id: String },
+    #[error(
+        "the environment {id} is managed by Environment {owner} (its owner marker in settings): \
+         two resources must not manage one environment"
+    )]
+    OwnedElsewhere { id: String, owner: String },
     #[error("writing the worker Secret failed")]
     WriteSecret {
         #[source]
@@ -93,21 +103,26 @@ impl Error {
     /// Permanent errors need a human: retrying without a change cannot succeed.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::NameConflict { .. } | Error::SecretConflict { .. } | Error::Unnamed => true,
+            Error::NameConflict { .. }
+            | Error::SecretConflict { .. }
+            | Error::AdoptMissing { .. }
+            | Error::OwnedElsewhere { .. }
+            | Error::Unnamed => true,
             _ => self.control_plane().is_some_and(|e| !e.is_retryable()),
         }
     }
 
     /// How long the server asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
-        self.control_plane()
-            .and_then(controlplane::Error::retry_after)
+        self.control_plane().and_then(controlplane::Error::retry_after)
     }
 
     /// The CamelCase reason used in conditions and Events.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::NameConflict { .. } => "NameConflict",
+            Error::AdoptMissing { .. } => "AdoptionFailed",
+            Error::OwnedElsewhere { .. } => "OwnedElsewhere",
             Error::SecretConflict { .. } => "SecretConflict",
             Error::WriteSecret { .. } | Error::WriteStatus { .. } | Error::Finalizer { .. } => {
                 "KubernetesApiError"
@@ -133,6 +148,8 @@ impl Error {
             Error::DeleteRemote { .. } => "delete_remote",
             Error::WorkerCommand { .. } => "worker_command",
             Error::NameConflict { .. } => "name_conflict",
+            Error::AdoptMissing { .. } => "adopt_missing",
+            Error::OwnedElsewhere { .. } => "owned_elsewhere",
             Error::SecretConflict { .. } => "secret_conflict",
             Error::WriteSecret { .. } => "write_secret",
             Error::WriteStatus { .. } => "write_status",
@@ -147,7 +164,7 @@ impl Error {
         let advice = match self.reason() {
             "Unauthorized" => " (check the API key the operator runs with: KUBIYA_API_KEY)",
             "Forbidden" => " (the operator's API key may not manage environments)",
-            "Rejected" => " (fix the Environment spec)",
+            "Rejected" if !matches!(self, Error::DeleteRemote { .. }) => " (fix the Environment spec)",
             "NotFound" => " (check the control-plane URL the operator runs with)",
             _ if !self.is_permanent() => " (will retry)",
             _ => "",

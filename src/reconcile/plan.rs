@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::controlplane::{EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment};
-use crate::resource::Environment;
+use crate::resource::{Environment, RemoteState};
 
 /// Key in the remote `settings` under which the operator stamps the environments it creates, so
 /// that a crash between the create call and the status write is recovered, never duplicated, and
@@ -30,14 +30,21 @@ pub fn owner_marker(env: &Environment) -> Value {
     })
 }
 
+/// The UID in `remote`'s owner marker, if it has one.
+pub fn owner_uid(remote: &RemoteEnvironment) -> Option<&str> {
+    remote.settings.get(OWNER_KEY)?.get("uid")?.as_str().filter(|u| !u.is_empty())
+}
+
+/// The `namespace/name` in `remote`'s owner marker, for messages.
+pub fn owner_name(remote: &RemoteEnvironment) -> String {
+    let m = remote.settings.get(OWNER_KEY);
+    let field = |k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_str).unwrap_or("?");
+    format!("{}/{}", field("namespace"), field("name"))
+}
+
 /// Whether `remote` carries the marker of the object with this UID.
 pub fn is_owned_by(remote: &RemoteEnvironment, uid: &str) -> bool {
-    remote
-        .settings
-        .get(OWNER_KEY)
-        .and_then(|m| m.get("uid"))
-        .and_then(Value::as_str)
-        .is_some_and(|u| !u.is_empty() && u == uid)
+    owner_uid(remote).is_some_and(|u| u == uid)
 }
 
 /// The remote environment the spec asks for: the create body, and the reference for updates.
@@ -63,6 +70,7 @@ pub fn desired(env: &Environment) -> EnvironmentBody {
         },
         priority: spec.priority,
         policy_ids: set(&spec.policy_ids),
+        status: spec.state.map(RemoteState::remote_status),
     }
 }
 
@@ -73,11 +81,7 @@ pub fn plan(desired: &EnvironmentBody, remote: Option<&RemoteEnvironment>) -> Pl
         return Plan::Create;
     };
     let fields = diff(desired, remote);
-    if fields.is_empty() {
-        Plan::InSync
-    } else {
-        Plan::Update(fields)
-    }
+    if fields.is_empty() { Plan::InSync } else { Plan::Update(fields) }
 }
 
 /// The fields of `desired` that `remote` does not match, as a PATCH body.
@@ -107,10 +111,15 @@ pub fn diff(desired: &EnvironmentBody, remote: &RemoteEnvironment) -> Map<String
     };
     if desired.execution_environment != remote_exec {
         // PATCH replaces the whole object with the keys sent: always send all four.
-        fields.insert(
-            "execution_environment".into(),
-            json!(desired.execution_environment),
-        );
+        fields.insert("execution_environment".into(), json!(desired.execution_environment));
+    }
+    // The enabled state is enforced only on a settled environment: never over provisioning or
+    // an error, which are the control plane's to report.
+    if let Some(want) = desired.status
+        && matches!(remote.status.as_str(), "ready" | "active" | "inactive")
+        && remote.status != want
+    {
+        fields.insert("status".into(), json!(want));
     }
     fields
 }
@@ -190,16 +199,9 @@ mod tests {
         let d = desired(&env());
         let mut r = created(&d);
         r.description = Some("changed by hand".into());
-        r.execution_environment
-            .env_vars
-            .insert("X".into(), "1".into());
-        let Plan::Update(f) = plan(&d, Some(&r)) else {
-            panic!("expected an update")
-        };
-        assert_eq!(
-            f.keys().collect::<Vec<_>>(),
-            ["description", "execution_environment"]
-        );
+        r.execution_environment.env_vars.insert("X".into(), "1".into());
+        let Plan::Update(f) = plan(&d, Some(&r)) else { panic!("expected an update") };
+        assert_eq!(f.keys().collect::<Vec<_>>(), ["description", "execution_environment"]);
         assert_eq!(f["description"], Value::Null);
         assert_eq!(
             f["execution_environment"],
@@ -213,10 +215,24 @@ mod tests {
         let mut r = created(&d);
         r.settings.remove(OWNER_KEY);
         assert!(!is_owned_by(&r, "uid-1"));
-        let Plan::Update(f) = plan(&d, Some(&r)) else {
-            panic!("expected an update")
-        };
+        let Plan::Update(f) = plan(&d, Some(&r)) else { panic!("expected an update") };
         assert!(f.contains_key("settings"));
+    }
+
+    #[test]
+    fn the_enabled_state_is_enforced_only_when_settled() {
+        let mut e = env();
+        e.spec.state = Some(RemoteState::Inactive);
+        let d = desired(&e);
+        let mut r = created(&d);
+        let Plan::Update(f) = plan(&d, Some(&r)) else { panic!("expected an update") };
+        assert_eq!(f["status"], "inactive");
+        r.status = "inactive".into();
+        assert_eq!(plan(&d, Some(&r)), Plan::InSync);
+        for busy in ["provisioning", "error"] {
+            r.status = busy.into();
+            assert_eq!(plan(&d, Some(&r)), Plan::InSync, "{busy}");
+        }
     }
 
     #[test]

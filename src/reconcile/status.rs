@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::error::Error;
 use crate::controlplane::RemoteEnvironment;
-use crate::resource::{Environment, EnvironmentStatus, Phase};
+use crate::resource::{Environment, EnvironmentStatus, Phase, RECONCILE_REQUEST_ANNOTATION};
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -16,15 +16,18 @@ pub enum Observation<'a> {
     /// First sight of the object: nothing has been sent to the control plane yet.
     Starting,
     /// The remote environment as it is after this pass's writes.
-    Remote {
-        remote: &'a RemoteEnvironment,
-        worker_secret: Option<String>,
-    },
+    Remote { remote: &'a RemoteEnvironment, worker_secret: Option<String> },
     /// The resource is being deleted.
     Deleting,
     /// The pass failed.
     Failed(&'a Error),
+    /// `kubiya.ai/paused: "true"`: nothing is written to the control plane.
+    Paused,
 }
+
+/// Appended to a failed deletion's message: the way out when the control plane refuses.
+pub const ORPHAN_HINT: &str =
+    "; to leave the remote environment and finish deleting, annotate kubiya.ai/deletion-policy=Orphan";
 
 /// The status to report after a pass. `lastTransitionTime` moves only when a condition flips;
 /// `lastSyncedTime` is stamped by [`with_sync_time`] only when something else changed.
@@ -33,8 +36,14 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
     let generation = env.metadata.generation;
     let mut s = EnvironmentStatus {
         observed_generation: generation,
+        // Every pass handles the latest reconcile request (Flux's requestedAt convention).
+        last_handled_reconcile_at: env
+            .annotation(RECONCILE_REQUEST_ANNOTATION)
+            .map(str::to_owned)
+            .or(old.last_handled_reconcile_at.clone()),
         ..old.clone()
     };
+    let deleting = env.metadata.deletion_timestamp.is_some();
     // (ready, reconciling, stalled), each as (is true, reason, message)
     let (ready, reconciling, stalled): (Cond, Cond, Cond);
     match obs {
@@ -45,10 +54,7 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
             reconciling = (true, "Creating", s.message.clone());
             stalled = (false, "Creating", None);
         }
-        Observation::Remote {
-            remote,
-            worker_secret,
-        } => {
+        Observation::Remote { remote, worker_secret } => {
             s.environment_id = Some(remote.id.clone());
             s.remote_name = Some(remote.name.clone());
             s.remote_status = Some(remote.status.clone());
@@ -64,30 +70,22 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
                 }
                 "error" => {
                     s.phase = Some(Phase::Error);
-                    let why = remote
-                        .error_message
-                        .as_deref()
-                        .unwrap_or("no error message given");
+                    let why = remote.error_message.as_deref().unwrap_or("no error message given");
                     s.message = Some(format!("the control plane reports an error: {why}"));
                     ready = (false, "RemoteError", s.message.clone());
                     reconciling = (false, "RemoteError", None);
                     stalled = (true, "RemoteError", s.message.clone());
                 }
                 "inactive" | "archived" => {
-                    s.phase = Some(Phase::Pending);
-                    s.message = Some(format!(
-                        "the environment is {} in the control plane",
-                        remote.status
-                    ));
+                    s.phase = Some(Phase::Inactive);
+                    s.message = Some(format!("the environment is {} in the control plane", remote.status));
                     ready = (false, "Inactive", s.message.clone());
                     reconciling = (false, "Inactive", None);
                     stalled = (false, "Inactive", None);
                 }
                 other => {
                     s.phase = Some(Phase::Provisioning);
-                    s.message = Some(format!(
-                        "the control plane is provisioning the environment ({other})"
-                    ));
+                    s.message = Some(format!("the control plane is provisioning the environment ({other})"));
                     ready = (false, "Provisioning", s.message.clone());
                     reconciling = (true, "Provisioning", s.message.clone());
                     stalled = (false, "Provisioning", None);
@@ -101,25 +99,29 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
             reconciling = (true, "Deleting", s.message.clone());
             stalled = (false, "Deleting", None);
         }
+        Observation::Paused => {
+            s.message =
+                Some("paused by annotation kubiya.ai/paused: nothing is written to the control plane".into());
+            let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
+            ready = (was_ready, if was_ready { "Ready" } else { "Paused" }, s.message.clone());
+            reconciling = (false, "Paused", s.message.clone());
+            stalled = (false, "Paused", None);
+        }
         Observation::Failed(e) => {
             let reason = e.reason();
-            s.message = Some(e.explain());
+            s.message = Some(e.explain() + if deleting { ORPHAN_HINT } else { "" });
             if e.is_permanent() {
-                s.phase = Some(Phase::Error);
+                s.phase = Some(if deleting { Phase::Deleting } else { Phase::Error });
                 ready = (false, reason, s.message.clone());
                 reconciling = (false, reason, None);
                 stalled = (true, reason, s.message.clone());
             } else {
                 // Transient trouble: keep what was known (a Ready environment most likely still
                 // is) and say that work is under way.
-                s.phase = old.phase.or(Some(Phase::Pending));
+                s.phase = if deleting { Some(Phase::Deleting) } else { old.phase.or(Some(Phase::Pending)) };
                 let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
                 ready = if was_ready {
-                    (
-                        true,
-                        "Ready",
-                        find(&old.conditions, READY).map(|c| c.message.clone()),
-                    )
+                    (true, "Ready", find(&old.conditions, READY).map(|c| c.message.clone()))
                 } else {
                     (false, reason, s.message.clone())
                 };
@@ -139,10 +141,7 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
 /// Whether `new` says something `old` did not (the sync time aside).
 pub fn changed(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus) -> bool {
     let Some(old) = old else { return true };
-    let strip = |s: &EnvironmentStatus| EnvironmentStatus {
-        last_synced_time: None,
-        ..s.clone()
-    };
+    let strip = |s: &EnvironmentStatus| EnvironmentStatus { last_synced_time: None, ..s.clone() };
     strip(old) != strip(new)
 }
 
@@ -211,14 +210,7 @@ mod tests {
     #[test]
     fn ready_remote_is_ready_and_not_reconciling() {
         let r = remote("ready");
-        let s = next(
-            &env(),
-            Observation::Remote {
-                remote: &r,
-                worker_secret: Some("w".into()),
-            },
-            &t(1),
-        );
+        let s = next(&env(), Observation::Remote { remote: &r, worker_secret: Some("w".into()) }, &t(1));
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(s.observed_generation, Some(2));
         assert_eq!(s.environment_id.as_deref(), Some("id-1"));
@@ -231,65 +223,26 @@ mod tests {
     #[test]
     fn provisioning_is_reconciling_and_remote_error_is_stalled() {
         let r = remote("provisioning");
-        let s = next(
-            &env(),
-            Observation::Remote {
-                remote: &r,
-                worker_secret: None,
-            },
-            &t(1),
-        );
+        let s = next(&env(), Observation::Remote { remote: &r, worker_secret: None }, &t(1));
         assert_eq!(s.phase, Some(Phase::Provisioning));
         assert_eq!(cond(&s, RECONCILING).status, "True");
         let r = remote("error");
-        let s = next(
-            &env(),
-            Observation::Remote {
-                remote: &r,
-                worker_secret: None,
-            },
-            &t(1),
-        );
+        let s = next(&env(), Observation::Remote { remote: &r, worker_secret: None }, &t(1));
         assert_eq!(s.phase, Some(Phase::Error));
         assert_eq!(cond(&s, STALLED).status, "True");
-        assert!(
-            cond(&s, STALLED)
-                .message
-                .contains("namespace provisioning failed")
-        );
+        assert!(cond(&s, STALLED).message.contains("namespace provisioning failed"));
     }
 
     #[test]
     fn transition_time_moves_only_when_a_condition_flips() {
         let r = remote("provisioning");
         let mut e = env();
-        e.status = Some(next(
-            &e,
-            Observation::Remote {
-                remote: &r,
-                worker_secret: None,
-            },
-            &t(1),
-        ));
-        let same = next(
-            &e,
-            Observation::Remote {
-                remote: &r,
-                worker_secret: None,
-            },
-            &t(5),
-        );
+        e.status = Some(next(&e, Observation::Remote { remote: &r, worker_secret: None }, &t(1)));
+        let same = next(&e, Observation::Remote { remote: &r, worker_secret: None }, &t(5));
         assert!(!changed(e.status.as_ref(), &same));
         assert_eq!(cond(&same, READY).last_transition_time, t(1));
         let r = remote("ready");
-        let s = next(
-            &e,
-            Observation::Remote {
-                remote: &r,
-                worker_secret: None,
-            },
-            &t(9),
-        );
+        let s = next(&e, Observation::Remote { remote: &r, worker_secret: None }, &t(9));
         assert!(changed(e.status.as_ref(), &s));
         assert_eq!(cond(&s, READY).last_transition_time, t(9));
         assert_eq!(cond(&s, STALLED).last_transition_time, t(1));
@@ -299,14 +252,7 @@ mod tests {
     fn transient_failure_keeps_ready_and_reports_reconciling() {
         let r = remote("ready");
         let mut e = env();
-        e.status = Some(next(
-            &e,
-            Observation::Remote {
-                remote: &r,
-                worker_secret: None,
-            },
-            &t(1),
-        ));
+        e.status = Some(next(&e, Observation::Remote { remote: &r, worker_secret: None }, &t(1)));
         let err = Error::GetRemote {
             source: controlplane::Error::Api {
                 method: "GET",
@@ -326,9 +272,7 @@ mod tests {
 
     #[test]
     fn permanent_failure_is_stalled() {
-        let err = Error::NameConflict {
-            name: "prod".into(),
-        };
+        let err = Error::NameConflict { name: "prod".into() };
         let s = next(&env(), Observation::Failed(&err), &t(2));
         assert_eq!(s.phase, Some(Phase::Error));
         assert_eq!(cond(&s, STALLED).status, "True");

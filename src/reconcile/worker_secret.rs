@@ -31,10 +31,7 @@ pub fn build(env: &Environment, env_id: &str, cmd: &WorkerCommand) -> Secret {
         metadata: ObjectMeta {
             name: Some(env.worker_secret_name()),
             namespace: env.namespace(),
-            labels: Some(BTreeMap::from([(
-                MANAGED_BY.0.to_owned(),
-                MANAGED_BY.1.to_owned(),
-            )])),
+            labels: Some(BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())])),
             owner_references: env.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },
@@ -62,26 +59,16 @@ pub fn is_current(existing: &Secret, env: &Environment, remote: &RemoteEnvironme
 /// Whether `secret` is controlled by `env`.
 pub fn is_owned(secret: &Secret, env: &Environment) -> bool {
     let uid = env.uid();
-    secret
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+    secret.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
 }
 
 /// Makes the worker Secret current; returns its name. Asks the control plane for the worker
 /// command only when the Secret is missing or stale, and never overwrites a Secret it does not own.
-pub async fn ensure(
-    env: &Environment,
-    remote: &RemoteEnvironment,
-    ctx: &Context,
-) -> Result<String, Error> {
+pub async fn ensure(env: &Environment, remote: &RemoteEnvironment, ctx: &Context) -> Result<String, Error> {
     let ns = env.namespace().ok_or(Error::Unnamed)?;
     let name = env.worker_secret_name();
     let api: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::WriteSecret { source })?;
+    let existing = api.get_opt(&name).await.map_err(|source| Error::WriteSecret { source })?;
     if let Some(s) = &existing {
         if !is_owned(s, env) {
             return Err(Error::SecretConflict { name });
@@ -90,19 +77,11 @@ pub async fn ensure(
             return Ok(name);
         }
     }
-    let cmd = ctx
-        .cp
-        .worker_command(&remote.id)
-        .await
-        .map_err(|source| Error::WorkerCommand { source })?;
+    let cmd = ctx.cp.worker_command(&remote.id).await.map_err(|source| Error::WorkerCommand { source })?;
     let secret = build(env, &remote.id, &cmd);
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .map_err(|source| Error::WriteSecret { source })?;
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
+        .await
+        .map_err(|source| Error::WriteSecret { source })?;
     Ok(name)
 }
 

@@ -1,7 +1,9 @@
-//! The controller over `Environment`, watching the owned worker Secrets too.
+//! The controller over `Environment`, watching the owned worker Secrets too, and the HTTP server
+//! beside it.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Future, StreamExt};
@@ -12,8 +14,10 @@ use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::http::{self, Probe};
 use crate::config::Config;
 use crate::controlplane;
+use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
 use crate::resource::Environment;
 
@@ -26,6 +30,8 @@ pub enum StartError {
     ControlPlane(#[source] reqwest::Error),
     #[error("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")]
     Kube(#[source] kube::Error),
+    #[error("cannot listen on the metrics address")]
+    Listen(#[source] std::io::Error),
 }
 
 /// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
@@ -37,30 +43,38 @@ pub async fn run(
         base_url: config.control_plane_url.clone(),
         api_key: config.api_key()?,
         timeout: config.request_timeout,
+        max_concurrent: usize::from(config.max_concurrent_requests),
     })
     .map_err(StartError::ControlPlane)?;
     let kube = Client::try_default().await.map_err(StartError::Kube)?;
-    let reporter = Reporter {
-        controller: "kubiya-operator".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+    let metrics = Arc::new(Metrics::default());
+    let probe = Arc::new(Probe { metrics: metrics.clone(), ready: AtomicBool::new(false) });
+    let server = http::serve(config.metrics_addr, probe.clone()).await.map_err(StartError::Listen)?;
+    tokio::spawn(server);
+
+    let reporter =
+        Reporter { controller: "kubiya-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(kube.clone(), reporter),
         kube: kube.clone(),
         cp,
+        metrics,
         provisioning_poll: config.provisioning_poll,
         resync: config.resync_interval,
         failures: Mutex::new(HashMap::new()),
     });
 
     let (envs, secrets): (Api<Environment>, Api<Secret>) = match &config.watch_namespace {
-        Some(ns) => (
-            Api::namespaced(kube.clone(), ns),
-            Api::namespaced(kube.clone(), ns),
-        ),
+        Some(ns) => (Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)),
         None => (Api::all(kube.clone()), Api::all(kube.clone())),
     };
     let (reader, writer) = reflector::store();
+    let synced = reader.clone();
+    tokio::spawn(async move {
+        if synced.wait_until_ready().await.is_ok() {
+            probe.ready.store(true, Ordering::Relaxed);
+        }
+    });
     // Only changes a user makes wake the controller: our own status writes do not.
     let changes = watcher(envs, watcher::Config::default())
         .default_backoff()
@@ -77,15 +91,9 @@ pub async fn run(
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| async move {
             match res {
-                Ok((obj, _)) => {
-                    tracing::debug!(namespace = obj.namespace, name = obj.name, "reconciled")
-                }
+                Ok((obj, _)) => tracing::debug!(namespace = obj.namespace, name = obj.name, "reconciled"),
                 Err(controller::Error::ReconcilerFailed(_, obj)) => {
-                    tracing::debug!(
-                        namespace = obj.namespace,
-                        name = obj.name,
-                        "reconcile failed"
-                    )
+                    tracing::debug!(namespace = obj.namespace, name = obj.name, "reconcile failed")
                 }
                 Err(e) => warn!(error = %e, "controller"),
             }

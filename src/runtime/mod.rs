@@ -2,6 +2,7 @@
 //! `reconcile`.
 
 mod controller;
+mod http;
 pub mod telemetry;
 
 pub use controller::run;

@@ -25,6 +25,10 @@ pub enum Auth {
     NoEmailClaim,
     /// A valid key of another organization.
     OtherOrg,
+    /// A key with a `token_id` claim, as the SDK's keys carry (the server's `created_by`).
+    TokenId,
+    /// `Authorization: Token <key>` (unknown scheme) plus a valid `UserKey:` header.
+    UnknownSchemeAndUserKeyHeader,
 }
 
 /// One request. `path` may hold `{NAME}`, replaced by the id saved under NAME by an earlier step.
@@ -41,14 +45,7 @@ pub struct Step {
 }
 
 pub fn step(method: &'static str, path: &str) -> Step {
-    Step {
-        method,
-        path: path.to_owned(),
-        auth: Auth::UserKey,
-        body: None,
-        save: None,
-        settle: false,
-    }
+    Step { method, path: path.to_owned(), auth: Auth::UserKey, body: None, save: None, settle: false }
 }
 
 impl Step {
@@ -111,8 +108,13 @@ pub async fn run(target: &Target, scenario: &Scenario) -> Vec<Answer> {
     let mut out = Vec::new();
     for s in &scenario.steps {
         let mut path = s.path.clone();
+        // `{NAME}` is the saved id; `{NAME|upper}` and `{NAME|simple}` are the forms PostgreSQL
+        // also reads (upper case, no hyphens).
         for (name, id) in &saved {
-            path = path.replace(&format!("{{{name}}}"), id);
+            path = path
+                .replace(&format!("{{{name}}}"), id)
+                .replace(&format!("{{{name}|upper}}"), &id.to_uppercase())
+                .replace(&format!("{{{name}|simple}}"), &id.replace('-', ""));
         }
         let url = format!("{}{}", target.base_url, path);
         let send = || {
@@ -132,27 +134,29 @@ pub async fn run(target: &Target, scenario: &Scenario) -> Vec<Answer> {
                         kubiya_cp_emulator::token_with_claims(&json!({"organization": org}))
                     ),
                 ),
-                Auth::OtherOrg => req.header(
+                Auth::OtherOrg => {
+                    req.header("Authorization", format!("Bearer {}", kubiya_cp_emulator::token(&other)))
+                }
+                Auth::TokenId => req.header(
                     "Authorization",
-                    format!("Bearer {}", kubiya_cp_emulator::token(&other)),
+                    format!(
+                        "Bearer {}",
+                        kubiya_cp_emulator::token_with_claims(&json!({"organization": org,
+                            "email": "ops@example.test", "token_id": "0b9f3c1e-6a0e-5b7e-9d51-3f1a2b4c5d6e"}))
+                    ),
                 ),
+                Auth::UnknownSchemeAndUserKeyHeader => {
+                    req.header("Authorization", format!("Token {key}")).header("UserKey", key.clone())
+                }
             };
             if let Some(b) = &s.body {
-                req = req
-                    .header("Content-Type", "application/json")
-                    .body(b.clone());
+                req = req.header("Content-Type", "application/json").body(b.clone());
             }
             req.send()
         };
-        let mut resp = send()
-            .await
-            .unwrap_or_else(|e| panic!("{} {url}: {e}", s.method));
+        let mut resp = send().await.unwrap_or_else(|e| panic!("{} {url}: {e}", s.method));
         let mut status = resp.status().as_u16();
-        let mut location = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let mut location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let mut text = resp.text().await.unwrap_or_default();
         if s.settle {
             for _ in 0..100 {
@@ -163,11 +167,7 @@ pub async fn run(target: &Target, scenario: &Scenario) -> Vec<Answer> {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 resp = send().await.expect("poll");
                 status = resp.status().as_u16();
-                location = resp
-                    .headers()
-                    .get("location")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                location = resp.headers().get("location").and_then(|v| v.to_str().ok()).map(str::to_owned);
                 text = resp.text().await.unwrap_or_default();
             }
         }
@@ -177,18 +177,11 @@ pub async fn run(target: &Target, scenario: &Scenario) -> Vec<Answer> {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         // The id of the object answered, or of the first one of a list.
-        let id = body
-            .get("id")
-            .or_else(|| body.get(0).and_then(|e| e.get("id")))
-            .and_then(Value::as_str);
+        let id = body.get("id").or_else(|| body.get(0).and_then(|e| e.get("id"))).and_then(Value::as_str);
         if let (Some(name), Some(id)) = (s.save, id) {
             saved.insert(name, id.to_owned());
         }
-        let body = if status >= 500 {
-            first_line_of_detail(body)
-        } else {
-            body
-        };
+        let body = if status >= 500 { first_line_of_detail(body) } else { body };
         out.push(Answer {
             request: masks.text(&format!("{} {}", s.method, path)),
             status,
@@ -224,50 +217,34 @@ struct Masks {
 
 impl Masks {
     fn new(org: &str, other: &str) -> Self {
-        Masks {
-            uuids: HashMap::new(),
-            org: org.to_owned(),
-            other: other.to_owned(),
-        }
+        Masks { uuids: HashMap::new(), org: org.to_owned(), other: other.to_owned() }
     }
 
     fn text(&mut self, s: &str) -> String {
-        let mut out = s
-            .replace(&self.other, "<other-org>")
-            .replace(&self.org, "<org>");
+        let mut out = s.replace(&self.other, "<other-org>").replace(&self.org, "<org>");
         // UUIDs anywhere in the text (paths, SQL details, commands).
         let mut i = 0;
         while i + 36 <= out.len() {
             let cand = &out[i..i + 36];
             if is_uuid(cand) {
                 let n = self.uuids.len() + 1;
-                let mask = self
-                    .uuids
-                    .entry(cand.to_owned())
-                    .or_insert_with(|| format!("<uuid-{n}>"))
-                    .clone();
+                let mask = self.uuids.entry(cand.to_owned()).or_insert_with(|| format!("<uuid-{n}>")).clone();
                 out.replace_range(i..i + 36, &mask);
                 i += mask.len();
             } else {
                 i += out[i..].chars().next().map_or(1, char::len_utf8);
             }
         }
-        if is_timestamp(&out) {
-            "<time>".to_owned()
-        } else {
-            out
-        }
+        if is_timestamp(&out) { "<time>".to_owned() } else { out }
     }
 
     fn value(&mut self, v: Value) -> Value {
         match v {
             Value::String(s) => Value::String(self.text(&s)),
             Value::Array(a) => Value::Array(a.into_iter().map(|x| self.value(x)).collect()),
-            Value::Object(o) => Value::Object(
-                o.into_iter()
-                    .map(|(k, x)| (k, self.value(x)))
-                    .collect::<Map<_, _>>(),
-            ),
+            Value::Object(o) => {
+                Value::Object(o.into_iter().map(|(k, x)| (k, self.value(x))).collect::<Map<_, _>>())
+            }
             other => other,
         }
     }
@@ -275,13 +252,11 @@ impl Masks {
 
 fn is_uuid(s: &str) -> bool {
     s.len() == 36
-        && s.char_indices().all(|(i, c)| {
-            if [8, 13, 18, 23].contains(&i) {
-                c == '-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        })
+        && s.char_indices().all(
+            |(i, c)| {
+                if [8, 13, 18, 23].contains(&i) { c == '-' } else { c.is_ascii_hexdigit() }
+            },
+        )
 }
 
 /// `2026-11-28T21:30:00.123456+00:00` and the like.
@@ -308,27 +283,17 @@ pub fn diff(
     for (i, (l, r)) in left.iter().zip(right).enumerate() {
         let at = format!("{scenario} step {} ({})", i + 1, l.request);
         if l.status != r.status {
-            out.push(format!(
-                "{at}: status {left_name} {} vs {right_name} {}",
-                l.status, r.status
-            ));
+            out.push(format!("{at}: status {left_name} {} vs {right_name} {}", l.status, r.status));
         }
         if l.location != r.location {
-            out.push(format!(
-                "{at}: Location {left_name} {:?} vs {right_name} {:?}",
-                l.location, r.location
-            ));
+            out.push(format!("{at}: Location {left_name} {:?} vs {right_name} {:?}", l.location, r.location));
         }
         json_diff(&l.body, &r.body, "body", &mut |path, a, b| {
             out.push(format!("{at}: {path}: {left_name} {a} vs {right_name} {b}"));
         });
     }
     if left.len() != right.len() {
-        out.push(format!(
-            "{scenario}: {} steps vs {}",
-            left.len(),
-            right.len()
-        ));
+        out.push(format!("{scenario}: {} steps vs {}", left.len(), right.len()));
     }
     out
 }

@@ -136,6 +136,26 @@ pub fn all() -> Vec<Scenario> {
                 step("DELETE", &one("default")),
             ],
         },
+                Scenario {
+            name: "default-by-name",
+            steps: vec![
+                step("GET", ENVS).save("d"),
+                step("PATCH", &one("d")).json(json!({"name": "renamed"})),
+                step("GET", ENVS),
+                step("DELETE", &one("d")),
+                step("GET", ENVS),
+            ],
+        },
+        Scenario {
+            name: "id-forms-and-keys",
+            steps: vec![
+                step("GET", ENVS).auth(Auth::UnknownSchemeAndUserKeyHeader),
+                step("POST", ENVS).auth(Auth::TokenId).json(json!({"name": "ids"})).save("a"),
+                step("GET", &format!("{ENVS}/{{a|upper}}")),
+                step("GET", &format!("{ENVS}/{{a|simple}}")),
+                step("GET", ENVS).auth(Auth::TokenId),
+            ],
+        },
         Scenario {
             name: "routes",
             steps: vec![

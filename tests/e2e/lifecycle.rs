@@ -22,21 +22,17 @@ fn full_spec() -> EnvironmentSpec {
         priority: Some(10),
         policy_ids: vec!["policy-1".into()],
         settings: Some(
-            serde_json::from_value(json!({"region": "eu-west-1", "nested": {"a": [1, 2]}}))
-                .unwrap(),
+            serde_json::from_value(json!({"region": "eu-west-1", "nested": {"a": [1, 2]}})).unwrap(),
         ),
         execution_environment: Some(ExecutionEnvironment {
             env_vars: BTreeMap::from([("LOG_LEVEL".into(), "info".into())]),
             secrets: vec!["GITHUB_TOKEN".into()],
             integration_ids: vec!["int-1".into()],
-            mcp_servers: Some(
-                serde_json::from_value(json!({"fs": {"command": "mcp-fs"}})).unwrap(),
-            ),
+            mcp_servers: Some(serde_json::from_value(json!({"fs": {"command": "mcp-fs"}})).unwrap()),
         }),
+        state: None,
         deletion_policy: DeletionPolicy::Delete,
-        worker_secret: Some(WorkerSecretRef {
-            name: "production-worker".into(),
-        }),
+        worker_secret: Some(WorkerSecretRef { name: "production-worker".into() }),
     }
 }
 
@@ -46,10 +42,7 @@ fn is_ready(e: &Environment) -> bool {
 
 /// The organization's first environment provisions for a while, then becomes ready.
 fn provisioning(ms: u64) -> EmulatorConfig {
-    EmulatorConfig {
-        provisioning: Duration::from_millis(ms),
-        ..EmulatorConfig::default()
-    }
+    EmulatorConfig { provisioning: Duration::from_millis(ms), ..EmulatorConfig::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,11 +50,8 @@ async fn apply_goes_provisioning_then_ready_with_every_field_remote_and_a_worker
     let bed = TestBed::start("apply", provisioning(3000)).await;
     bed.create("production", full_spec()).await;
 
-    let env = bed
-        .wait_for("production", "Provisioning", |e| {
-            phase(e).as_deref() == Some("Provisioning")
-        })
-        .await;
+    let env =
+        bed.wait_for("production", "Provisioning", |e| phase(e).as_deref() == Some("Provisioning")).await;
     assert_eq!(condition(&env, "Reconciling").as_deref(), Some("True"));
     assert_eq!(condition(&env, "Ready").as_deref(), Some("False"));
     let env = bed.wait_for("production", "Ready", is_ready).await;
@@ -73,18 +63,11 @@ async fn apply_goes_provisioning_then_ready_with_every_field_remote_and_a_worker
     assert_eq!(condition(&env, "Stalled").as_deref(), Some("False"));
     assert_eq!(status.remote_status.as_deref(), Some("ready"));
     assert_eq!(status.can_register, Some(true));
-    assert_eq!(
-        status.worker_secret_name.as_deref(),
-        Some("production-worker")
-    );
+    assert_eq!(status.worker_secret_name.as_deref(), Some("production-worker"));
 
     // The remote environment holds every field of the spec.
     let remote = bed.remote();
-    assert_eq!(
-        remote.len(),
-        1,
-        "exactly one remote environment: {remote:#?}"
-    );
+    assert_eq!(remote.len(), 1, "exactly one remote environment: {remote:#?}");
     let r = &remote[0];
     assert_eq!(status.environment_id.as_deref(), r["id"].as_str());
     assert_eq!(r["name"], "PRODUCTION");
@@ -93,14 +76,8 @@ async fn apply_goes_provisioning_then_ready_with_every_field_remote_and_a_worker
     assert_eq!(r["tags"], json!(["critical", "prod"]));
     assert_eq!(r["settings"]["region"], "eu-west-1");
     assert_eq!(r["settings"]["nested"], json!({"a": [1, 2]}));
-    assert_eq!(
-        r["settings"]["kubiya.ai/owner"]["uid"],
-        json!(env.metadata.uid)
-    );
-    assert_eq!(
-        r["settings"]["kubiya.ai/owner"]["namespace"],
-        json!(bed.namespace)
-    );
+    assert_eq!(r["settings"]["kubiya.ai/owner"]["uid"], json!(env.metadata.uid));
+    assert_eq!(r["settings"]["kubiya.ai/owner"]["namespace"], json!(bed.namespace));
     assert_eq!(
         r["execution_environment"],
         json!({"env_vars": {"LOG_LEVEL": "info"}, "secrets": ["GITHUB_TOKEN"],
@@ -109,10 +86,7 @@ async fn apply_goes_provisioning_then_ready_with_every_field_remote_and_a_worker
 
     // The worker Secret: owned by the Environment, with the control plane's token and command.
     let secrets: Api<Secret> = Api::namespaced(bed.client.clone(), &bed.namespace);
-    let secret = secrets
-        .get("production-worker")
-        .await
-        .expect("worker secret");
+    let secret = secrets.get("production-worker").await.expect("worker secret");
     let owner = &secret.metadata.owner_references.clone().unwrap_or_default()[0];
     assert_eq!(
         (owner.kind.as_str(), Some(&owner.uid), owner.controller),
@@ -131,36 +105,19 @@ async fn apply_goes_provisioning_then_ready_with_every_field_remote_and_a_worker
 
     // The token is a secret: not in status, and not in the operator's log.
     assert!(!serde_json::to_string(&env.status).unwrap().contains(token));
-    assert!(
-        !bed.operator_log().contains(token),
-        "worker token leaked into the operator log"
-    );
+    assert!(!bed.operator_log().contains(token), "worker token leaked into the operator log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_edit_patches_the_remote_environment_and_moves_observed_generation() {
     let bed = TestBed::start("edit", provisioning(0)).await;
-    bed.create(
-        "web",
-        EnvironmentSpec {
-            description: Some("one".into()),
-            ..Default::default()
-        },
-    )
-    .await;
+    bed.create("web", EnvironmentSpec { description: Some("one".into()), ..Default::default() }).await;
     let before = bed.wait_for("web", "Ready", is_ready).await;
-    let id = before
-        .status
-        .as_ref()
-        .and_then(|s| s.environment_id.clone());
+    let id = before.status.as_ref().and_then(|s| s.environment_id.clone());
 
     let patch = json!({"spec": {"description": "two", "tags": ["t"],
         "executionEnvironment": {"envVars": {"A": "1"}}}});
-    let edited = bed
-        .envs
-        .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    let edited = bed.envs.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let generation = edited.metadata.generation;
     assert!(generation > before.metadata.generation);
     let after = bed
@@ -169,19 +126,12 @@ async fn spec_edit_patches_the_remote_environment_and_moves_observed_generation(
         })
         .await;
 
-    assert_eq!(
-        after.status.and_then(|s| s.environment_id),
-        id,
-        "updated in place, not recreated"
-    );
+    assert_eq!(after.status.and_then(|s| s.environment_id), id, "updated in place, not recreated");
     let remote = bed.remote();
     assert_eq!(remote.len(), 1);
     assert_eq!(remote[0]["description"], "two");
     assert_eq!(remote[0]["tags"], json!(["t"]));
-    assert_eq!(
-        remote[0]["execution_environment"]["env_vars"],
-        json!({"A": "1"})
-    );
+    assert_eq!(remote[0]["execution_environment"]["env_vars"], json!({"A": "1"}));
     // PATCH replaces execution_environment: the operator sends every key.
     assert_eq!(remote[0]["execution_environment"]["secrets"], json!([]));
     assert!(bed.operator_log().contains("updated remote environment"));
@@ -194,41 +144,22 @@ async fn delete_removes_the_remote_environment_and_then_the_object() {
     bed.wait_for("gone", "Ready", is_ready).await;
     assert!(bed.remote_named("gone").is_some());
 
-    bed.envs
-        .delete("gone", &DeleteParams::default())
-        .await
-        .unwrap();
+    bed.envs.delete("gone", &DeleteParams::default()).await.unwrap();
     bed.wait_gone("gone").await;
-    assert!(
-        bed.remote_named("gone").is_none(),
-        "remote environment left behind: {:#?}",
-        bed.remote()
-    );
+    assert!(bed.remote_named("gone").is_none(), "remote environment left behind: {:#?}", bed.remote());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphan_deletion_policy_keeps_the_remote_environment() {
     let bed = TestBed::start("orphan", provisioning(0)).await;
-    bed.create(
-        "kept",
-        EnvironmentSpec {
-            deletion_policy: DeletionPolicy::Orphan,
-            ..Default::default()
-        },
-    )
-    .await;
+    bed.create("kept", EnvironmentSpec { deletion_policy: DeletionPolicy::Orphan, ..Default::default() })
+        .await;
     let env = bed.wait_for("kept", "Ready", is_ready).await;
 
-    bed.envs
-        .delete("kept", &DeleteParams::default())
-        .await
-        .unwrap();
+    bed.envs.delete("kept", &DeleteParams::default()).await.unwrap();
     bed.wait_gone("kept").await;
     let remote = bed.remote_named("kept").expect("remote environment kept");
-    assert_eq!(
-        remote["id"].as_str(),
-        env.status.and_then(|s| s.environment_id).as_deref()
-    );
+    assert_eq!(remote["id"].as_str(), env.status.and_then(|s| s.environment_id).as_deref());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,26 +174,15 @@ async fn remote_error_ends_in_phase_error_stalled_with_the_servers_message() {
     let bed = TestBed::start("remote-error", emulator).await;
     bed.create("broken", EnvironmentSpec::default()).await;
 
-    let env = bed
-        .wait_for("broken", "Stalled", |e| {
-            condition(e, "Stalled").as_deref() == Some("True")
-        })
-        .await;
+    let env = bed.wait_for("broken", "Stalled", |e| condition(e, "Stalled").as_deref() == Some("True")).await;
     assert_eq!(phase(&env).as_deref(), Some("Error"));
     assert_eq!(condition(&env, "Ready").as_deref(), Some("False"));
     assert_eq!(condition(&env, "Reconciling").as_deref(), Some("False"));
     let status = env.status.unwrap();
     assert_eq!(status.remote_status.as_deref(), Some("error"));
     let message = status.message.unwrap_or_default();
-    assert!(
-        message.contains("Failed to provision Temporal namespace: connection refused"),
-        "{message}"
-    );
-    let stalled = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Stalled")
-        .unwrap();
+    assert!(message.contains("Failed to provision Temporal namespace: connection refused"), "{message}");
+    let stalled = status.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
     assert_eq!(stalled.reason, "RemoteError");
     assert!(stalled.message.contains("connection refused"));
 }
@@ -273,11 +193,7 @@ async fn invalid_manifests_are_rejected_by_the_api_server_with_a_clear_message()
     let cases = [
         ("short-name", json!({"name": "x"}), "spec.name"),
         ("long-name", json!({"name": "n".repeat(101)}), "spec.name"),
-        (
-            "bad-policy",
-            json!({"deletionPolicy": "Keep"}),
-            "spec.deletionPolicy",
-        ),
+        ("bad-policy", json!({"deletionPolicy": "Keep"}), "spec.deletionPolicy"),
         ("bad-priority", json!({"priority": 99}), "spec.priority"),
         ("dup-tags", json!({"tags": ["a", "a"]}), "spec.tags"),
         (
@@ -286,18 +202,11 @@ async fn invalid_manifests_are_rejected_by_the_api_server_with_a_clear_message()
             "envVars names must match",
         ),
         ("bad-type", json!({"tags": "prod"}), "spec.tags"),
-        (
-            "x",
-            json!({}),
-            "metadata.name is used as the control-plane name",
-        ),
+        ("x", json!({}), "metadata.name is used as the control-plane name"),
     ];
     // Sent as raw JSON: wrong types cannot be expressed with the Rust types.
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        bed.client.clone(),
-        &bed.namespace,
-        &ApiResource::erase::<Environment>(&()),
-    );
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(bed.client.clone(), &bed.namespace, &ApiResource::erase::<Environment>(&()));
     for (name, spec, expected) in cases {
         let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "kubiya.ai/v1alpha1", "kind": "Environment",

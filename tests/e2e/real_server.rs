@@ -22,18 +22,11 @@ async fn operator_creates_updates_and_deletes_on_the_real_server() {
     bed.control_plane_url = url.clone();
     let http = reqwest::Client::new();
     let auth = format!("UserKey {}", kubiya_cp_emulator::token(&bed.org));
-    let get = |path: String| {
-        http.get(format!("{url}{path}"))
-            .header("Authorization", &auth)
-            .send()
-    };
+    let get = |path: String| http.get(format!("{url}{path}")).header("Authorization", &auth).send();
 
     // Without a workflow engine the real server fails an organization's first environment; a list
     // first creates `default`, as on any organization in use, so ours is the second.
-    assert_eq!(
-        get("/api/v1/environments".into()).await.unwrap().status(),
-        200
-    );
+    assert_eq!(get("/api/v1/environments".into()).await.unwrap().status(), 200);
     bed.start_operator();
 
     let spec = EnvironmentSpec {
@@ -48,58 +41,25 @@ async fn operator_creates_updates_and_deletes_on_the_real_server() {
     };
     bed.create("real-env", spec).await;
     let env = bed.wait_for("real-env", "Ready", is_ready).await;
-    let id = env
-        .status
-        .as_ref()
-        .and_then(|s| s.environment_id.clone())
-        .expect("environment id");
-    let remote: Value = get(format!("/api/v1/environments/{id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let id = env.status.as_ref().and_then(|s| s.environment_id.clone()).expect("environment id");
+    let remote: Value = get(format!("/api/v1/environments/{id}")).await.unwrap().json().await.unwrap();
     assert_eq!(remote["name"], "real-env");
     assert_eq!(remote["description"], "one");
-    assert_eq!(
-        remote["execution_environment"]["env_vars"],
-        json!({"LOG_LEVEL": "info"})
-    );
-    assert_eq!(
-        remote["settings"]["kubiya.ai/owner"]["uid"],
-        json!(env.metadata.uid)
-    );
+    assert_eq!(remote["execution_environment"]["env_vars"], json!({"LOG_LEVEL": "info"}));
+    assert_eq!(remote["settings"]["kubiya.ai/owner"]["uid"], json!(env.metadata.uid));
 
     let patch = json!({"spec": {"description": "two", "tags": ["a", "b"]}});
-    let edited = bed
-        .envs
-        .patch("real-env", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    let edited = bed.envs.patch("real-env", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let generation = edited.metadata.generation;
     bed.wait_for("real-env", "Ready at the new generation", move |e| {
         is_ready(e) && e.status.as_ref().and_then(|s| s.observed_generation) == generation
     })
     .await;
-    let remote: Value = get(format!("/api/v1/environments/{id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let remote: Value = get(format!("/api/v1/environments/{id}")).await.unwrap().json().await.unwrap();
     assert_eq!(remote["description"], "two");
     assert_eq!(remote["tags"], json!(["a", "b"]));
 
-    bed.envs
-        .delete("real-env", &DeleteParams::default())
-        .await
-        .unwrap();
+    bed.envs.delete("real-env", &DeleteParams::default()).await.unwrap();
     bed.wait_gone("real-env").await;
-    assert_eq!(
-        get(format!("/api/v1/environments/{id}"))
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(get(format!("/api/v1/environments/{id}")).await.unwrap().status(), 404);
 }

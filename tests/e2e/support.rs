@@ -56,10 +56,7 @@ impl TestBed {
         CRD.get_or_init(|| install_crd(client.clone())).await;
         let namespace = format!("{name}-{}", fastrand::u32(..) % 100_000);
         let ns = Namespace {
-            metadata: kube::api::ObjectMeta {
-                name: Some(namespace.clone()),
-                ..Default::default()
-            },
+            metadata: kube::api::ObjectMeta { name: Some(namespace.clone()), ..Default::default() },
             ..Default::default()
         };
         Api::<Namespace>::all(client.clone())
@@ -83,11 +80,8 @@ impl TestBed {
 
     /// Starts the operator binary, watching only this test's namespace.
     pub fn start_operator(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("operator log");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_kubiya-operator"))
             .arg("run")
             .env_clear()
@@ -97,7 +91,8 @@ impl TestBed {
             .env("KUBIYA_CONTROL_PLANE_BASE_URL", &self.control_plane_url)
             .env("KUBIYA_WATCH_NAMESPACE", &self.namespace)
             .env("KUBIYA_PROVISIONING_POLL", "300ms")
-            .env("KUBIYA_REQUEST_TIMEOUT", "5s")
+                        .env("KUBIYA_REQUEST_TIMEOUT", "5s")
+            .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info,kubiya_operator=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -130,9 +125,8 @@ impl TestBed {
         what: &str,
         cond: impl Fn(&Environment) -> bool + Send + 'static,
     ) -> Environment {
-        let fut = await_condition(self.envs.clone(), name, move |o: Option<&Environment>| {
-            o.is_some_and(&cond)
-        });
+        let fut =
+            await_condition(self.envs.clone(), name, move |o: Option<&Environment>| o.is_some_and(&cond));
         match tokio::time::timeout(TIMEOUT, fut).await {
             Ok(Ok(Some(env))) => env,
             other => {
@@ -154,10 +148,7 @@ impl TestBed {
         let uid = env.metadata.uid.clone().unwrap_or_default();
         let fut = await_condition(self.envs.clone(), name, conditions::is_deleted(&uid));
         if tokio::time::timeout(TIMEOUT, fut).await.is_err() {
-            panic!(
-                "timed out waiting for {name} to be deleted\noperator log:\n{}",
-                self.operator_log()
-            );
+            panic!("timed out waiting for {name} to be deleted\noperator log:\n{}", self.operator_log());
         }
     }
 
@@ -174,20 +165,12 @@ impl TestBed {
 
 /// The phase as a string, for conditions.
 pub fn phase(env: &Environment) -> Option<String> {
-    env.status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .map(|p| format!("{p:?}"))
+    env.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"))
 }
 
 /// The status of the condition `type_`, if present.
 pub fn condition(env: &Environment, type_: &str) -> Option<String> {
-    env.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.clone())
+    env.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
 }
 
 fn kubeconfig_path() -> PathBuf {
@@ -216,9 +199,7 @@ async fn test_client() -> Client {
         "refusing to run: {path:?} is not the local test API server (context {context:?}, server {server:?})"
     );
     let options = KubeConfigOptions::default();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-        .await
-        .expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("kubeconfig");
     Client::try_from(config).expect("client")
 }
 
@@ -226,19 +207,11 @@ async fn test_client() -> Client {
 async fn install_crd(client: Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     let crd: CustomResourceDefinition =
-        serde_yaml_ng::from_str(include_str!("../../crds/environment.yaml"))
-            .expect("crds/environment.yaml");
+        serde_yaml_ng::from_str(include_str!("../../crds/environment.yaml")).expect("crds/environment.yaml");
     let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(
-        &name,
-        &PatchParams::apply("kubiya-operator-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("install CRD");
-    let established = await_condition(crds, &name, conditions::is_crd_established());
-    tokio::time::timeout(TIMEOUT, established)
+    crds.patch(&name, &PatchParams::apply("kubiya-operator-tests").force(), &Patch::Apply(&crd))
         .await
-        .expect("CRD established in time")
-        .expect("watch CRD");
+        .expect("install CRD");
+    let established = await_condition(crds, &name, conditions::is_crd_established());
+    tokio::time::timeout(TIMEOUT, established).await.expect("CRD established in time").expect("watch CRD");
 }
