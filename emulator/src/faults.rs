@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -44,11 +45,13 @@ pub type Calls = BTreeMap<String, u64>;
 pub struct Chaos {
     faults: Mutex<Faults>,
     calls: Mutex<Calls>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl Chaos {
     pub fn new(faults: Faults) -> Self {
-        Chaos { faults: Mutex::new(faults), calls: Mutex::new(Calls::new()) }
+        Chaos { faults: Mutex::new(faults), ..Chaos::default() }
     }
 
     pub fn faults(&self) -> Faults {
@@ -67,6 +70,11 @@ impl Chaos {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// The most API requests that were being handled at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+
     fn count(&self, key: String) {
         *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default() += 1;
     }
@@ -77,6 +85,7 @@ pub async fn layer(State(store): State<Arc<Store>>, path: MatchedPath, req: Requ
     let chaos = store.chaos();
     let method = req.method().clone();
     chaos.count(format!("{method} {}", path.as_str()));
+    let _in_flight = InFlight::enter(chaos);
     let f = chaos.faults();
     let wait = Duration::from_millis(f.latency_ms);
     if !wait.is_zero() {
@@ -114,6 +123,23 @@ pub async fn layer(State(store): State<Arc<Store>>, path: MatchedPath, req: Requ
         return Response::from_parts(parts, Body::from(cut));
     }
     response
+}
+
+/// Counts a request as in flight until dropped (also when a hanging request is abandoned).
+struct InFlight<'a>(&'a Chaos);
+
+impl<'a> InFlight<'a> {
+    fn enter(chaos: &'a Chaos) -> Self {
+        let now = chaos.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        chaos.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        InFlight(chaos)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn draw(share: f64) -> bool {

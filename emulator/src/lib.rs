@@ -112,6 +112,11 @@ impl Emulator {
         self.store.chaos().calls()
     }
 
+    /// The most API requests that were being handled at once since the start.
+    pub fn max_in_flight(&self) -> usize {
+        self.store.chaos().max_in_flight()
+    }
+
     /// Waits until the server task ends (for the standalone binary).
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;

@@ -17,11 +17,12 @@ use crate::resource::{ADOPT_ANNOTATION, Environment, Phase};
 
 pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     if env.is_paused() {
+        info!(generation = env.metadata.generation, "paused: nothing written to the control plane");
         report::status(env, Observation::Paused, ctx).await?;
         return Ok(Action::await_change());
     }
     // First sight: say that work has started before talking to the control plane.
-    if env.status.is_none() {
+    if env.status.is_none() && ctx.known_id(env).is_none() {
         report::status(env, Observation::Starting, ctx).await?;
     }
 
@@ -53,8 +54,8 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
 /// adoption annotation. Without either, there is none yet (a lost create is recovered in
 /// [`create`], by the owner marker).
 async fn observe(env: &Environment, ctx: &Context) -> Result<Option<RemoteEnvironment>, Error> {
-    let known = env.status.as_ref().and_then(|s| s.environment_id.as_deref());
-    let (id, adopting) = match (known, env.annotation(ADOPT_ANNOTATION)) {
+    let known = ctx.known_id(env);
+    let (id, adopting) = match (known.as_deref(), env.annotation(ADOPT_ANNOTATION)) {
         (Some(id), _) => (id, false),
         (None, Some(id)) => (id.trim(), true),
         (None, None) => return Ok(None),
@@ -69,6 +70,7 @@ async fn observe(env: &Environment, ctx: &Context) -> Result<Option<RemoteEnviro
                 });
             }
             if adopting {
+                ctx.remember_id(env, Some(&remote.id));
                 info!(environment_id = %remote.id, "adopting remote environment");
                 let note = format!(
                     "adopted environment {:?} ({}); the spec is now enforced on it",
@@ -80,6 +82,7 @@ async fn observe(env: &Environment, ctx: &Context) -> Result<Option<RemoteEnviro
         }
         Err(e) if e.is_not_found() && adopting => Err(Error::AdoptMissing { id: id.to_owned() }),
         Err(e) if e.is_not_found() => {
+            ctx.remember_id(env, None);
             warn!(environment_id = id, "remote environment is gone; creating it again");
             let note = format!("environment {id} no longer exists in the control plane; creating it again");
             publish(env, ctx, EventType::Warning, "Recreating", note).await;
@@ -98,6 +101,7 @@ async fn create(
 ) -> Result<RemoteEnvironment, Error> {
     match ctx.cp.create(desired).await {
         Ok(remote) => {
+            ctx.remember_id(env, Some(&remote.id));
             info!(environment_id = %remote.id, "created remote environment");
             let note = format!("created environment {:?} ({})", remote.name, remote.id);
             publish(env, ctx, EventType::Normal, "Created", note).await;
@@ -114,6 +118,7 @@ async fn create(
             let Some(remote) = ours else {
                 return Err(Error::NameConflict { name: desired.name.clone() });
             };
+            ctx.remember_id(env, Some(&remote.id));
             info!(environment_id = %remote.id, "recovered remote environment created by an earlier pass");
             match plan::plan(desired, Some(&remote)) {
                 Plan::Update(fields) => update(env, &remote, &fields, ctx).await,

@@ -19,14 +19,15 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Action, Error> 
     }
     report::status(env, Observation::Deleting, ctx).await?;
     if env.deletion_policy() == DeletionPolicy::Orphan {
-        if let Some(id) = env.status.as_ref().and_then(|s| s.environment_id.as_deref()) {
+        if let Some(id) = ctx.known_id(env).as_deref() {
             info!(environment_id = id, "deletion policy Orphan: leaving the remote environment");
             let note = format!("left environment {id} in the control plane (deletion policy Orphan)");
             publish(env, ctx, EventType::Normal, "Orphaned", note).await;
         }
+        ctx.remember_id(env, None);
         return Ok(Action::await_change());
     }
-    let id = match env.status.as_ref().and_then(|s| s.environment_id.clone()) {
+    let id = match ctx.known_id(env) {
         Some(id) => id,
         // No id recorded: a create may still have happened (its answer lost before the status
         // write). Look for our own environment by name and owner marker so that nothing leaks.
@@ -40,6 +41,7 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Action, Error> 
         }
     };
     ctx.cp.delete(&id).await.map_err(|source| Error::DeleteRemote { source })?;
+    ctx.remember_id(env, None);
     info!(environment_id = %id, "deleted remote environment");
     publish(env, ctx, EventType::Normal, "Deleted", format!("deleted environment {id}")).await;
     Ok(Action::await_change())

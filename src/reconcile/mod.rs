@@ -43,6 +43,10 @@ pub struct Context {
     pub resync: Duration,
     /// Consecutive failures per object, for exponential backoff (kube-runtime has none).
     pub failures: Mutex<HashMap<ObjectRef<Environment>, u32>>,
+    /// Remote ids this process created or adopted, by object UID. A pass can start from a cached
+    /// object that predates the status write recording the id (the watch lags our own writes);
+    /// this keeps such a pass from creating again.
+    pub known_ids: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -55,6 +59,27 @@ impl Context {
             *n
         };
         jitter(Duration::from_secs((1u64 << (n - 1).min(9)).min(300)))
+    }
+
+    /// The remote id of `env`: what this process last recorded (never older than the object it
+    /// was handed), else its status.
+    fn known_id(&self, env: &Environment) -> Option<String> {
+        let ids = self.known_ids.lock().unwrap_or_else(|p| p.into_inner());
+        env.metadata
+            .uid
+            .as_ref()
+            .and_then(|uid| ids.get(uid).cloned())
+            .or_else(|| env.status.as_ref().and_then(|s| s.environment_id.clone()))
+    }
+
+    /// Records (or, with `None`, forgets) the remote id of `env`.
+    fn remember_id(&self, env: &Environment, id: Option<&str>) {
+        let Some(uid) = env.metadata.uid.clone() else { return };
+        let mut ids = self.known_ids.lock().unwrap_or_else(|p| p.into_inner());
+        match id {
+            Some(id) => ids.insert(uid, id.to_owned()),
+            None => ids.remove(&uid),
+        };
     }
 
     fn reset_backoff(&self, env: &Environment) {

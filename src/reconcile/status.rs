@@ -100,6 +100,9 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
             stalled = (false, "Deleting", None);
         }
         Observation::Paused => {
+            // The spec is not acted upon while paused: observedGeneration stays where it was, so
+            // that no health check mistakes a paused change for an applied one.
+            s.observed_generation = old.observed_generation.or(generation);
             s.message =
                 Some("paused by annotation kubiya.ai/paused: nothing is written to the control plane".into());
             let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
@@ -130,10 +133,11 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
             }
         }
     }
+    let observed = s.observed_generation;
     s.conditions = vec![
-        condition(&old.conditions, READY, ready, generation, now),
-        condition(&old.conditions, RECONCILING, reconciling, generation, now),
-        condition(&old.conditions, STALLED, stalled, generation, now),
+        condition(&old.conditions, READY, ready, observed, now),
+        condition(&old.conditions, RECONCILING, reconciling, observed, now),
+        condition(&old.conditions, STALLED, stalled, observed, now),
     ];
     s
 }

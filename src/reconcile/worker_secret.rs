@@ -2,6 +2,7 @@
 //! environment. Building it is pure; [`ensure`] reads and writes it through the Kubernetes API.
 
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -18,6 +19,9 @@ pub const ENVIRONMENT_KEY: &str = "KUBIYA_ENVIRONMENT";
 pub const ENVIRONMENT_ID_KEY: &str = "KUBIYA_ENVIRONMENT_ID";
 pub const COMMAND_KEY: &str = "KUBIYA_WORKER_COMMAND";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubiya-operator");
+/// A hash of the data the operator wrote: a Secret edited by hand no longer matches it and is
+/// written again.
+const DATA_HASH: &str = "kubiya.ai/data-hash";
 
 /// The Secret for `env`, owned by it, from the control plane's worker command.
 pub fn build(env: &Environment, env_id: &str, cmd: &WorkerCommand) -> Secret {
@@ -27,10 +31,12 @@ pub fn build(env: &Environment, env_id: &str, cmd: &WorkerCommand) -> Secret {
         (ENVIRONMENT_ID_KEY.to_owned(), bytes(env_id)),
         (COMMAND_KEY.to_owned(), bytes(cmd.command.expose())),
     ]);
+    let hash = data_hash(&data);
     Secret {
         metadata: ObjectMeta {
             name: Some(env.worker_secret_name()),
             namespace: env.namespace(),
+            annotations: Some(BTreeMap::from([(DATA_HASH.to_owned(), hash)])),
             labels: Some(BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())])),
             owner_references: env.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
@@ -48,7 +54,10 @@ pub fn is_current(existing: &Secret, env: &Environment, remote: &RemoteEnvironme
     let data = existing.data.as_ref();
     let get = |k: &str| data.and_then(|d| d.get(k)).map(|b| b.0.as_slice());
     let token = remote.worker_token.as_ref().map(|t| t.expose().as_bytes());
+    let untouched = existing.data.as_ref().map(data_hash).as_deref()
+        == existing.annotations().get(DATA_HASH).map(String::as_str);
     owned
+        && untouched
         && token.is_some()
         && get(TOKEN_KEY) == token
         && get(ENVIRONMENT_KEY) == Some(remote.name.as_bytes())
@@ -83,6 +92,16 @@ pub async fn ensure(env: &Environment, remote: &RemoteEnvironment, ctx: &Context
         .await
         .map_err(|source| Error::WriteSecret { source })?;
     Ok(name)
+}
+
+/// Stable for a given build (std's SipHash with fixed keys): an upgrade may rewrite each Secret
+/// once, which is harmless.
+fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
+    let mut h = DefaultHasher::new();
+    for (k, v) in data {
+        (k, &v.0).hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
 }
 
 fn bytes(s: &str) -> ByteString {
@@ -129,6 +148,14 @@ mod tests {
         assert_eq!(data[ENVIRONMENT_ID_KEY].0, b"id-1");
         assert!(is_current(&s, &env(), &remote("tok")));
         assert!(!is_current(&s, &env(), &remote("rotated")));
+    }
+
+    #[test]
+    fn a_secret_edited_by_hand_is_not_current() {
+        let mut s = build(&env(), "id-1", &cmd());
+        assert!(is_current(&s, &env(), &remote("tok")));
+        s.data.as_mut().unwrap().insert(COMMAND_KEY.into(), bytes("something else"));
+        assert!(!is_current(&s, &env(), &remote("tok")));
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub async fn run(
         provisioning_poll: config.provisioning_poll,
         resync: config.resync_interval,
         failures: Mutex::new(HashMap::new()),
+        known_ids: Mutex::new(HashMap::new()),
     });
 
     let (envs, secrets): (Api<Environment>, Api<Secret>) = match &config.watch_namespace {

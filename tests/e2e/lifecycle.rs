@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::health::assert_health;
 use crate::support::{TestBed, condition, phase};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -54,7 +55,9 @@ async fn apply_goes_provisioning_then_ready_with_every_field_remote_and_a_worker
         bed.wait_for("production", "Provisioning", |e| phase(e).as_deref() == Some("Provisioning")).await;
     assert_eq!(condition(&env, "Reconciling").as_deref(), Some("True"));
     assert_eq!(condition(&env, "Ready").as_deref(), Some("False"));
+    assert_health(&env, "Progressing", "InProgress");
     let env = bed.wait_for("production", "Ready", is_ready).await;
+    assert_health(&env, "Healthy", "Current");
 
     // Status: identity, kstatus conditions, top-level observedGeneration.
     let status = env.status.clone().unwrap();
@@ -178,6 +181,7 @@ async fn remote_error_ends_in_phase_error_stalled_with_the_servers_message() {
     assert_eq!(phase(&env).as_deref(), Some("Error"));
     assert_eq!(condition(&env, "Ready").as_deref(), Some("False"));
     assert_eq!(condition(&env, "Reconciling").as_deref(), Some("False"));
+    assert_health(&env, "Degraded", "Failed");
     let status = env.status.unwrap();
     assert_eq!(status.remote_status.as_deref(), Some("error"));
     let message = status.message.unwrap_or_default();

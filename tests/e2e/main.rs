@@ -1,6 +1,9 @@
 //! End-to-end tests: the operator binary against the real test API server (started by
 //! `tests/run.sh`) and the control-plane emulator, or the real control-plane server.
 
+mod crash;
+mod health;
 mod lifecycle;
 mod real_server;
+mod semantics;
 mod support;

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -39,6 +40,8 @@ pub struct TestBed {
     pub control_plane_url: String,
     pub envs: Api<Environment>,
     operator: Option<Child>,
+    /// Extra environment for the operator process (set before [`TestBed::start_operator`]).
+    pub operator_env: Vec<(&'static str, String)>,
     pub log: PathBuf,
 }
 
@@ -74,6 +77,7 @@ impl TestBed {
             control_plane_url: emulator.base_url(),
             emulator,
             operator: None,
+            operator_env: Vec::new(),
             log: log_dir.join(format!("{namespace}.log")),
         }
     }
@@ -91,10 +95,11 @@ impl TestBed {
             .env("KUBIYA_CONTROL_PLANE_BASE_URL", &self.control_plane_url)
             .env("KUBIYA_WATCH_NAMESPACE", &self.namespace)
             .env("KUBIYA_PROVISIONING_POLL", "300ms")
-                        .env("KUBIYA_REQUEST_TIMEOUT", "5s")
+            .env("KUBIYA_REQUEST_TIMEOUT", "5s")
             .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info,kubiya_operator=debug")
             .env("NO_COLOR", "1")
+            .envs(self.operator_env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -102,6 +107,77 @@ impl TestBed {
             .spawn()
             .expect("start operator");
         self.operator = Some(child);
+    }
+
+    /// Kills the operator with SIGKILL: no graceful shutdown, as in a node failure or an OOM kill.
+    pub async fn kill_operator(&mut self) {
+        if let Some(mut child) = self.operator.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// A call to the control plane as this test's organization: (status, JSON body or null).
+    pub async fn cp(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let http = reqwest::Client::new();
+        let mut req = http
+            .request(method.parse().expect("method"), format!("{}{path}", self.control_plane_url))
+            .header("Authorization", format!("UserKey {}", kubiya_cp_emulator::token(&self.org)));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("control-plane call");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Sets (or, with `None`, removes) an annotation on the named Environment.
+    pub async fn annotate(&self, name: &str, key: &str, value: Option<&str>) {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        self.envs.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+    }
+
+    /// The Events recorded for the named Environment, as (reason, note).
+    pub async fn events(&self, name: &str) -> Vec<(String, String)> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let lp = kube::api::ListParams::default().fields(&format!("regarding.name={name}"));
+        let list = api.list(&lp).await.expect("list events");
+        list.items.into_iter().map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default())).collect()
+    }
+
+    /// Waits until an Event with this reason is recorded for the named Environment; returns its note.
+    pub async fn wait_event(&self, name: &str, reason: &str) -> String {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some((_, note)) = self.events(name).await.into_iter().find(|(r, _)| r == reason) {
+                return note;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {reason} Event for {name}: {:?}\noperator log:\n{}",
+                self.events(name).await,
+                self.operator_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The operator's `/metrics`, at the address it logged.
+    pub async fn metrics(&self) -> String {
+        let log = self.operator_log();
+        let addr = log
+            .lines()
+            .find(|l| l.contains("serving /metrics"))
+            .and_then(|l| l.split("address=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .expect("the operator logs its metrics address");
+        reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("body")
     }
 
     /// The operator's log so far (for assertions on what it printed).
