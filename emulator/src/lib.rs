@@ -60,6 +60,8 @@ pub struct Emulator {
     addr: SocketAddr,
     store: Arc<Store>,
     task: JoinHandle<()>,
+    /// Ends the server gracefully (idle keep-alive connections closed too), for [`Emulator::go_down`].
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Emulator {
@@ -71,15 +73,26 @@ impl Emulator {
     /// Starts on `addr`.
     pub async fn bind(config: Config, addr: SocketAddr) -> std::io::Result<Emulator> {
         let store = Arc::new(Store::new(config));
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let app = api::router(store.clone());
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "emulator server stopped");
-            }
-        });
-        Ok(Emulator { addr, store, task })
+        let (addr, task, stop) = serve(store.clone(), addr).await?;
+        Ok(Emulator { addr, store, task, stop: Some(stop) })
+    }
+
+    /// Stops answering: the port is closed and connections are refused, as when the control
+    /// plane is down. The state is kept for [`Emulator::come_up`].
+    pub async fn go_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut self.task).await;
+        self.task.abort();
+    }
+
+    /// Answers again, on the same address and with the same state.
+    pub async fn come_up(&mut self) -> std::io::Result<()> {
+        let (_, task, stop) = serve(self.store.clone(), self.addr).await?;
+        self.task = task;
+        self.stop = Some(stop);
+        Ok(())
     }
 
     /// `http://127.0.0.1:<port>`
@@ -94,6 +107,11 @@ impl Emulator {
     /// The environments of `org`, rendered as the API renders them, in creation order.
     pub fn environments(&self, org: &str) -> Vec<Value> {
         self.store.environments(org)
+    }
+
+    /// Every worker token `org` was ever given, for checks that none leaked.
+    pub fn worker_tokens(&self, org: &str) -> Vec<String> {
+        self.store.worker_tokens(org)
     }
 
     /// Sets an environment's status (and `error_message`) as the control plane's workflows would.
@@ -121,6 +139,29 @@ impl Emulator {
     pub async fn wait(mut self) {
         let _ = (&mut self.task).await;
     }
+}
+
+async fn serve(
+    store: Arc<Store>,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, JoinHandle<()>, tokio::sync::oneshot::Sender<()>)> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?;
+    let addr = listener.local_addr()?;
+    let app = api::router(store);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "emulator server stopped");
+        }
+    });
+    Ok((addr, task, stop))
 }
 
 impl Drop for Emulator {

@@ -36,6 +36,17 @@ struct Org {
     envs: Vec<Env>,
     /// Whether the organization's namespace exists (its first environment provisioned it).
     provisioned: bool,
+    /// Every worker token ever handed out, deleted environments' included (for leak checks).
+    tokens: Vec<String>,
+}
+
+impl Org {
+    fn push(&mut self, env: Env) {
+        if let Some(t) = env.doc.get("worker_token").and_then(Value::as_str) {
+            self.tokens.push(t.to_owned());
+        }
+        self.envs.push(env);
+    }
 }
 
 pub struct Store {
@@ -64,6 +75,10 @@ impl Store {
         f(o)
     }
 
+    pub fn worker_tokens(&self, org: &str) -> Vec<String> {
+        self.with_org(org, |o| o.tokens.clone())
+    }
+
     pub fn environments(&self, org: &str) -> Vec<Value> {
         self.with_org(org, |o| o.envs.iter().map(|e| Value::Object(e.doc.clone())).collect())
     }
@@ -89,7 +104,7 @@ impl Store {
                 let mut doc = new_doc(org, user_id, "default", "active");
                 doc.insert("display_name".into(), json!("Default Environment"));
                 doc.insert("description".into(), json!("Default environment for all workers"));
-                o.envs.push(Env { doc, workflow: None });
+                o.push(Env { doc, workflow: None });
             }
             o.envs
                 .iter()
@@ -146,7 +161,7 @@ impl Store {
             }
             o.provisioned = true;
             let out = Value::Object(env.doc.clone());
-            o.envs.push(env);
+            o.push(env);
             Ok(out)
         })
     }

@@ -13,7 +13,7 @@ use tracing::instrument;
 use url::Url;
 
 use super::error::Error;
-use super::wire::{EnvironmentBody, ErrorBody, RemoteEnvironment, WorkerCommand};
+use super::wire::{EnvironmentBody, RemoteEnvironment, WorkerCommand, error_detail};
 
 const LIST: &str = "/api/v1/environments";
 const ONE: &str = "/api/v1/environments/{id}";
@@ -193,11 +193,9 @@ impl Client {
             return Ok(Answer { resp, method, route });
         }
         let retry_after = retry_after(&resp);
-        let text = resp.text().await.unwrap_or_default();
-        let detail = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => b.message(),
-            Err(_) => status.canonical_reason().unwrap_or("error").to_owned(),
-        };
+        let body = resp.bytes().await.unwrap_or_default();
+        let detail =
+            error_detail(&body).unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
         Err(Error::api(method, route, status.as_u16(), detail, retry_after))
     }
 }

@@ -44,7 +44,9 @@ impl Error {
         detail: String,
         retry_after: Option<Duration>,
     ) -> Self {
-        let mut detail = detail.replace(['\n', '\r'], " ");
+        // Only the first line: the server follows a database error with the SQL statement, its
+        // parameters and the failing row, which holds the worker token in plain text.
+        let mut detail = detail.lines().next().unwrap_or_default().trim().to_owned();
         if detail.len() > MAX_DETAIL {
             let mut cut = MAX_DETAIL;
             while !detail.is_char_boundary(cut) {
@@ -73,11 +75,15 @@ impl Error {
     }
 
     /// Whether trying again later can succeed without anyone changing anything: transport
-    /// failures, timeouts, 408, 429 and 5xx. Everything else needs a human (bad key, bad spec).
+    /// failures, timeouts, 408, 429 and 5xx. Everything else needs a human (bad key, bad spec),
+    /// including the 500s the server answers for database constraint violations (a rename onto
+    /// a taken name, an invalid status), which fail the same way every time.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport { .. } | Error::Decode { .. } => true,
-            Error::Api { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            Error::Api { status, detail, .. } => {
+                matches!(status, 408 | 429 | 500..=599) && !(*status == 500 && is_database_rejection(detail))
+            }
         }
     }
 
@@ -109,6 +115,12 @@ impl Error {
     }
 }
 
+/// `Failed to update environment: (psycopg2.errors.UniqueViolation) duplicate key value ...`:
+/// a deterministic refusal by the database, unlike a lost connection (`OperationalError`).
+fn is_database_rejection(detail: &str) -> bool {
+    detail.contains("(psycopg2.errors.") && !detail.contains("OperationalError")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +136,21 @@ mod tests {
         }
         assert!(e(404).is_not_found());
         assert!(e(409).is_conflict());
+    }
+
+    #[test]
+    fn database_rejections_are_permanent_and_their_sql_is_dropped() {
+        let detail = "Failed to update environment: (psycopg2.errors.NotNullViolation) null value in column \"name\"\n\
+            DETAIL:  Failing row contains (id, org, null, 3f1c-worker-token)\n[SQL: UPDATE environments SET name=...]";
+        let e = Error::api("PATCH", "/x", 500, detail.into(), None);
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(text.ends_with("null value in column \"name\""), "{text}");
+        assert!(!text.contains("worker-token") && !text.contains("SQL"), "{text}");
+        let lost =
+            Error::api("GET", "/x", 500, "(psycopg2.errors.OperationalError) server closed".into(), None);
+        assert!(lost.is_retryable());
+        assert!(Error::api("GET", "/x", 500, "Internal Server Error".into(), None).is_retryable());
     }
 
     #[test]

@@ -8,4 +8,6 @@ mod wire;
 
 pub use client::{ApiKey, Client, ClientConfig};
 pub use error::Error;
-pub use wire::{EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment, WorkerCommand, WorkerToken};
+pub use wire::{
+    EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment, WorkerCommand, WorkerToken, error_detail,
+};

@@ -102,9 +102,14 @@ pub struct WorkerCommand {
     pub can_register: bool,
 }
 
+/// One readable line from an error answer's body, if it is the server's JSON `{"detail": …}`.
+pub fn error_detail(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorBody>(body).ok().map(|b| b.message())
+}
+
 /// Error bodies: `detail` is a string (400/404/409/500), an object (401) or a list (422).
 #[derive(Deserialize, Debug, Default)]
-pub(crate) struct ErrorBody {
+struct ErrorBody {
     #[serde(default)]
     pub detail: Value,
 }

@@ -80,7 +80,10 @@ async fn observe(env: &Environment, ctx: &Context) -> Result<Option<RemoteEnviro
             }
             Ok(Some(remote))
         }
-        Err(e) if e.is_not_found() && adopting => Err(Error::AdoptMissing { id: id.to_owned() }),
+        // Not found, or an id the database cannot even read: nothing to adopt.
+        Err(e) if adopting && (e.is_not_found() || !e.is_retryable()) => {
+            Err(Error::AdoptMissing { id: id.to_owned() })
+        }
         Err(e) if e.is_not_found() => {
             ctx.remember_id(env, None);
             warn!(environment_id = id, "remote environment is gone; creating it again");

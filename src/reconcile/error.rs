@@ -48,7 +48,7 @@ pub enum Error {
     )]
     SecretConflict { name: String },
     #[error(
-        "the environment {id} named by annotation kubiya.ai/environment-id does not exist in the \
+        "the environment {id:?} named by annotation kubiya.ai/environment-id does not exist in the \
          control plane (or belongs to another organization): fix or remove the annotation"
     )]
     AdoptMissing { id: String },
@@ -132,6 +132,7 @@ impl Error {
                 Some(401) => "Unauthorized",
                 Some(403) => "Forbidden",
                 Some(400 | 409 | 422) => "Rejected",
+                Some(500) if self.is_permanent() => "Rejected",
                 Some(404) => "NotFound",
                 _ => "ControlPlaneUnavailable",
             },

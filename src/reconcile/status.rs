@@ -120,9 +120,12 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
                 stalled = (true, reason, s.message.clone());
             } else {
                 // Transient trouble: keep what was known (a Ready environment most likely still
-                // is) and say that work is under way.
+                // is, unless there is a spec change it has not got yet) and say that work is
+                // under way.
                 s.phase = if deleting { Some(Phase::Deleting) } else { old.phase.or(Some(Phase::Pending)) };
-                let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
+                let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True")
+                    && old.observed_generation == generation
+                    && !deleting;
                 ready = if was_ready {
                     (true, "Ready", find(&old.conditions, READY).map(|c| c.message.clone()))
                 } else {

@@ -225,7 +225,10 @@ cmd_db_init() {
   if [ ! -s "$PGDATA/PG_VERSION" ]; then
     as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$CP_STATE/initdb.log"
   fi
-  if ! as_pg "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+    if ! as_pg "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+    if (exec 3<>"/dev/tcp/127.0.0.1/$CP_PG_PORT") 2>/dev/null; then
+      log "port $CP_PG_PORT is taken by another server: stop it, or set CP_PG_PORT"; exit 1
+    fi
     # throw-away test cluster: durability off; timezone pinned to UTC because the app writes naive
     # datetime.utcnow() values into timestamptz columns.
     as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGSOCK/postgres.log" -w -t 60 start \
@@ -259,7 +262,10 @@ server_env() {
 
 cmd_start() {
   if [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then log "already running (pid $(cat "$PIDFILE"))"; return; fi
-  mkdir -p "$RUN_DIR" "$CP_STATE/home"
+    mkdir -p "$RUN_DIR" "$CP_STATE/home"
+  if (exec 3<>"/dev/tcp/127.0.0.1/$CP_API_PORT") 2>/dev/null; then
+    log "port $CP_API_PORT is taken by another server: stop it, or set CP_API_PORT"; exit 1
+  fi
   local t0; t0=$(now)
   # shellcheck disable=SC2046
   # exec chain (subshell -> env -> python) keeps $! == the uvicorn PID

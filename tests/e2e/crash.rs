@@ -52,4 +52,5 @@ async fn killing_the_operator_during_creates_never_duplicates_or_leaks() {
     }
     let ours = remote.iter().filter(|e| e["name"] != "default").count();
     assert_eq!(ours, RESOURCES, "exactly one environment per resource, nothing else");
+    bed.assert_no_secret_leaked().await;
 }

@@ -109,6 +109,7 @@ async fn apply_goes_provisioning_then_ready_with_every_field_remote_and_a_worker
     // The token is a secret: not in status, and not in the operator's log.
     assert!(!serde_json::to_string(&env.status).unwrap().contains(token));
     assert!(!bed.operator_log().contains(token), "worker token leaked into the operator log");
+    bed.assert_no_secret_leaked().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,9 @@
 //! End-to-end tests: the operator binary against the real test API server (started by
 //! `tests/run.sh`) and the control-plane emulator, or the real control-plane server.
 
+mod bad_input;
 mod crash;
+mod faults;
 mod health;
 mod lifecycle;
 mod real_server;

@@ -117,6 +117,36 @@ impl TestBed {
         }
     }
 
+    /// Fails if the API key or any worker token this test's organization was given appears in
+    /// the operator's log, in an Event or in a status of this test's namespace.
+    pub async fn assert_no_secret_leaked(&self) {
+        let mut secrets = self.emulator.worker_tokens(&self.org);
+        secrets.push(kubiya_cp_emulator::token(&self.org));
+        let mut places = vec![("operator log".to_owned(), self.operator_log())];
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        for e in events.list(&Default::default()).await.expect("events").items {
+            places.push((
+                format!("Event {}", e.metadata.name.unwrap_or_default()),
+                serde_json::to_string(&e.note).unwrap_or_default(),
+            ));
+        }
+        for env in self.envs.list(&Default::default()).await.expect("environments").items {
+            let where_ = format!("status of {}", env.metadata.name.clone().unwrap_or_default());
+            places.push((where_, serde_json::to_string(&env.status).unwrap_or_default()));
+        }
+        for secret in &secrets {
+            for (place, text) in &places {
+                assert!(!text.contains(secret.as_str()), "a secret leaked into the {place}");
+            }
+        }
+        assert!(secrets.len() > 1, "no worker token was issued: the check would be vacuous");
+    }
+
+    /// Whether the operator process is still running (it must never crash on bad input).
+    pub fn operator_alive(&mut self) -> bool {
+        self.operator.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// A call to the control plane as this test's organization: (status, JSON body or null).
     pub async fn cp(
         &self,

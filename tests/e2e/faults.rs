@@ -1,0 +1,161 @@
+//! The operator under control-plane faults: it converges, never duplicates, never calls transient
+//! trouble Stalled, and keeps its request rate down while the control plane is away.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
+use kubiya_operator::resource::{Environment, EnvironmentSpec};
+use serde_json::json;
+
+use crate::support::{TestBed, condition, phase};
+
+fn is_ready(e: &Environment) -> bool {
+    phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
+}
+
+/// Watches the namespace and raises the flag if any Environment is ever seen Stalled.
+fn stalled_watch(bed: &TestBed) -> Arc<AtomicBool> {
+    let seen = Arc::new(AtomicBool::new(false));
+    let flag = seen.clone();
+    let stream = watcher(bed.envs.clone(), watcher::Config::default()).applied_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(Ok(e)) = stream.next().await {
+            if condition(&e, "Stalled").as_deref() == Some("True") {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    seen
+}
+
+/// Waits until every Environment in the namespace satisfies `cond` (and there are `n`).
+async fn wait_all(
+    bed: &TestBed,
+    n: usize,
+    what: &str,
+    timeout: Duration,
+    cond: impl Fn(&Environment) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let list = bed.envs.list(&ListParams::default()).await.expect("list");
+        let done = list.items.iter().filter(|e| cond(e)).count();
+        if list.items.len() == n && done == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done}/{n} {what} after {timeout:?}; operator log tail:\n{}",
+            bed.operator_log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const BATCH: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reaches_ready_through_5xx_429_hangs_and_malformed_bodies() {
+    let faults = Faults {
+        server_error: 0.2,
+        throttle: 0.1,
+        retry_after_secs: 1,
+        hang: 0.05,
+        malformed: 0.05,
+        latency_ms: 2,
+    };
+    let emulator = EmulatorConfig { provisioning: Duration::ZERO, faults, ..EmulatorConfig::default() };
+    let mut bed = TestBed::without_operator("faults", emulator).await;
+    bed.operator_env.push(("KUBIYA_REQUEST_TIMEOUT", "1s".into()));
+    for i in 0..BATCH {
+        bed.create(&format!("f-{i:03}"), EnvironmentSpec::default()).await;
+    }
+    let stalled = stalled_watch(&bed);
+    bed.start_operator();
+    wait_all(&bed, BATCH, "Ready", Duration::from_secs(300), is_ready).await;
+
+    assert!(!stalled.load(Ordering::Relaxed), "transient trouble was reported as Stalled");
+    let remote = bed.remote();
+    for i in 0..BATCH {
+        let name = format!("f-{i:03}");
+        assert_eq!(remote.iter().filter(|e| e["name"] == name.as_str()).count(), 1, "{name}");
+    }
+    assert_eq!(remote.iter().filter(|e| e["name"] != "default").count(), BATCH);
+    let calls: u64 = bed.emulator.calls().values().sum();
+    let amplification = calls as f64 / BATCH as f64;
+    // Without faults a create costs 2–3 calls (create, worker command, one read); bounded retries
+    // may multiply that, never without limit.
+    assert!(amplification < 12.0, "{calls} control-plane calls for {BATCH} environments");
+    bed.assert_no_secret_leaked().await;
+    eprintln!(
+        "fault batch: {calls} control-plane calls for {BATCH} environments (amplification {amplification:.2})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_control_plane_is_down_nothing_is_lost_and_recovery_is_automatic() {
+    let mut bed =
+        TestBed::start("down", EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() })
+            .await;
+    for i in 0..6 {
+        bed.create(&format!("d-{i}"), EnvironmentSpec::default()).await;
+    }
+    wait_all(&bed, 6, "Ready", Duration::from_secs(60), is_ready).await;
+    let stalled = stalled_watch(&bed);
+
+    bed.emulator.go_down().await;
+    // While it is down: a spec change, a deletion and a new resource.
+    let patch = json!({"spec": {"description": "changed while down"}});
+    bed.envs.patch("d-0", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    bed.envs.delete("d-1", &DeleteParams::default()).await.unwrap();
+    bed.create("d-new", EnvironmentSpec::default()).await;
+    for name in ["d-0", "d-1", "d-new"] {
+        bed.wait_for(name, "reporting the outage", |e| {
+            e.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Reconciling" && c.status == "True" && c.reason == "ControlPlaneUnavailable"
+                })
+            })
+        })
+        .await;
+    }
+    let env = bed.envs.get("d-1").await.unwrap();
+    assert!(env.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default().contains("unreachable"));
+
+    // Backoff caps the rate: count failed passes over an observation window.
+    let failed = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("kubiya_operator_reconciles_total{") && !l.contains("result=\"ok\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = failed(&bed.metrics().await);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = failed(&bed.metrics().await) - before;
+    // Three objects with work to do, backing off 1 s, 2 s, 4 s …: a handful of passes each at most.
+    assert!(during <= 15.0, "{during} failed passes in 6 s while the control plane was down");
+
+    let changed = bed.envs.get("d-0").await.unwrap();
+    assert_eq!(
+        condition(&changed, "Ready").as_deref(),
+        Some("False"),
+        "a change not yet applied is not Ready"
+    );
+
+    bed.emulator.come_up().await.unwrap();
+    bed.wait_gone("d-1").await;
+    let settled = |e: &Environment| is_ready(e) && condition(e, "Reconciling").as_deref() == Some("False");
+    wait_all(&bed, 6, "Ready", Duration::from_secs(120), settled).await;
+    assert!(!stalled.load(Ordering::Relaxed), "an outage was reported as Stalled");
+    let remote = bed.remote();
+    assert!(remote.iter().all(|e| e["name"] != "d-1"), "deleted while down, then deleted remotely");
+    assert_eq!(remote.iter().filter(|e| e["name"] == "d-new").count(), 1);
+    assert_eq!(remote.iter().find(|e| e["name"] == "d-0").unwrap()["description"], "changed while down");
+    assert_eq!(remote.iter().filter(|e| e["name"] != "default").count(), 6);
+}
