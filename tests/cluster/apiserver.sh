@@ -16,6 +16,7 @@
 #   apiserver.sh start   start etcd + test-apiserver on 127.0.0.1, wait for /readyz,
 #                    write $TA_RUN/kubeconfig (admin = client cert in system:masters)
 #   apiserver.sh stop    stop both (by PID), remove runtime state
+#   apiserver.sh restart-apiserver   restart the API server only; etcd and its data stay
 #   apiserver.sh status  show PIDs / readiness
 #   apiserver.sh smoke   curl-only round trips: CRD, CR, /status, finalizer, delete, watch;
 #                    then the built-in APIs: namespace, owned Secret (stringData, watch,
@@ -294,19 +295,7 @@ cmd_start() {
 		sleep 0.1
 	done
 	t1=$(now)
-	local auth=(--client-ca-file "$TA_HOME/pki/ca.crt")
-	[ "$TA_ANONYMOUS" = 1 ] && auth+=(--insecure-anonymous-admin)
-	# shellcheck disable=SC2086
-	nohup "$TA_HOME/bin/test-apiserver" --etcd-servers "http://127.0.0.1:$TA_ETCD_PORT" \
-		--bind-address 127.0.0.1 --secure-port "$TA_API_PORT" --cert-dir "$RUN/certs" "${auth[@]}" $TA_ARGS \
-		>"$RUN/apiserver.log" 2>&1 </dev/null &
-	echo $! >"$RUN/apiserver.pid"
-	for i in $(seq 1 600); do
-		[ "$(curl -sk "https://127.0.0.1:$TA_API_PORT/readyz" 2>/dev/null)" = ok ] && break
-		alive "$RUN/apiserver.pid" || { log "apiserver died:"; tail -20 "$RUN/apiserver.log" >&2; exit 1; }
-		[ "$i" = 600 ] && { log "apiserver not ready after 60s"; exit 1; }
-		sleep 0.1
-	done
+	start_apiserver
 	# certs/apiserver.crt = self-signed serving cert + its CA (localhost, 127.0.0.1)
 	cat >"$RUN/kubeconfig" <<EOF
 apiVersion: v1
@@ -328,6 +317,32 @@ current-context: test-apiserver
 EOF
 	log "etcd ready in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')s, apiserver ready in $(since "$t1")s" \
 		"(pids $(cat "$RUN/etcd.pid") $(cat "$RUN/apiserver.pid")); KUBECONFIG=$RUN/kubeconfig"
+}
+
+# The API server process alone, on the running etcd.
+start_apiserver() {
+	local i auth=(--client-ca-file "$TA_HOME/pki/ca.crt")
+	[ "$TA_ANONYMOUS" = 1 ] && auth+=(--insecure-anonymous-admin)
+	# shellcheck disable=SC2086
+	nohup "$TA_HOME/bin/test-apiserver" --etcd-servers "http://127.0.0.1:$TA_ETCD_PORT" \
+		--bind-address 127.0.0.1 --secure-port "$TA_API_PORT" --cert-dir "$RUN/certs" "${auth[@]}" $TA_ARGS \
+		>>"$RUN/apiserver.log" 2>&1 </dev/null &
+	echo $! >"$RUN/apiserver.pid"
+	for i in $(seq 1 600); do
+		[ "$(curl -sk "https://127.0.0.1:$TA_API_PORT/readyz" 2>/dev/null)" = ok ] && break
+		alive "$RUN/apiserver.pid" || { log "apiserver died:"; tail -20 "$RUN/apiserver.log" >&2; exit 1; }
+		[ "$i" = 600 ] && { log "apiserver not ready after 60s"; exit 1; }
+		sleep 0.1
+	done
+}
+
+# Restart the API server and keep etcd (and so every object) running: what an operator sees
+# during a control-plane upgrade of its cluster.
+cmd_restart_apiserver() {
+	alive "$RUN/etcd.pid" || { log "not running"; exit 1; }
+	stop_pid "$RUN/apiserver.pid"
+	start_apiserver
+	log "apiserver restarted (pid $(cat "$RUN/apiserver.pid")), etcd kept"
 }
 
 stop_pid() {
@@ -459,6 +474,7 @@ ensure) cmd_ensure ;;
 build) cmd_build ;;
 smoke) cmd_smoke ;;
 start) cmd_start ;;
+restart-apiserver) cmd_restart_apiserver ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 env) echo "export KUBECONFIG=$RUN/kubeconfig" ;;

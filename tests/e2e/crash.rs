@@ -1,56 +1,100 @@
-//! The operator killed (SIGKILL) at many points during a batch of creates: afterwards the
-//! control plane holds exactly one environment per resource, and every resource is Ready.
+//! The operator killed (SIGKILL) at random moments during batches of creates, updates and
+//! deletes, several rounds each: afterwards the control plane holds exactly one environment per
+//! live resource and none for deleted ones, and every resource has converged.
 
 use std::time::Duration;
 
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::EnvironmentSpec;
+use serde_json::json;
 
 use crate::support::{TestBed, condition, phase};
 
 const RESOURCES: usize = 16;
-const KILLS: usize = 12;
+const ROUNDS: usize = 6;
+
+fn calls(bed: &TestBed, route: &str) -> u64 {
+    bed.emulator.calls().get(route).copied().unwrap_or(0)
+}
+
+/// Starts the operator and kills it once it has made 1–3 more calls on `route` (or after a
+/// while), `rounds` times; returns how many kills landed.
+async fn kill_rounds(bed: &mut TestBed, route: &str, rounds: usize) -> usize {
+    let mut kills = 0;
+    for _ in 0..rounds {
+        bed.start_operator();
+        let target = calls(bed, route) + 1 + fastrand::u64(0..3);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while calls(bed, route) < target && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
+        }
+        bed.kill_operator().await;
+        kills += 1;
+    }
+    kills
+}
+
+fn name(i: usize) -> String {
+    format!("env-{i:02}")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_operator_during_creates_never_duplicates_or_leaks() {
-    // Some latency so that kills land between a create and the status write that records it.
+async fn killing_the_operator_during_creates_updates_and_deletes_never_duplicates_or_leaks() {
+    // Some latency so that kills land between a remote call and the status write after it.
     let emulator = EmulatorConfig {
         provisioning: Duration::ZERO,
         faults: Faults { latency_ms: 15, ..Faults::default() },
         ..EmulatorConfig::default()
     };
     let mut bed = TestBed::without_operator("crash", emulator).await;
+    let ready = |e: &kubiya_operator::resource::Environment| {
+        phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
+    };
+
+    // Creates.
     for i in 0..RESOURCES {
-        bed.create(&format!("env-{i:02}"), EnvironmentSpec::default()).await;
+        bed.create(&name(i), EnvironmentSpec::default()).await;
     }
-    let posts = |bed: &TestBed| bed.emulator.calls().get("POST /api/v1/environments").copied().unwrap_or(0);
-    for round in 0..KILLS {
-        bed.start_operator();
-        // Let this incarnation get some way (a few more creates), then kill it mid-flight.
-        let target = posts(&bed) + 1 + fastrand::u64(0..3);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while posts(&bed) < target && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
-        }
-        bed.kill_operator().await;
-        if bed.remote().len() >= RESOURCES && round >= KILLS / 2 {
-            break;
-        }
+    let mut kills = kill_rounds(&mut bed, "POST /api/v1/environments", ROUNDS).await;
+
+    // Updates, while creates may still be pending.
+    for i in 0..RESOURCES {
+        let patch = json!({"spec": {"description": format!("v2 of {i}")}});
+        bed.envs.patch(&name(i), &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     }
+    kills += kill_rounds(&mut bed, "PATCH /api/v1/environments/{id}", ROUNDS).await;
+
+    // Deletes of every other resource.
+    for i in (0..RESOURCES).step_by(2) {
+        bed.envs.delete(&name(i), &DeleteParams::default()).await.unwrap();
+    }
+    kills += kill_rounds(&mut bed, "DELETE /api/v1/environments/{id}", ROUNDS).await;
+    assert!(kills >= 3 * ROUNDS);
+
     bed.start_operator();
     for i in 0..RESOURCES {
-        bed.wait_for(&format!("env-{i:02}"), "Ready", |e| {
-            phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
-        })
-        .await;
+        if i % 2 == 0 {
+            bed.wait_gone(&name(i)).await;
+        } else {
+            let generation_done = move |e: &kubiya_operator::resource::Environment| {
+                ready(e)
+                    && e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
+                    && condition(e, "Reconciling").as_deref() == Some("False")
+            };
+            bed.wait_for(&name(i), "Ready at its last generation", generation_done).await;
+        }
     }
     let remote = bed.remote();
     for i in 0..RESOURCES {
-        let name = format!("env-{i:02}");
-        let n = remote.iter().filter(|e| e["name"] == name.as_str()).count();
-        assert_eq!(n, 1, "{name}: {n} remote environments");
+        let n = remote.iter().filter(|e| e["name"] == name(i).as_str()).count();
+        let want = if i % 2 == 0 { 0 } else { 1 };
+        assert_eq!(n, want, "{}: {n} remote environments", name(i));
+        if want == 1 {
+            let e = remote.iter().find(|e| e["name"] == name(i).as_str()).unwrap();
+            assert_eq!(e["description"], format!("v2 of {i}"));
+        }
     }
-    let ours = remote.iter().filter(|e| e["name"] != "default").count();
-    assert_eq!(ours, RESOURCES, "exactly one environment per resource, nothing else");
+    assert_eq!(remote.iter().filter(|e| e["name"] != "default").count(), RESOURCES / 2);
     bed.assert_no_secret_leaked().await;
 }

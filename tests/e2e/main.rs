@@ -7,5 +7,6 @@ mod faults;
 mod health;
 mod lifecycle;
 mod real_server;
+mod restart;
 mod semantics;
 mod support;

@@ -42,6 +42,8 @@ pub struct TestBed {
     operator: Option<Child>,
     /// Extra environment for the operator process (set before [`TestBed::start_operator`]).
     pub operator_env: Vec<(&'static str, String)>,
+    /// The kubeconfig of the test API server this bed is on.
+    kubeconfig: PathBuf,
     pub log: PathBuf,
 }
 
@@ -55,8 +57,20 @@ impl TestBed {
 
     /// Same, but the operator is not started (see [`TestBed::start_operator`]).
     pub async fn without_operator(name: &str, emulator: EmulatorConfig) -> TestBed {
-        let client = test_client().await;
+        let kubeconfig = kubeconfig_path();
+        let client = test_client(&kubeconfig).await;
         CRD.get_or_init(|| install_crd(client.clone())).await;
+        TestBed::on(client, kubeconfig, name, emulator).await
+    }
+
+    /// A test bed on another test API server (one the test started itself), without operator.
+    pub async fn on_cluster(kubeconfig: PathBuf, name: &str, emulator: EmulatorConfig) -> TestBed {
+        let client = test_client(&kubeconfig).await;
+        install_crd(client.clone()).await;
+        TestBed::on(client, kubeconfig, name, emulator).await
+    }
+
+    async fn on(client: Client, kubeconfig: PathBuf, name: &str, emulator: EmulatorConfig) -> TestBed {
         let namespace = format!("{name}-{}", fastrand::u32(..) % 100_000);
         let ns = Namespace {
             metadata: kube::api::ObjectMeta { name: Some(namespace.clone()), ..Default::default() },
@@ -79,6 +93,7 @@ impl TestBed {
             operator: None,
             operator_env: Vec::new(),
             log: log_dir.join(format!("{namespace}.log")),
+            kubeconfig,
         }
     }
 
@@ -90,7 +105,7 @@ impl TestBed {
             .arg("run")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KUBECONFIG", kubeconfig_path())
+            .env("KUBECONFIG", &self.kubeconfig)
             .env("KUBIYA_API_KEY", kubiya_cp_emulator::token(&self.org))
             .env("KUBIYA_CONTROL_PLANE_BASE_URL", &self.control_plane_url)
             .env("KUBIYA_WATCH_NAMESPACE", &self.namespace)
@@ -279,7 +294,7 @@ pub fn condition(env: &Environment, type_: &str) -> Option<String> {
     env.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
 }
 
-fn kubeconfig_path() -> PathBuf {
+pub fn kubeconfig_path() -> PathBuf {
     match std::env::var_os(KUBECONFIG_VAR) {
         Some(p) => PathBuf::from(p),
         None => panic!(
@@ -289,10 +304,9 @@ fn kubeconfig_path() -> PathBuf {
     }
 }
 
-/// A client for the test API server, after checking that it is one.
-async fn test_client() -> Client {
-    let path = kubeconfig_path();
-    let kubeconfig = Kubeconfig::read_from(&path).expect("read test kubeconfig");
+/// A client for a test API server, after checking that it is one.
+async fn test_client(path: &std::path::Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read test kubeconfig");
     let context = kubeconfig.current_context.clone().unwrap_or_default();
     let server = kubeconfig
         .clusters
