@@ -94,16 +94,12 @@ async fn adoption_by_annotation_enforces_the_spec_on_the_existing_environment() 
         bed.cp("POST", "/api/v1/environments", Some(json!({"name": "legacy", "description": "old"}))).await;
     let legacy_id = legacy["id"].as_str().unwrap().to_owned();
 
-    let env = kubiya_operator::resource::Environment {
-        metadata: kube::api::ObjectMeta {
-            name: Some("legacy".into()),
-            annotations: Some([("kubiya.ai/environment-id".to_owned(), legacy_id.clone())].into()),
-            ..Default::default()
-        },
-        spec: EnvironmentSpec { description: Some("new".into()), ..Default::default() },
-        status: None,
-    };
-    bed.envs.create(&Default::default(), &env).await.unwrap();
+    bed.create_annotated(
+        "legacy",
+        &[("kubiya.ai/environment-id", &legacy_id)],
+        EnvironmentSpec { description: Some("new".into()), ..Default::default() },
+    )
+    .await;
     let env = bed.wait_for("legacy", "Ready", is_ready).await;
     assert_eq!(id_of(&env), legacy_id);
     let remote = bed.remote_named("legacy").unwrap();
@@ -113,19 +109,8 @@ async fn adoption_by_annotation_enforces_the_spec_on_the_existing_environment() 
     bed.wait_event("legacy", "Adopted").await;
 
     // A missing id is a clear, permanent error.
-    let missing = kubiya_operator::resource::Environment {
-        metadata: kube::api::ObjectMeta {
-            name: Some("ghost".into()),
-            annotations: Some(
-                [("kubiya.ai/environment-id".to_owned(), "00000000-0000-4000-8000-000000000000".to_owned())]
-                    .into(),
-            ),
-            ..Default::default()
-        },
-        spec: EnvironmentSpec::default(),
-        status: None,
-    };
-    bed.envs.create(&Default::default(), &missing).await.unwrap();
+    let missing = "00000000-0000-4000-8000-000000000000";
+    bed.create_annotated("ghost", &[("kubiya.ai/environment-id", missing)], EnvironmentSpec::default()).await;
     let env = bed.wait_for("ghost", "Stalled with AdoptionFailed", stalled_with("AdoptionFailed")).await;
     let message = env.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains("kubiya.ai/environment-id") && message.contains("does not exist"), "{message}");
@@ -219,16 +204,12 @@ async fn a_refused_deletion_explains_itself_and_the_orphan_annotation_ends_it_ev
     // The organization's `default` environment cannot be deleted (400): adopt it.
     let (_, all) = bed.cp("GET", "/api/v1/environments", None).await;
     let default_id = all[0]["id"].as_str().unwrap().to_owned();
-    let env = kubiya_operator::resource::Environment {
-        metadata: kube::api::ObjectMeta {
-            name: Some("default-env".into()),
-            annotations: Some([("kubiya.ai/environment-id".to_owned(), default_id.clone())].into()),
-            ..Default::default()
-        },
-        spec: EnvironmentSpec { name: Some("default".into()), ..Default::default() },
-        status: None,
-    };
-    bed.envs.create(&Default::default(), &env).await.unwrap();
+    bed.create_annotated(
+        "default-env",
+        &[("kubiya.ai/environment-id", &default_id)],
+        EnvironmentSpec { name: Some("default".into()), ..Default::default() },
+    )
+    .await;
     bed.wait_for("default-env", "Ready", is_ready).await;
 
     // The whole namespace goes: the Environment stays, saying why and what to do.

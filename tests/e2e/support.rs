@@ -238,6 +238,19 @@ impl TestBed {
             .expect("create Environment")
     }
 
+    /// Creates an Environment with annotations in this test's namespace.
+    pub async fn create_annotated(
+        &self,
+        name: &str,
+        annotations: &[(&str, &str)],
+        spec: EnvironmentSpec,
+    ) -> Environment {
+        let mut env = Environment::new(name, spec);
+        env.metadata.annotations =
+            Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+        self.envs.create(&PostParams::default(), &env).await.expect("create Environment")
+    }
+
     /// Waits until `cond` holds for the named Environment, failing the test after [`TIMEOUT`] with
     /// the object's last state and the operator's log.
     pub async fn wait_for(
