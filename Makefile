@@ -1,5 +1,5 @@
 # Entry points; the scripts they call say more.
-.PHONY: demo demo-stop test conformance conformance-bless lint crd
+.PHONY: demo demo-stop test conformance conformance-bless bench lint crd
 
 ## Run the operator end to end on the local test bed, with the examples (leaves it running).
 demo:
@@ -21,6 +21,11 @@ conformance:
 ## Re-record tests/conformance/real-server.json from the real server.
 conformance-bless:
 	CONFORMANCE_BLESS=1 bash tests/conformance.sh
+
+## Load benchmark: N Environments at once (default 1000; N=10000 for the large run).
+N ?= 1000
+bench:
+	bash hack/bench.sh --n $(N)
 
 ## Formatting and lints, as CI runs them.
 lint:

@@ -105,9 +105,9 @@ async fn create(
     match ctx.cp.create(desired).await {
         Ok(remote) => {
             ctx.remember_id(env, Some(&remote.id));
+            // No Event: the status records the new id, and each Event is one more API-server
+            // write per environment.
             info!(environment_id = %remote.id, "created remote environment");
-            let note = format!("created environment {:?} ({})", remote.name, remote.id);
-            publish(env, ctx, EventType::Normal, "Created", note).await;
             // The create body cannot carry the enabled state; a follow-up PATCH sets it.
             match plan::plan(desired, Some(&remote)) {
                 Plan::Update(fields) => update(env, &remote, &fields, ctx).await,

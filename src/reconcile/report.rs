@@ -6,12 +6,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::warn;
 
 use super::status::{self, Observation};
 use super::{Context, Error};
-use crate::resource::{Environment, MANAGER, Phase};
+use crate::resource::{Environment, Phase};
 
 /// Writes the status that follows from `obs`, only when it changed. Returns the phase.
 pub async fn status(env: &Environment, obs: Observation<'_>, ctx: &Context) -> Result<Option<Phase>, Error> {
@@ -21,12 +20,8 @@ pub async fn status(env: &Environment, obs: Observation<'_>, ctx: &Context) -> R
     if status::changed(env.status.as_ref(), &next) {
         let ns = env.namespace().ok_or(Error::Unnamed)?;
         let api: Api<Environment> = Api::namespaced(ctx.kube.clone(), &ns);
-        let patch = json!({
-            "apiVersion": Environment::api_version(&()),
-            "kind": Environment::kind(&()),
-            "status": status::with_sync_time(next, &now),
-        });
-        api.patch_status(&env.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(patch))
+        let patch = status::merge_patch(env.status.as_ref(), &status::with_sync_time(next, &now));
+        api.patch_status(&env.name_any(), &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map_err(|source| Error::WriteStatus { source })?;
     }

@@ -152,6 +152,22 @@ pub fn changed(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus) -> bool
     strip(old) != strip(new)
 }
 
+/// A JSON merge patch from `old` to `new` status: every field of `new`, and an explicit null for
+/// each field `old` had that `new` has not. (A merge patch costs the API server less than a
+/// server-side apply, which matters at thousands of objects; conditions are replaced whole.)
+pub fn merge_patch(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus) -> serde_json::Value {
+    let mut fields = match serde_json::to_value(new) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    if let Some(Ok(serde_json::Value::Object(old))) = old.map(serde_json::to_value) {
+        for key in old.keys() {
+            fields.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({ "status": fields })
+}
+
 /// Stamps `lastSyncedTime`: the status is about to be written because it changed.
 pub fn with_sync_time(mut s: EnvironmentStatus, now: &Time) -> EnvironmentStatus {
     s.last_synced_time = Some(now.clone());
@@ -275,6 +291,21 @@ mod tests {
         assert_eq!(cond(&s, RECONCILING).status, "True");
         assert_eq!(cond(&s, STALLED).status, "False");
         assert_eq!(s.environment_id.as_deref(), Some("id-1"));
+    }
+
+    #[test]
+    fn merge_patch_clears_what_is_gone() {
+        let old = EnvironmentStatus {
+            message: Some("m".into()),
+            environment_id: Some("id".into()),
+            ..Default::default()
+        };
+        let new = EnvironmentStatus { environment_id: Some("id".into()), ..Default::default() };
+        assert_eq!(
+            merge_patch(Some(&old), &new),
+            json!({"status": {"environmentId": "id", "message": null}})
+        );
+        assert_eq!(merge_patch(None, &new), json!({"status": {"environmentId": "id"}}));
     }
 
     #[test]

@@ -54,15 +54,19 @@ pub fn is_current(existing: &Secret, env: &Environment, remote: &RemoteEnvironme
     let data = existing.data.as_ref();
     let get = |k: &str| data.and_then(|d| d.get(k)).map(|b| b.0.as_slice());
     let token = remote.worker_token.as_ref().map(|t| t.expose().as_bytes());
-    let untouched = existing.data.as_ref().map(data_hash).as_deref()
-        == existing.annotations().get(DATA_HASH).map(String::as_str);
     owned
-        && untouched
+        && is_untouched(existing)
         && token.is_some()
         && get(TOKEN_KEY) == token
         && get(ENVIRONMENT_KEY) == Some(remote.name.as_bytes())
         && get(ENVIRONMENT_ID_KEY) == Some(remote.id.as_bytes())
         && get(COMMAND_KEY).is_some()
+}
+
+/// Whether the Secret's data is what the operator last wrote (its hash annotation matches). Our
+/// own writes are untouched; a hand edit is not.
+pub fn is_untouched(secret: &Secret) -> bool {
+    secret.data.as_ref().map(data_hash).as_deref() == secret.annotations().get(DATA_HASH).map(String::as_str)
 }
 
 /// Whether `secret` is controlled by `env`.

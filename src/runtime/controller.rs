@@ -6,7 +6,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::{Future, StreamExt};
+use futures::{Future, FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
@@ -18,8 +18,11 @@ use super::http::{self, Probe};
 use crate::config::Config;
 use crate::controlplane;
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context};
+use crate::reconcile::{self, Context, worker_secret};
 use crate::resource::Environment;
+
+/// How long in-flight reconciles get after SIGTERM (within Kubernetes' default 30 s).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Why the operator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -82,13 +85,28 @@ pub async fn run(
         .reflect(writer)
         .applied_objects()
         .predicate_filter(user_intent, Default::default());
+    // Worker Secrets wake their Environment when deleted or edited by hand, not on our own writes
+    // (each would cost a pass: a control-plane read and perhaps a status write).
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
+    let secret_changes = watcher(secrets, owned).default_backoff().filter_map(|event| async move {
+        match event {
+            Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
+                if !worker_secret::is_untouched(&s) =>
+            {
+                Some(Ok(s))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    });
 
     info!(namespace = config.watch_namespace.as_deref().unwrap_or("<all>"), url = %config.control_plane_url, "starting");
-    Controller::for_stream(changes, reader)
-        .owns(secrets, owned)
+    let shutdown = shutdown.shared();
+    let controller = Controller::for_stream(changes, reader)
+        .owns_stream(secret_changes)
         .with_config(controller::Config::default().concurrency(config.concurrency))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| async move {
             match res {
@@ -98,9 +116,17 @@ pub async fn run(
                 }
                 Err(e) => warn!(error = %e, "controller"),
             }
-        })
-        .await;
-    info!("stopped");
+        });
+    // In-flight reconciles finish after the signal; but a controller whose watch is failing
+    // (API server unreachable, CRD missing) may not notice it, so the wait is bounded.
+    let grace = async {
+        shutdown.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = controller => info!("stopped"),
+        () = grace => warn!(grace = ?SHUTDOWN_GRACE, "stopped without waiting longer for the controller"),
+    }
     Ok(())
 }
 

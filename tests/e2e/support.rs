@@ -162,6 +162,19 @@ impl TestBed {
         self.operator.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Sends SIGTERM and waits for the operator to exit; returns how long that took.
+    pub async fn terminate_operator(&mut self) -> Duration {
+        let mut child = self.operator.take().expect("operator running");
+        let pid = child.id().expect("pid").to_string();
+        let started = tokio::time::Instant::now();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(status.success());
+        match tokio::time::timeout(TIMEOUT, child.wait()).await {
+            Ok(Ok(_)) => started.elapsed(),
+            other => panic!("the operator did not exit on SIGTERM: {other:?}\n{}", self.operator_log()),
+        }
+    }
+
     /// A call to the control plane as this test's organization: (status, JSON body or null).
     pub async fn cp(
         &self,

@@ -1,0 +1,403 @@
+//! kubiya-bench: applies N Environments at once to a test API server with the release operator
+//! running against the control-plane emulator, and prints figures (not verdicts): time to Ready
+//! (all, p50, p95), API-server writes and reads per Environment (from the API server's own
+//! `apiserver_request_total`), control-plane calls per Environment by route (the emulator's
+//! counters), the steady state afterwards, the operator's peak and settled RSS, process start →
+//! first reconcile, and the floor: the API server's throughput for plain writes.
+//!
+//! Run it with `make bench` (hack/bench.sh starts a dedicated API server and builds the release
+//! binaries); `--help` lists the knobs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::{WatchStreamExt, watcher};
+use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "kubiya-bench", about = "Load benchmark of kubiya-operator on the local test bed")]
+struct Args {
+    /// Environments applied at once.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Kubeconfig of the test API server (a dedicated one: the bench reads its global metrics).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The operator binary (release build).
+    #[arg(long)]
+    operator: PathBuf,
+    /// Emulator latency per call, in milliseconds (the real server: 4–10 ms).
+    #[arg(long, default_value_t = 5)]
+    latency_ms: u64,
+    /// Length of the steady-state window after all are Ready, in seconds.
+    #[arg(long, default_value_t = 30)]
+    steady_secs: u64,
+    /// Drift-check interval given to the operator (its --resync-interval).
+    #[arg(long, default_value = "10m")]
+    resync: String,
+    /// Concurrent writes of the bench itself (applying, and the floor).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench.json")]
+    out: PathBuf,
+    /// Operator log file.
+    #[arg(long, default_value = "bench-operator.log")]
+    log: PathBuf,
+}
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Failure> {
+    let args = Args::parse();
+    let client = client(&args.kubeconfig).await?;
+    install_crd(&client).await?;
+    for ns in ["bench-floor", "bench"] {
+        let obj = Namespace {
+            metadata: ObjectMeta { name: Some(ns.into()), ..Default::default() },
+            ..Default::default()
+        };
+        let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &obj).await;
+    }
+
+    // The floor: plain writes (ConfigMap creates) at the same concurrency.
+    let floor_n = args.n.max(100);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-floor");
+    let t = Instant::now();
+    stream::iter(0..floor_n)
+        .map(|i| {
+            let cms = cms.clone();
+            async move {
+                let cm = ConfigMap {
+                    metadata: ObjectMeta { name: Some(format!("floor-{i}")), ..Default::default() },
+                    data: Some(BTreeMap::from([("k".to_owned(), "v".to_owned())])),
+                    ..Default::default()
+                };
+                cms.create(&PostParams::default(), &cm).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let floor_secs = t.elapsed().as_secs_f64();
+    let floor_rate = floor_n as f64 / floor_secs;
+
+    // The control plane.
+    let emulator = Emulator::start(EmulatorConfig {
+        provisioning: Duration::ZERO,
+        faults: Faults { latency_ms: args.latency_ms, ..Faults::default() },
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "bench", &resource());
+
+    // Process start → first reconcile, on one canary applied before the start.
+    envs.create(&PostParams::default(), &environment("canary")).await?;
+    let log = std::fs::File::create(&args.log)?;
+    let started = Instant::now();
+    let mut operator = tokio::process::Command::new(&args.operator)
+        .arg("run")
+        .env("KUBECONFIG", &args.kubeconfig)
+        .env("KUBIYA_API_KEY", kubiya_cp_emulator::token("bench"))
+        .env("KUBIYA_CONTROL_PLANE_BASE_URL", emulator.base_url())
+        .env("KUBIYA_WATCH_NAMESPACE", "bench")
+        .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
+        .env("KUBIYA_RESYNC_INTERVAL", &args.resync)
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = operator.id().unwrap_or_default();
+    let rss = Arc::new(RssSampler::default());
+    let sampler = tokio::spawn(rss.clone().run(pid));
+    await_condition(envs.clone(), "canary", |o: Option<&DynamicObject>| {
+        o.is_some_and(|o| o.data.get("status").is_some())
+    })
+    .await?;
+    let first_reconcile = started.elapsed();
+    await_condition(envs.clone(), "canary", |o: Option<&DynamicObject>| o.is_some_and(is_ready)).await?;
+
+    // Apply N at once and time each to Ready.
+    let api_before = apiserver_requests(&client).await?;
+    let cp_before = emulator.calls();
+    let created: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let ready: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
+    let ready_count = Arc::new(AtomicU64::new(0));
+    let watch = {
+        let (ready, ready_count) = (ready.clone(), ready_count.clone());
+        let stream = watcher(envs.clone(), watcher::Config::default()).applied_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(Ok(o)) = stream.next().await {
+                let name = o.metadata.name.clone().unwrap_or_default();
+                if name != "canary"
+                    && is_ready(&o)
+                    && !ready.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&name)
+                {
+                    ready.lock().unwrap_or_else(|p| p.into_inner()).insert(name, Instant::now());
+                    ready_count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let t0 = Instant::now();
+    stream::iter(0..args.n)
+        .map(|i| {
+            let (envs, created) = (envs.clone(), created.clone());
+            async move {
+                let name = format!("env-{i:05}");
+                envs.create(&PostParams::default(), &environment(&name)).await?;
+                created.lock().unwrap_or_else(|p| p.into_inner()).insert(name, Instant::now());
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let applied = t0.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while (ready_count.load(Ordering::Relaxed) as usize) < args.n {
+        if Instant::now() > deadline {
+            return Err("not all Ready within an hour".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all_ready = t0.elapsed();
+    watch.abort();
+    let api_after = apiserver_requests(&client).await?;
+    let cp_after = emulator.calls();
+
+    let mut latencies: Vec<f64> = {
+        let (created, ready) = (
+            created.lock().unwrap_or_else(|p| p.into_inner()),
+            ready.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        ready
+            .iter()
+            .filter_map(|(k, r)| created.get(k).map(|c| r.saturating_duration_since(*c).as_secs_f64()))
+            .collect()
+    };
+    latencies.sort_by(f64::total_cmp);
+    let pct =
+        |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+
+    // Steady state: what the operator does when there is nothing to do.
+    let api_steady0 = apiserver_requests(&client).await?;
+    let cp_steady0 = emulator.calls();
+    tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;
+    let api_steady1 = apiserver_requests(&client).await?;
+    let cp_steady1 = emulator.calls();
+    let settled_rss = rss.current.load(Ordering::Relaxed);
+    let peak_rss = rss.peak.load(Ordering::Relaxed);
+    sampler.abort();
+    let _ = operator.kill().await;
+
+    // The bench's own traffic during the apply: n creates, and its watch.
+    let n = args.n as f64;
+    let (w, r) = split(&api_before, &api_after);
+    let operator_writes = (w - n) / n;
+    let operator_reads = r / n;
+    let per_route: BTreeMap<String, f64> = cp_after
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - cp_before.get(k).copied().unwrap_or(0)) as f64 / n))
+        .collect();
+    let cp_total: f64 = per_route.values().sum();
+    let minutes = args.steady_secs as f64 / 60.0;
+    let (sw, sr) = split(&api_steady0, &api_steady1);
+    let steady_calls: BTreeMap<String, f64> = cp_steady1
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - cp_steady0.get(k).copied().unwrap_or(0)) as f64 / minutes))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    let by_resource: BTreeMap<String, f64> = api_after
+        .iter()
+        .filter(|(k, _)| k.contains(' '))
+        .map(|(k, v)| (k.clone(), (v - api_before.get(k).copied().unwrap_or(0.0)) / n))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    let needed_writes = operator_writes * n;
+    let floor_for_needed = needed_writes / floor_rate;
+
+    let report = json!({
+        "n": args.n,
+        "emulator_latency_ms": args.latency_ms,
+        "apply_seconds": applied.as_secs_f64(),
+        "all_ready_seconds": all_ready.as_secs_f64(),
+        "apply_to_ready_p50_seconds": pct(0.5),
+        "apply_to_ready_p95_seconds": pct(0.95),
+        "apiserver_writes_per_environment": operator_writes,
+                "apiserver_reads_per_environment": operator_reads,
+        "apiserver_requests_per_environment_by_verb_and_resource": by_resource,
+        "control_plane_calls_per_environment": cp_total,
+        "control_plane_calls_per_environment_by_route": per_route,
+        "steady_window_seconds": args.steady_secs,
+        "steady_apiserver_writes_per_minute": sw / minutes,
+        "steady_apiserver_reads_per_minute": sr / minutes,
+        "steady_control_plane_calls_per_minute_by_route": steady_calls,
+        "operator_peak_rss_mib": peak_rss as f64 / 1024.0,
+        "operator_settled_rss_mib": settled_rss as f64 / 1024.0,
+        "start_to_first_reconcile_seconds": first_reconcile.as_secs_f64(),
+        "floor_plain_writes_per_second": floor_rate,
+        "floor_seconds_for_the_operators_writes": floor_for_needed,
+        "all_ready_over_floor": all_ready.as_secs_f64() / floor_for_needed,
+    });
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+    print_table(&report);
+    Ok(())
+}
+
+fn print_table(r: &Value) {
+    let rows: [(&str, &str, &str); 16] = [
+        ("environments", "n", ""),
+        ("emulator latency", "emulator_latency_ms", "ms"),
+        ("apply (bench writes)", "apply_seconds", "s"),
+        ("all Ready after apply", "all_ready_seconds", "s"),
+        ("apply → Ready p50", "apply_to_ready_p50_seconds", "s"),
+        ("apply → Ready p95", "apply_to_ready_p95_seconds", "s"),
+        ("API-server writes / env", "apiserver_writes_per_environment", ""),
+        ("API-server reads / env", "apiserver_reads_per_environment", ""),
+        ("control-plane calls / env", "control_plane_calls_per_environment", ""),
+        ("steady writes / min", "steady_apiserver_writes_per_minute", ""),
+        ("steady reads / min", "steady_apiserver_reads_per_minute", ""),
+        ("operator RSS peak", "operator_peak_rss_mib", "MiB"),
+        ("operator RSS settled", "operator_settled_rss_mib", "MiB"),
+        ("start → first reconcile", "start_to_first_reconcile_seconds", "s"),
+        ("floor: plain writes / s", "floor_plain_writes_per_second", ""),
+        ("all Ready / floor time", "all_ready_over_floor", "×"),
+    ];
+    println!("{:<28} {:>12}", "measure", "value");
+    for (label, key, unit) in rows {
+        let v = &r[key];
+        let text = v.as_f64().map_or_else(
+            || v.to_string(),
+            |f| if f.fract() == 0.0 { format!("{f}") } else { format!("{f:.3}") },
+        );
+        println!("{label:<28} {text:>12} {unit}");
+    }
+    for (what, v) in
+        r["apiserver_requests_per_environment_by_verb_and_resource"].as_object().into_iter().flatten()
+    {
+        println!("  API {what:<36} {:>8.3} / env", v.as_f64().unwrap_or(0.0));
+    }
+    for (route, v) in r["control_plane_calls_per_environment_by_route"].as_object().into_iter().flatten() {
+        println!("  {route:<40} {:>8.3} / env", v.as_f64().unwrap_or(0.0));
+    }
+    for (route, v) in r["steady_control_plane_calls_per_minute_by_route"].as_object().into_iter().flatten() {
+        println!("  steady {route:<33} {:>8.3} / min", v.as_f64().unwrap_or(0.0));
+    }
+}
+
+fn resource() -> ApiResource {
+    ApiResource {
+        group: "kubiya.ai".into(),
+        version: "v1alpha1".into(),
+        api_version: "kubiya.ai/v1alpha1".into(),
+        kind: "Environment".into(),
+        plural: "environments".into(),
+    }
+}
+
+fn environment(name: &str) -> DynamicObject {
+    let mut o = DynamicObject::new(name, &resource());
+    o.data = json!({"spec": {"description": "bench", "tags": ["bench"]}});
+    o
+}
+
+fn is_ready(o: &DynamicObject) -> bool {
+    o.data["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+async fn client(kubeconfig: &std::path::Path) -> Result<Client, Failure> {
+    let kc = Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+async fn install_crd(client: &Client) -> Result<(), Failure> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(include_str!("../../crds/environment.yaml"))?;
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    crds.patch(&name, &PatchParams::apply("kubiya-bench").force(), &Patch::Apply(&crd)).await?;
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        await_condition(crds, &name, conditions::is_crd_established()),
+    )
+    .await??;
+    Ok(())
+}
+
+/// `apiserver_request_total` summed by verb.
+async fn apiserver_requests(client: &Client) -> Result<BTreeMap<String, f64>, Failure> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let mut by_verb = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\"")).nth(1).and_then(|v| v.split('"').next()).unwrap_or("")
+        };
+        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        *by_verb.entry(label("verb").to_owned()).or_insert(0.0) += value;
+        let what = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            match label("subresource") {
+                "" => String::new(),
+                s => format!("/{s}"),
+            }
+        );
+        *by_verb.entry(what).or_insert(0.0) += value;
+    }
+    Ok(by_verb)
+}
+
+/// (writes, reads) between two snapshots.
+fn split(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (f64, f64) {
+    let delta =
+        |verb: &str| after.get(verb).copied().unwrap_or(0.0) - before.get(verb).copied().unwrap_or(0.0);
+    let writes =
+        ["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"].iter().map(|v| delta(v)).sum();
+    let reads = ["GET", "LIST", "WATCH", "WATCHLIST"].iter().map(|v| delta(v)).sum();
+    (writes, reads)
+}
+
+/// Samples the operator's resident set size from /proc every 100 ms.
+#[derive(Default)]
+struct RssSampler {
+    current: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl RssSampler {
+    async fn run(self: Arc<Self>, pid: u32) {
+        loop {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                let kib = status
+                    .lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                self.current.store(kib, Ordering::Relaxed);
+                self.peak.fetch_max(kib, Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
