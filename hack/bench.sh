@@ -17,4 +17,4 @@ $APISERVER stop >/dev/null 2>&1 || true
 trap '$APISERVER stop >/dev/null 2>&1 || true' EXIT
 $APISERVER start
 target/release/kubiya-bench --kubeconfig "$TA_RUN/kubeconfig" --operator target/release/kubiya-operator \
-	--out .bench/bench.json --log .bench/operator.log "$@"
+	"$@"

@@ -14,6 +14,15 @@ export TA_RUN=${TA_RUN:-$TA_HOME/run-tests}
 export TA_API_PORT=${TA_TEST_API_PORT:-16543} TA_ETCD_PORT=${TA_TEST_ETCD_PORT:-12479} TA_ETCD_PEER_PORT=${TA_TEST_ETCD_PEER_PORT:-12480}
 APISERVER="bash $ROOT/tests/cluster/apiserver.sh"
 
+# The Argo CD health check is tested with a real Lua interpreter.
+if ! command -v lua5.4 >/dev/null; then
+	if [ "$(id -u)" = 0 ]; then
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q lua5.4 >/dev/null
+	else
+		echo "lua5.4 is needed by the tests: sudo apt-get install lua5.4" >&2
+		exit 1
+	fi
+fi
 $APISERVER ensure
 $APISERVER stop >/dev/null 2>&1 || true # a run that was killed may have left one behind
 trap '$APISERVER stop >/dev/null 2>&1 || true' EXIT

@@ -51,10 +51,10 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
     /// Where to write the JSON report.
-    #[arg(long, default_value = "bench.json")]
+    #[arg(long, default_value = ".bench/bench.json")]
     out: PathBuf,
     /// Operator log file.
-    #[arg(long, default_value = "bench-operator.log")]
+    #[arg(long, default_value = ".bench/operator.log")]
     log: PathBuf,
 }
 

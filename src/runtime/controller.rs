@@ -82,6 +82,8 @@ pub async fn run(
     // Only changes a user makes wake the controller: our own status writes do not.
     let changes = watcher(envs, watcher::Config::default())
         .default_backoff()
+        // managedFields are most of an object's bytes and the operator never reads them.
+        .modify(|env| env.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(user_intent, Default::default());
