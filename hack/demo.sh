@@ -13,6 +13,7 @@ STATE=$ROOT/.demo
 export TA_HOME=${TA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/kubiya-operator/test-apiserver}
 export TA_RUN=$STATE/apiserver
 EMULATOR_PORT=${EMULATOR_PORT:-18778}
+METRICS_PORT=${METRICS_PORT:-18780}
 APISERVER="bash $ROOT/tests/cluster/apiserver.sh"
 
 log() { printf '[demo] %s\n' "$*" >&2; }
@@ -58,7 +59,8 @@ up() {
 
 	log "starting the operator (log: .demo/operator.log)"
 	KUBIYA_API_KEY=$(target/release/kubiya-cp-emulator token demo) \
-		KUBIYA_CONTROL_PLANE_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" KUBIYA_PROVISIONING_POLL=1s \
+				KUBIYA_CONTROL_PLANE_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" KUBIYA_PROVISIONING_POLL=1s \
+		KUBIYA_METRICS_ADDR="127.0.0.1:$METRICS_PORT" \
 		target/release/kubiya-operator run >"$STATE/operator.log" 2>&1 &
 	echo $! >"$STATE/operator.pid"
 
@@ -78,6 +80,7 @@ The operator is running. Try:
   kubectl describe kenv production
   kubectl get secret production-worker -o jsonpath='{.data.KUBIYA_WORKER_COMMAND}' | base64 -d; echo
   kubectl delete kenv staging
+  curl -s http://127.0.0.1:$METRICS_PORT/metrics
 Stop it all with: make demo-stop
 EOT
 }

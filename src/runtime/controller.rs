@@ -75,8 +75,14 @@ pub async fn run(
     let (reader, writer) = reflector::store();
     let synced = reader.clone();
     tokio::spawn(async move {
-        if synced.wait_until_ready().await.is_ok() {
-            probe.ready.store(true, Ordering::Relaxed);
+        // Polled again every second: the store's readiness signal wakes only one of its waiters,
+        // and the controller waits on it too.
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(1), synced.wait_until_ready()).await {
+                Ok(Ok(())) => return probe.ready.store(true, Ordering::Relaxed),
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
     });
     // Only changes a user makes wake the controller: our own status writes do not.

@@ -228,6 +228,15 @@ impl TestBed {
 
     /// The operator's `/metrics`, at the address it logged.
     pub async fn metrics(&self) -> String {
+        self.http_get("/metrics").await
+    }
+
+    /// The operator's `/readyz` answer.
+    pub async fn readyz(&self) -> String {
+        self.http_get("/readyz").await
+    }
+
+    async fn http_get(&self, path: &str) -> String {
         let log = self.operator_log();
         let addr = log
             .lines()
@@ -235,7 +244,7 @@ impl TestBed {
             .and_then(|l| l.split("address=").nth(1))
             .and_then(|a| a.split_whitespace().next())
             .expect("the operator logs its metrics address");
-        reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("body")
+        reqwest::get(format!("http://{addr}{path}")).await.expect("get").text().await.expect("body")
     }
 
     /// The operator's log so far (for assertions on what it printed).
