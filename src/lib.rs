@@ -7,6 +7,19 @@ pub mod reconcile;
 pub mod resource;
 pub mod runtime;
 
+/// Cuts `s` to at most `max` bytes, on a character boundary; returns whether it cut.
+pub fn truncate_at_char_boundary(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
+        return false;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    true
+}
+
 /// An error and all its causes on one line, `outer: inner: root`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

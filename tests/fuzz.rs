@@ -1,8 +1,6 @@
 //! Property tests (bounded fuzzing, run by `make test`): parsing whatever the control plane might
 //! answer never panics, and the spec → request mapping is total and converges.
 
-use std::collections::BTreeMap;
-
 use kubiya_operator::controlplane::{RemoteEnvironment, WorkerCommand, error_detail};
 use kubiya_operator::reconcile::plan::{self, Plan};
 use kubiya_operator::resource::{
@@ -160,6 +158,5 @@ proptest! {
             }
             Plan::Create => prop_assert!(false, "an existing environment is never created again"),
         }
-        let _: BTreeMap<String, String> = desired.execution_environment.env_vars.clone();
     }
 }

@@ -92,13 +92,13 @@ impl Client {
         if let Some(f) = status_filter {
             url.query_pairs_mut().append_pair("status_filter", f);
         }
-        self.idempotent(Method::GET, LIST, url, None).await?.json_as("GET", LIST).await
+        self.idempotent(Method::GET, LIST, url, None).await?.json_as().await
     }
 
     #[instrument(skip(self), level = "debug")]
     pub async fn get(&self, id: &str) -> Result<RemoteEnvironment, Error> {
         let url = self.url(LIST, &[id]);
-        self.idempotent(Method::GET, ONE, url, None).await?.json_as("GET", ONE).await
+        self.idempotent(Method::GET, ONE, url, None).await?.json_as().await
     }
 
     /// `POST`, answered 201. Not retried: see [`ATTEMPTS`].
@@ -106,7 +106,7 @@ impl Client {
     pub async fn create(&self, body: &EnvironmentBody) -> Result<RemoteEnvironment, Error> {
         let req = self.http.post(self.url(LIST, &[])).json(body);
         let resp = self.send("POST", LIST, req).await?;
-        resp.json_as("POST", LIST).await
+        resp.json_as().await
     }
 
     /// `PATCH` with only the given fields; an explicit `null` clears a field.
@@ -114,7 +114,7 @@ impl Client {
     pub async fn update(&self, id: &str, fields: &Map<String, Value>) -> Result<RemoteEnvironment, Error> {
         let url = self.url(LIST, &[id]);
         let body = Value::Object(fields.clone());
-        self.idempotent(Method::PATCH, ONE, url, Some(&body)).await?.json_as("PATCH", ONE).await
+        self.idempotent(Method::PATCH, ONE, url, Some(&body)).await?.json_as().await
     }
 
     /// `DELETE`, answered 204. "Not found" is success: the environment is gone either way.
@@ -131,7 +131,7 @@ impl Client {
     #[instrument(skip(self), level = "debug")]
     pub async fn worker_command(&self, id: &str) -> Result<WorkerCommand, Error> {
         let url = self.url(LIST, &[id, "worker-command"]);
-        self.idempotent(Method::GET, WORKER_COMMAND, url, None).await?.json_as("GET", WORKER_COMMAND).await
+        self.idempotent(Method::GET, WORKER_COMMAND, url, None).await?.json_as().await
     }
 
     fn url(&self, route: &str, segments: &[&str]) -> Url {
@@ -208,12 +208,8 @@ struct Answer {
 }
 
 impl Answer {
-    async fn json_as<T: DeserializeOwned>(
-        self,
-        method: &'static str,
-        route: &'static str,
-    ) -> Result<T, Error> {
-        let Answer { resp, .. } = self;
+    async fn json_as<T: DeserializeOwned>(self) -> Result<T, Error> {
+        let Answer { resp, method, route } = self;
         let bytes = resp.bytes().await.map_err(|source| Error::Transport { method, route, source })?;
         serde_json::from_slice(&bytes).map_err(|source| Error::Decode { method, route, source })
     }

@@ -47,12 +47,7 @@ impl Error {
         // Only the first line: the server follows a database error with the SQL statement, its
         // parameters and the failing row, which holds the worker token in plain text.
         let mut detail = detail.lines().next().unwrap_or_default().trim().to_owned();
-        if detail.len() > MAX_DETAIL {
-            let mut cut = MAX_DETAIL;
-            while !detail.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            detail.truncate(cut);
+        if crate::truncate_at_char_boundary(&mut detail, MAX_DETAIL) {
             detail.push('…');
         }
         Error::Api { method, route, status, detail, retry_after }

@@ -41,26 +41,17 @@ pub async fn failure(env: &Environment, error: &Error, ctx: &Context) {
 }
 
 /// Events are best effort: a failed publish is logged, never fails the pass.
-pub async fn publish(env: &Environment, ctx: &Context, type_: EventType, reason: &str, note: String) {
+pub async fn publish(env: &Environment, ctx: &Context, type_: EventType, reason: &str, mut note: String) {
+    // The Events API takes at most 1 kB of note.
+    crate::truncate_at_char_boundary(&mut note, 1000);
     let event = Event {
         type_,
         reason: reason.to_owned(),
-        note: Some(truncate(note, 1000)),
+        note: Some(note),
         action: "Reconcile".into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &env.object_ref(&())).await {
         warn!(error = %e, "could not publish event");
     }
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
 }

@@ -9,7 +9,7 @@ use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::EnvironmentSpec;
 use serde_json::json;
 
-use crate::support::{TestBed, condition, phase};
+use crate::support::{TestBed, condition, is_ready};
 
 const RESOURCES: usize = 16;
 const ROUNDS: usize = 6;
@@ -48,9 +48,6 @@ async fn killing_the_operator_during_creates_updates_and_deletes_never_duplicate
         ..EmulatorConfig::default()
     };
     let mut bed = TestBed::without_operator("crash", emulator).await;
-    let ready = |e: &kubiya_operator::resource::Environment| {
-        phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
-    };
 
     // Creates.
     for i in 0..RESOURCES {
@@ -78,7 +75,7 @@ async fn killing_the_operator_during_creates_updates_and_deletes_never_duplicate
             bed.wait_gone(&name(i)).await;
         } else {
             let generation_done = move |e: &kubiya_operator::resource::Environment| {
-                ready(e)
+                is_ready(e)
                     && e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
                     && condition(e, "Reconciling").as_deref() == Some("False")
             };

@@ -12,11 +12,7 @@ use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::{Environment, EnvironmentSpec};
 use serde_json::json;
 
-use crate::support::{TestBed, condition, phase};
-
-fn is_ready(e: &Environment) -> bool {
-    phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
-}
+use crate::support::{TestBed, condition, is_ready};
 
 /// Watches the namespace and raises the flag if any Environment is ever seen Stalled.
 fn stalled_watch(bed: &TestBed) -> Arc<AtomicBool> {

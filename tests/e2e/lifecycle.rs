@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::health::assert_health;
-use crate::support::{TestBed, condition, phase};
+use crate::support::{TestBed, condition, is_ready, phase};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, FirstOutcome};
@@ -35,10 +35,6 @@ fn full_spec() -> EnvironmentSpec {
         deletion_policy: DeletionPolicy::Delete,
         worker_secret: Some(WorkerSecretRef { name: "production-worker".into() }),
     }
-}
-
-fn is_ready(e: &Environment) -> bool {
-    phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
 }
 
 /// The organization's first environment provisions for a while, then becomes ready.

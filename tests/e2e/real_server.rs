@@ -3,15 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::{TestBed, condition, phase};
+use crate::support::{TestBed, is_ready};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kubiya_cp_emulator::Config as EmulatorConfig;
-use kubiya_operator::resource::{Environment, EnvironmentSpec, ExecutionEnvironment};
+use kubiya_operator::resource::{EnvironmentSpec, ExecutionEnvironment};
 use serde_json::{Value, json};
-
-fn is_ready(e: &Environment) -> bool {
-    phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real control-plane server: run `make conformance`"]

@@ -10,14 +10,10 @@ use kubiya_operator::resource::{EnvironmentSpec, RemoteState};
 use serde_json::json;
 
 use crate::health::assert_health;
-use crate::support::{TestBed, condition, phase};
+use crate::support::{TestBed, condition, is_ready, phase};
 
 fn ready_now() -> EmulatorConfig {
     EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
-}
-
-fn is_ready(e: &kubiya_operator::resource::Environment) -> bool {
-    phase(e).as_deref() == Some("Ready") && condition(e, "Ready").as_deref() == Some("True")
 }
 
 fn stalled_with(reason: &'static str) -> impl Fn(&kubiya_operator::resource::Environment) -> bool {

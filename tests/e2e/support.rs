@@ -319,6 +319,11 @@ impl TestBed {
     }
 }
 
+/// Phase Ready with condition Ready=True.
+pub fn is_ready(env: &Environment) -> bool {
+    phase(env).as_deref() == Some("Ready") && condition(env, "Ready").as_deref() == Some("True")
+}
+
 /// The phase as a string, for conditions.
 pub fn phase(env: &Environment) -> Option<String> {
     env.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"))
