@@ -32,6 +32,8 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-## Regenerate the CRD from the Rust types.
+## Regenerate the CRD from the Rust types, and its copies in the kustomize base and the Helm chart.
 crd:
 	cargo run --quiet --locked -- crd > crds/environment.yaml
+	cp crds/environment.yaml deploy/kustomize/base/environment-crd.yaml
+	cp crds/environment.yaml deploy/helm/kubiya-operator/crds/environment.yaml

@@ -8,6 +8,21 @@ use url::Url;
 
 use crate::controlplane::ApiKey;
 
+fn non_empty(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() { Err("empty namespace name".into()) } else { Ok(s.to_owned()) }
+}
+
+/// Whole seconds, at least 3: the Lease API counts in seconds and the leader renews a third of
+/// the way before expiry.
+fn lease_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.as_secs() < 3 || d.subsec_nanos() != 0 {
+        return Err("must be whole seconds, at least 3s".into());
+    }
+    Ok(d)
+}
+
 fn parse_key(s: &str) -> Result<ApiKey, std::convert::Infallible> {
     Ok(ApiKey::new(s))
 }
@@ -57,9 +72,28 @@ pub struct Config {
     #[arg(long, env = "KUBIYA_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
 
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "KUBIYA_WATCH_NAMESPACE")]
-    pub watch_namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all namespaces).
+    #[arg(long, env = "KUBIYA_WATCH_NAMESPACES", value_delimiter = ',', value_parser = non_empty)]
+    pub watch_namespaces: Vec<String>,
+
+    /// Reconcile only Environments whose labels match this selector (e.g. `shard=a`), to split
+    /// them between several operator deployments.
+    #[arg(long, env = "KUBIYA_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+
+    /// Name of the coordination.k8s.io Lease that elects the one replica that reconciles.
+    #[arg(long, env = "KUBIYA_LEASE_NAME", default_value = "kubiya-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (default: the operator's own namespace in a cluster, else the
+    /// kubeconfig context's).
+    #[arg(long, env = "KUBIYA_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long a leader's Lease holds without renewal: the longest a standby waits to take over
+    /// from a replica that died.
+    #[arg(long, env = "KUBIYA_LEASE_DURATION", default_value = "15s", value_parser = lease_duration)]
+    pub lease_duration: Duration,
 
     /// How often to look again while the control plane provisions an environment.
     #[arg(long, env = "KUBIYA_PROVISIONING_POLL", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -70,7 +104,7 @@ pub struct Config {
     #[arg(long, env = "KUBIYA_RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
 
-    /// Reconciles run at once.
+    /// Reconciles run at once, per watched namespace (each has its own watch and queue).
     #[arg(long, env = "KUBIYA_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 

@@ -1,11 +1,17 @@
 //! Prometheus metrics, with stable names and bounded `&'static str` labels. Pure: no I/O; the
 //! HTTP server in `runtime::http` renders them.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::resource::Phase;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -19,6 +25,54 @@ pub struct FieldLabels {
     pub field: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template, `/api/v1/environments/{id}`: never an id.
+    pub route: &'static str,
+    pub method: &'static str,
+    /// The HTTP status code, or `transport` when no answer came (connection error, timeout).
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+/// Counts Environments by phase at scrape time, from what the caller's closure returns (the
+/// controller's caches), so the gauge never drifts from the objects.
+pub struct PhaseCounts(pub Box<dyn Fn() -> Vec<Option<Phase>> + Send + Sync>);
+
+impl std::fmt::Debug for PhaseCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PhaseCounts")
+    }
+}
+
+impl Collector for PhaseCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<PhaseLabels, Gauge>::default();
+        for phase in (self.0)() {
+            // An Environment not reconciled yet has no phase: it is pending.
+            let phase = phase.unwrap_or(Phase::Pending);
+            family.get_or_create(&PhaseLabels { phase: phase.as_str() }).inc();
+        }
+        let metric = encoder.encode_descriptor(
+            "environments",
+            "Environments watched by this replica, by status.phase (only the leader watches)",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
+    }
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     pub registry: Registry,
@@ -28,6 +82,14 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Remote fields put back to the spec's value after someone changed them outside Kubernetes.
     pub drift_corrections: Family<FieldLabels, Counter>,
+    /// Control-plane requests (each attempt) by route, method and status code.
+    pub cp_requests: Family<RequestLabels, Counter>,
+    /// Control-plane request latency until the response headers, in seconds.
+    pub cp_request_duration: Family<RouteLabels, Histogram>,
+    /// From an Environment's creation, or the change of its spec, to Ready.
+    pub time_to_ready: Histogram,
+    /// 1 while this replica holds the Lease and reconciles.
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -47,11 +109,60 @@ impl Default for Metrics {
             "Remote fields corrected back to the spec after an out-of-band change",
             drift_corrections.clone(),
         );
-        Metrics { registry, reconciles, reconcile_duration, drift_corrections }
+        let cp_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "control_plane_requests",
+            "Control-plane HTTP requests by route, method and status code (`transport`: no answer)",
+            cp_requests.clone(),
+        );
+        let cp_request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.005, 2.0, 12))) as fn() -> Histogram,
+        );
+        registry.register(
+            "control_plane_request_duration_seconds",
+            "Control-plane request latency, until the response headers",
+            cp_request_duration.clone(),
+        );
+        let time_to_ready = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "time_to_ready_seconds",
+            "From an Environment's creation or spec change to Ready",
+            time_to_ready.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica holds the Lease and reconciles", leader.clone());
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            drift_corrections,
+            cp_requests,
+            cp_request_duration,
+            time_to_ready,
+            leader,
+        }
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
     }
 }
 
 impl Metrics {
+    /// Adds the Environments-by-phase gauge, read from `phases` at each scrape.
+    pub fn count_phases(&mut self, phases: PhaseCounts) {
+        self.registry.register_collector(Box::new(phases));
+    }
+
+    /// Records one control-plane request: `code` is the HTTP status, `None` when none came.
+    pub fn cp_request(&self, route: &'static str, method: &'static str, code: Option<u16>, took: Duration) {
+        let code = code.map_or_else(|| "transport".to_owned(), |c| c.to_string());
+        self.cp_requests.get_or_create(&RequestLabels { route, method, code }).inc();
+        self.cp_request_duration.get_or_create(&RouteLabels { route, method }).observe(took.as_secs_f64());
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -84,7 +195,20 @@ mod tests {
         let m = Metrics::default();
         m.reconciles.get_or_create(&ResultLabels { result: "ok" }).inc();
         m.drift_corrections.get_or_create(&FieldLabels { field: field_label("tags") }).inc();
+        m.cp_request("/api/v1/environments/{id}", "GET", Some(404), Duration::from_millis(3));
+        m.cp_request("/api/v1/environments", "POST", None, Duration::from_millis(3));
+        let mut m = m;
+        m.count_phases(PhaseCounts(Box::new(|| vec![Some(Phase::Ready), None, Some(Phase::Ready)])));
         let text = m.render();
+        assert!(text.contains("kubiya_operator_environments{phase=\"Ready\"} 2"), "{text}");
+        assert!(text.contains("kubiya_operator_environments{phase=\"Pending\"} 1"), "{text}");
+        assert!(
+            text.contains("kubiya_operator_control_plane_requests_total{route=\"/api/v1/environments/{id}\",method=\"GET\",code=\"404\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("code=\"transport\"} 1"), "{text}");
+        assert!(text.contains("kubiya_operator_control_plane_request_duration_seconds_count{"), "{text}");
+        assert!(text.contains("kubiya_operator_leader 0"), "{text}");
         assert!(text.contains("kubiya_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
         assert!(text.contains("kubiya_operator_drift_corrections_total{field=\"tags\"} 1"), "{text}");
         assert!(text.contains("kubiya_operator_reconcile_duration_seconds_bucket"), "{text}");

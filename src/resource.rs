@@ -217,6 +217,20 @@ pub enum Phase {
     Deleting,
 }
 
+impl Phase {
+    /// The name as serialized, for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Provisioning => "Provisioning",
+            Phase::Ready => "Ready",
+            Phase::Inactive => "Inactive",
+            Phase::Error => "Error",
+            Phase::Deleting => "Deleting",
+        }
+    }
+}
+
 fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",

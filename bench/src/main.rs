@@ -129,7 +129,7 @@ async fn main() -> Result<(), Failure> {
         .env("KUBECONFIG", &args.kubeconfig)
         .env("KUBIYA_API_KEY", kubiya_cp_emulator::token("bench"))
         .env("KUBIYA_CONTROL_PLANE_BASE_URL", emulator.base_url())
-        .env("KUBIYA_WATCH_NAMESPACE", "bench")
+        .env("KUBIYA_WATCH_NAMESPACES", "bench")
         .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
         .env("KUBIYA_RESYNC_INTERVAL", &args.resync)
         .env("RUST_LOG", "warn")

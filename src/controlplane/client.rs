@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -14,6 +14,7 @@ use url::Url;
 
 use super::error::Error;
 use super::wire::{EnvironmentBody, RemoteEnvironment, WorkerCommand, error_detail};
+use crate::metrics::Metrics;
 
 const LIST: &str = "/api/v1/environments";
 const ONE: &str = "/api/v1/environments/{id}";
@@ -55,6 +56,8 @@ pub struct ClientConfig {
     /// Requests in flight at once, across all reconciles: the control plane serves one request
     /// at a time at its database, and more concurrency only queues there.
     pub max_concurrent: usize,
+    /// Where each request is counted and timed.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A typed client for `/api/v1/environments`. Cheap to clone (one connection pool).
@@ -64,6 +67,7 @@ pub struct Client {
     base: Url,
     auth: HeaderValue,
     limit: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Client {
@@ -81,6 +85,7 @@ impl Client {
             base: config.base_url,
             auth,
             limit: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            metrics: config.metrics,
         })
     }
 
@@ -183,11 +188,15 @@ impl Client {
     ) -> Result<Answer, Error> {
         // The semaphore is never closed, so acquiring cannot fail; without a permit, go ahead.
         let _permit = self.limit.acquire().await.ok();
-        let resp = req
-            .header(AUTHORIZATION, self.auth.clone())
-            .send()
-            .await
-            .map_err(|source| Error::Transport { method, route, source })?;
+        let started = Instant::now();
+        let sent = req.header(AUTHORIZATION, self.auth.clone()).send().await;
+        self.metrics.cp_request(
+            route,
+            method,
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+            started.elapsed(),
+        );
+        let resp = sent.map_err(|source| Error::Transport { method, route, source })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(Answer { resp, method, route });
@@ -255,6 +264,7 @@ mod tests {
             api_key: ApiKey::new("k"),
             timeout: Duration::from_secs(1),
             max_concurrent: 1,
+            metrics: Arc::default(),
         })
         .unwrap()
     }

@@ -17,6 +17,7 @@ pub async fn status(env: &Environment, obs: Observation<'_>, ctx: &Context) -> R
     let now = Time(Timestamp::now());
     let next = status::next(env, obs, &now);
     let phase = next.phase;
+    let took = status::time_to_ready(env, &next, &now);
     if status::changed(env.status.as_ref(), &next) {
         let ns = env.namespace().ok_or(Error::Unnamed)?;
         let api: Api<Environment> = Api::namespaced(ctx.kube.clone(), &ns);
@@ -24,6 +25,9 @@ pub async fn status(env: &Environment, obs: Observation<'_>, ctx: &Context) -> R
         api.patch_status(&env.name_any(), &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map_err(|source| Error::WriteStatus { source })?;
+    }
+    if let Some(took) = took {
+        ctx.metrics.time_to_ready.observe(took.as_secs_f64());
     }
     Ok(phase)
 }

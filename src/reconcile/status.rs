@@ -168,6 +168,24 @@ pub fn merge_patch(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus) -> 
     serde_json::json!({ "status": fields })
 }
 
+/// How long `env` took to become Ready, when `next` is the status that makes it so: from when its
+/// Reconciling condition turned True (creation or spec change), else from its creation if it had
+/// not got further than Pending. `None` for anything but a transition to Ready.
+pub fn time_to_ready(env: &Environment, next: &EnvironmentStatus, now: &Time) -> Option<std::time::Duration> {
+    let old = env.status.as_ref();
+    let old_phase = old.and_then(|s| s.phase);
+    if next.phase != Some(Phase::Ready) || old_phase == Some(Phase::Ready) {
+        return None;
+    }
+    let reconciling = old.and_then(|s| find(&s.conditions, RECONCILING)).filter(|c| c.status == "True");
+    let since = match reconciling {
+        Some(c) => &c.last_transition_time,
+        None if old_phase.is_none_or(|p| p == Phase::Pending) => env.metadata.creation_timestamp.as_ref()?,
+        None => return None,
+    };
+    std::time::Duration::try_from(now.0.duration_since(since.0)).ok()
+}
+
 /// Stamps `lastSyncedTime`: the status is about to be written because it changed.
 pub fn with_sync_time(mut s: EnvironmentStatus, now: &Time) -> EnvironmentStatus {
     s.last_synced_time = Some(now.clone());
@@ -228,6 +246,21 @@ mod tests {
 
     fn cond<'a>(s: &'a EnvironmentStatus, t: &str) -> &'a Condition {
         find(&s.conditions, t).unwrap()
+    }
+
+    #[test]
+    fn time_to_ready_counts_from_the_start_of_reconciling_or_creation() {
+        let r = remote("ready");
+        let ready =
+            |e: &Environment| next(e, Observation::Remote { remote: &r, worker_secret: None }, &t(100));
+        let mut e = env();
+        e.metadata.creation_timestamp = Some(t(10));
+        assert_eq!(time_to_ready(&e, &ready(&e), &t(100)), Some(std::time::Duration::from_secs(90)));
+        let p = remote("provisioning");
+        e.status = Some(next(&e, Observation::Remote { remote: &p, worker_secret: None }, &t(40)));
+        assert_eq!(time_to_ready(&e, &ready(&e), &t(100)), Some(std::time::Duration::from_secs(60)));
+        e.status = Some(ready(&e));
+        assert_eq!(time_to_ready(&e, &ready(&e), &t(200)), None, "already Ready");
     }
 
     #[test]

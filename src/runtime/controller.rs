@@ -1,30 +1,31 @@
-//! The controller over `Environment`, watching the owned worker Secrets too, and the HTTP server
-//! beside it.
+//! The controller over `Environment`, watching the owned worker Secrets too, the HTTP server
+//! beside it, and the leader election in front of it.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{Future, FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use super::http::{self, Probe};
+use super::http::{self, Probe, Stage};
+use super::leader::{self, Candidate, LeaseConfig};
 use crate::config::Config;
 use crate::controlplane;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PhaseCounts};
 use crate::reconcile::{self, Context, worker_secret};
 use crate::resource::Environment;
 
 /// How long in-flight reconciles get after SIGTERM (within Kubernetes' default 30 s).
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Why the operator could not start.
+/// Why the operator could not start, or stopped early.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -35,107 +36,192 @@ pub enum StartError {
     Kube(#[source] kube::Error),
     #[error("cannot listen on the metrics address")]
     Listen(#[source] std::io::Error),
+    #[error("cannot join the leader election (can the ServiceAccount get, create and patch Leases?)")]
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
+    #[error("lost the leader lease to another replica; exiting so that only one reconciles")]
+    Deposed,
 }
 
-/// Runs the controller until `shutdown` resolves; in-flight reconciles finish first.
+/// Runs until `shutdown` resolves: joins the leader election, and while leading runs the
+/// controllers. On `shutdown`, in-flight reconciles finish and the Lease is released.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
+    let shutdown = shutdown.shared();
+    let kube = Client::try_default().await.map_err(StartError::Kube)?;
+    let scopes = scopes(&kube, &config);
+    let stores: Vec<Store<Environment>> = scopes.iter().map(|s| s.store.clone()).collect();
+    let mut metrics = Metrics::default();
+    metrics.count_phases(PhaseCounts(Box::new(move || {
+        stores.iter().flat_map(|s| s.state()).map(|e| e.status.as_ref().and_then(|s| s.phase)).collect()
+    })));
+    let metrics = Arc::new(metrics);
     let cp = controlplane::Client::new(controlplane::ClientConfig {
         base_url: config.control_plane_url.clone(),
         api_key: config.api_key()?,
         timeout: config.request_timeout,
         max_concurrent: usize::from(config.max_concurrent_requests),
+        metrics: metrics.clone(),
     })
     .map_err(StartError::ControlPlane)?;
-    let kube = Client::try_default().await.map_err(StartError::Kube)?;
-    let metrics = Arc::new(Metrics::default());
-    let probe = Arc::new(Probe { metrics: metrics.clone(), ready: AtomicBool::new(false) });
+    let probe = Arc::new(Probe::new(metrics.clone()));
     let server = http::serve(config.metrics_addr, probe.clone()).await.map_err(StartError::Listen)?;
     tokio::spawn(server);
 
-    let reporter =
-        Reporter { controller: "kubiya-operator".into(), instance: std::env::var("POD_NAME").ok() };
+    let lease = LeaseConfig {
+        name: config.lease_name.clone(),
+        namespace: config.lease_namespace.clone().unwrap_or_else(|| kube.default_namespace().to_owned()),
+        identity: leader::identity(),
+        duration: config.lease_duration,
+    };
+    let candidate = Candidate::new(kube.clone(), lease);
+    probe.set(Stage::Standby);
+    let mut leader = tokio::select! {
+        elected = candidate.elected() => elected.map_err(StartError::Lease)?,
+        () = shutdown.clone() => {
+            probe.set(Stage::Stopping);
+            return Ok(());
+        }
+    };
+    info!("leading");
+    metrics.leader.set(1);
+    probe.set(Stage::Syncing);
+
+    let reporter = Reporter { controller: "kubiya-operator".into(), instance: Some(leader::identity()) };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(kube.clone(), reporter),
         kube: kube.clone(),
         cp,
-        metrics,
+        metrics: metrics.clone(),
         provisioning_poll: config.provisioning_poll,
         resync: config.resync_interval,
         failures: Mutex::new(HashMap::new()),
         known_ids: Mutex::new(HashMap::new()),
     });
-
-    let (envs, secrets): (Api<Environment>, Api<Secret>) = match &config.watch_namespace {
-        Some(ns) => (Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)),
-        None => (Api::all(kube.clone()), Api::all(kube.clone())),
+    info!(
+        namespaces = %if config.watch_namespaces.is_empty() { "<all>".to_owned() } else { config.watch_namespaces.join(",") },
+        selector = config.label_selector.as_deref().unwrap_or("<none>"),
+        url = %config.control_plane_url,
+        "starting"
+    );
+    tokio::spawn(mark_synced(scopes.iter().map(|s| s.store.clone()).collect(), probe.clone()));
+    let controllers = futures::future::join_all(
+        scopes.into_iter().map(|scope| scope.run(&config, ctx.clone(), shutdown.clone())),
+    );
+    // In-flight reconciles finish after the signal; but a controller whose watch is failing
+    // (API server unreachable, CRD missing) may not notice it, so the wait is bounded.
+    let grace = async {
+        shutdown.clone().await;
+        probe.set(Stage::Stopping);
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
-    let (reader, writer) = reflector::store();
-    let synced = reader.clone();
-    tokio::spawn(async move {
-        // Polled again every second: the store's readiness signal wakes only one of its waiters,
-        // and the controller waits on it too.
+    tokio::select! {
+        _ = controllers => info!("stopped"),
+        () = grace => warn!(grace = ?SHUTDOWN_GRACE, "stopped without waiting longer for the controller"),
+        // Another replica leads now: stop at once, mid-pass if need be (a pass is safe to cut
+        // anywhere, as a crash would), rather than reconcile beside it.
+        () = leader.deposed() => {
+            metrics.leader.set(0);
+            return Err(StartError::Deposed);
+        }
+    }
+    metrics.leader.set(0);
+    leader.resign().await;
+    Ok(())
+}
+
+/// One watched scope: all namespaces, or one of the listed ones. Each has its own watches and
+/// cache (kube's caches hold one list-watch), all share the context.
+struct Scope {
+    envs: Api<Environment>,
+    secrets: Api<Secret>,
+    store: Store<Environment>,
+    writer: reflector::store::Writer<Environment>,
+}
+
+fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
+    let scope = |envs: Api<Environment>, secrets: Api<Secret>| {
+        let (store, writer) = reflector::store();
+        Scope { envs, secrets, store, writer }
+    };
+    if config.watch_namespaces.is_empty() {
+        return vec![scope(Api::all(kube.clone()), Api::all(kube.clone()))];
+    }
+    config
+        .watch_namespaces
+        .iter()
+        .map(|ns| scope(Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)))
+        .collect()
+}
+
+impl Scope {
+    async fn run(
+        self,
+        config: &Config,
+        ctx: Arc<Context>,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ) {
+        let Scope { envs, secrets, store, writer } = self;
+        let mut selected = watcher::Config::default();
+        if let Some(selector) = &config.label_selector {
+            selected = selected.labels(selector);
+        }
+        // Only changes a user makes wake the controller: our own status writes do not.
+        let changes = watcher(envs, selected)
+            .default_backoff()
+            // managedFields are most of an object's bytes and the operator never reads them.
+            .modify(|env| env.managed_fields_mut().clear())
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(user_intent, Default::default());
+        // Worker Secrets wake their Environment when deleted or edited by hand, not on our own
+        // writes (each would cost a pass: a control-plane read and perhaps a status write).
+        let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
+        let secret_changes = watcher(secrets, owned).default_backoff().filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
+                    if !worker_secret::is_untouched(&s) =>
+                {
+                    Some(Ok(s))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+        Controller::for_stream(changes, store)
+            .owns_stream(secret_changes)
+            .with_config(controller::Config::default().concurrency(config.concurrency))
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile::reconcile, reconcile::error_policy, ctx)
+            .for_each(|res| async move {
+                match res {
+                    Ok((obj, _)) => tracing::debug!(namespace = obj.namespace, name = obj.name, "reconciled"),
+                    Err(controller::Error::ReconcilerFailed(_, obj)) => {
+                        tracing::debug!(namespace = obj.namespace, name = obj.name, "reconcile failed")
+                    }
+                    Err(e) => warn!(error = %e, "controller"),
+                }
+            })
+            .await
+    }
+}
+
+/// Marks the probe ready once every cache has synced.
+async fn mark_synced(stores: Vec<Store<Environment>>, probe: Arc<Probe>) {
+    for store in stores {
+        // Polled again every second: the store's readiness signal wakes only one of its
+        // waiters, and the controller waits on it too.
         loop {
-            match tokio::time::timeout(std::time::Duration::from_secs(1), synced.wait_until_ready()).await {
-                Ok(Ok(())) => return probe.ready.store(true, Ordering::Relaxed),
+            match tokio::time::timeout(std::time::Duration::from_secs(1), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
                 Ok(Err(_)) => return,
                 Err(_) => continue,
             }
         }
-    });
-    // Only changes a user makes wake the controller: our own status writes do not.
-    let changes = watcher(envs, watcher::Config::default())
-        .default_backoff()
-        // managedFields are most of an object's bytes and the operator never reads them.
-        .modify(|env| env.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(user_intent, Default::default());
-    // Worker Secrets wake their Environment when deleted or edited by hand, not on our own writes
-    // (each would cost a pass: a control-plane read and perhaps a status write).
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
-    let secret_changes = watcher(secrets, owned).default_backoff().filter_map(|event| async move {
-        match event {
-            Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
-            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
-                if !worker_secret::is_untouched(&s) =>
-            {
-                Some(Ok(s))
-            }
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        }
-    });
-
-    info!(namespace = config.watch_namespace.as_deref().unwrap_or("<all>"), url = %config.control_plane_url, "starting");
-    let shutdown = shutdown.shared();
-    let controller = Controller::for_stream(changes, reader)
-        .owns_stream(secret_changes)
-        .with_config(controller::Config::default().concurrency(config.concurrency))
-        .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(namespace = obj.namespace, name = obj.name, "reconciled"),
-                Err(controller::Error::ReconcilerFailed(_, obj)) => {
-                    tracing::debug!(namespace = obj.namespace, name = obj.name, "reconcile failed")
-                }
-                Err(e) => warn!(error = %e, "controller"),
-            }
-        });
-    // In-flight reconciles finish after the signal; but a controller whose watch is failing
-    // (API server unreachable, CRD missing) may not notice it, so the wait is bounded.
-    let grace = async {
-        shutdown.await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        () = controller => info!("stopped"),
-        () = grace => warn!(grace = ?SHUTDOWN_GRACE, "stopped without waiting longer for the controller"),
     }
-    Ok(())
+    probe.set(Stage::Running);
 }
 
 /// What a user can change that needs a pass: spec (generation), deletion, finalizers and our

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -12,11 +12,46 @@ use axum::routing::get;
 
 use crate::metrics::Metrics;
 
+/// Where this replica is, for `/readyz`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    /// Joining the leader election.
+    Starting = 0,
+    /// Another replica leads; this one is ready to take over.
+    Standby = 1,
+    /// Leading, caches not synced yet.
+    Syncing = 2,
+    /// Leading, caches synced, the controller running.
+    Running = 3,
+    /// Shutting down.
+    Stopping = 4,
+}
+
 /// What the probes and the scrape read.
 pub struct Probe {
     pub metrics: Arc<Metrics>,
-    /// Set once the controller's caches have synced.
-    pub ready: AtomicBool,
+    stage: AtomicU8,
+}
+
+impl Probe {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Probe { metrics, stage: AtomicU8::new(Stage::Starting as u8) }
+    }
+
+    pub fn set(&self, stage: Stage) {
+        self.stage.store(stage as u8, Ordering::Relaxed);
+    }
+
+    fn stage(&self) -> Stage {
+        match self.stage.load(Ordering::Relaxed) {
+            1 => Stage::Standby,
+            2 => Stage::Syncing,
+            3 => Stage::Running,
+            4 => Stage::Stopping,
+            _ => Stage::Starting,
+        }
+    }
 }
 
 /// Serves until the process ends; binding errors are returned at once.
@@ -42,10 +77,14 @@ async fn metrics(State(p): State<Arc<Probe>>) -> impl IntoResponse {
     )
 }
 
+/// Ready: the leader once its caches synced and its controller runs; a standby, which has
+/// nothing to sync until it leads, as soon as it stands.
 async fn readyz(State(p): State<Arc<Probe>>) -> impl IntoResponse {
-    if p.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    match p.stage() {
+        Stage::Running => (StatusCode::OK, "ok: leading"),
+        Stage::Standby => (StatusCode::OK, "ok: standby"),
+        Stage::Starting => (StatusCode::SERVICE_UNAVAILABLE, "joining the leader election"),
+        Stage::Syncing => (StatusCode::SERVICE_UNAVAILABLE, "leading, caches not synced"),
+        Stage::Stopping => (StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     }
 }

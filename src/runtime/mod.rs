@@ -3,6 +3,7 @@
 
 mod controller;
 mod http;
+mod leader;
 pub mod telemetry;
 
 pub use controller::run;

@@ -54,7 +54,7 @@ async fn apply_goes_provisioning_then_ready_with_every_field_remote_and_a_worker
     assert_health(&env, "Progressing", "InProgress");
     let env = bed.wait_for("production", "Ready", is_ready).await;
     assert_health(&env, "Healthy", "Current");
-    assert_eq!(bed.readyz().await, "ok", "/readyz once the caches are synced");
+    assert_eq!(bed.readyz().await, "ok: leading", "/readyz once the caches are synced");
 
     // Status: identity, kstatus conditions, top-level observedGeneration.
     let status = env.status.clone().unwrap();

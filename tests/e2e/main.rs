@@ -4,8 +4,11 @@
 mod bad_input;
 mod crash;
 mod faults;
+mod ha;
 mod health;
+mod install;
 mod lifecycle;
+mod observability;
 mod real_server;
 mod restart;
 mod semantics;

@@ -99,16 +99,24 @@ impl TestBed {
 
     /// Starts the operator binary, watching only this test's namespace.
     pub fn start_operator(&mut self) {
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_kubiya-operator"))
+        self.operator = Some(self.spawn_operator("operator", &self.log.clone()));
+    }
+
+    /// Starts one more operator process with its own identity in the leader election (the pod
+    /// name), logging to `log`. The Lease is in this test's namespace; a restarted process with
+    /// the same identity takes its Lease back at once, as a restarted container does.
+    pub fn spawn_operator(&self, identity: &str, log: &std::path::Path) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("operator log");
+        Command::new(env!("CARGO_BIN_EXE_kubiya-operator"))
             .arg("run")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("KUBECONFIG", &self.kubeconfig)
             .env("KUBIYA_API_KEY", kubiya_cp_emulator::token(&self.org))
             .env("KUBIYA_CONTROL_PLANE_BASE_URL", &self.control_plane_url)
-            .env("KUBIYA_WATCH_NAMESPACE", &self.namespace)
+            .env("KUBIYA_WATCH_NAMESPACES", &self.namespace)
+            .env("KUBIYA_LEASE_NAMESPACE", &self.namespace)
+            .env("POD_NAME", identity)
             .env("KUBIYA_PROVISIONING_POLL", "300ms")
             .env("KUBIYA_REQUEST_TIMEOUT", "5s")
             .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
@@ -120,8 +128,12 @@ impl TestBed {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .expect("start operator");
-        self.operator = Some(child);
+            .expect("start operator")
+    }
+
+    /// A log file for another operator process of this test.
+    pub fn log_named(&self, identity: &str) -> PathBuf {
+        self.log.with_file_name(format!("{}-{identity}.log", self.namespace))
     }
 
     /// Kills the operator with SIGKILL: no graceful shutdown, as in a node failure or an OOM kill.
@@ -237,14 +249,7 @@ impl TestBed {
     }
 
     async fn http_get(&self, path: &str) -> String {
-        let log = self.operator_log();
-        let addr = log
-            .lines()
-            .find(|l| l.contains("serving /metrics"))
-            .and_then(|l| l.split("address=").nth(1))
-            .and_then(|a| a.split_whitespace().next())
-            .expect("the operator logs its metrics address");
-        reqwest::get(format!("http://{addr}{path}")).await.expect("get").text().await.expect("body")
+        http_get(&self.log, path).await
     }
 
     /// The operator's log so far (for assertions on what it printed).
@@ -319,6 +324,46 @@ impl TestBed {
     }
 }
 
+/// GET `path` from the HTTP server of the operator that logs to `log`, at the address it logged.
+pub async fn http_get(log: &std::path::Path, path: &str) -> String {
+    try_http_get(log, path).await.expect("the operator logs its metrics address and answers")
+}
+
+/// Same, `None` while the operator has not started serving.
+pub async fn try_http_get(log: &std::path::Path, path: &str) -> Option<String> {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let addr = log
+        .lines()
+        // The newest: a restarted operator appends to the same log.
+        .rfind(|l| l.contains("serving /metrics"))
+        .and_then(|l| l.split("address=").nth(1))
+        .and_then(|a| a.split_whitespace().next())?
+        .to_owned();
+    reqwest::get(format!("http://{addr}{path}")).await.ok()?.text().await.ok()
+}
+
+/// Waits until `check` holds, polling every 100 ms, failing the test after [`TIMEOUT`].
+pub async fn wait_until<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_until_within(what, TIMEOUT, check).await
+}
+
+/// Same, with another timeout.
+pub async fn wait_until_within<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Phase Ready with condition Ready=True.
 pub fn is_ready(env: &Environment) -> bool {
     phase(env).as_deref() == Some("Ready") && condition(env, "Ready").as_deref() == Some("True")
@@ -345,7 +390,7 @@ pub fn kubeconfig_path() -> PathBuf {
 }
 
 /// A client for a test API server, after checking that it is one.
-async fn test_client(path: &std::path::Path) -> Client {
+pub async fn test_client(path: &std::path::Path) -> Client {
     let kubeconfig = Kubeconfig::read_from(path).expect("read test kubeconfig");
     let context = kubeconfig.current_context.clone().unwrap_or_default();
     let server = kubeconfig

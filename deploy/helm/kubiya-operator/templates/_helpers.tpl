@@ -1,0 +1,87 @@
+{{/* Name of the chart, or nameOverride. */}}
+{{- define "kubiya-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name of the release's objects (also the Lease's name). */}}
+{{- define "kubiya-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kubiya-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kubiya-operator.labels" -}}
+helm.sh/chart: {{ include "kubiya-operator.chart" . }}
+{{ include "kubiya-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubiya
+{{- end }}
+
+{{- define "kubiya-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubiya-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "kubiya-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "kubiya-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the API key; fails when the values name none. */}}
+{{- define "kubiya-operator.apiKeySecretName" -}}
+{{- if and .Values.apiKey.create .Values.apiKey.existingSecret }}
+{{- fail "kubiya-operator: set either apiKey.existingSecret or apiKey.create, not both" }}
+{{- else if .Values.apiKey.create }}
+{{- if not .Values.apiKey.value }}
+{{- fail "kubiya-operator: apiKey.create=true needs apiKey.value (the Kubiya API key)" }}
+{{- end }}
+{{- printf "%s-api-key" (include "kubiya-operator.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- else if .Values.apiKey.existingSecret }}
+{{- .Values.apiKey.existingSecret }}
+{{- else }}
+{{- fail (printf "kubiya-operator: no Kubiya API key. Create a Secret (kubectl -n %s create secret generic kubiya-api-key --from-literal=api-key=...) and set apiKey.existingSecret=kubiya-api-key, or set apiKey.create=true and apiKey.value" .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{/* The key of the API key in that Secret. */}}
+{{- define "kubiya-operator.apiKeySecretKey" -}}
+{{- if .Values.apiKey.create }}api-key{{ else }}{{ .Values.apiKey.existingSecretKey | default "api-key" }}{{ end }}
+{{- end }}
+
+{{/* RBAC rules in the watched namespaces. */}}
+{{- define "kubiya-operator.rules" -}}
+- apiGroups: [kubiya.ai]
+  resources: [environments]
+  verbs: [get, list, watch, patch, update]
+- apiGroups: [kubiya.ai]
+  resources: [environments/status]
+  verbs: [get, patch, update]
+- apiGroups: [kubiya.ai]
+  resources: [environments/finalizers]
+  verbs: [update]
+# The worker-registration Secrets it writes (owned by their Environment).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}

@@ -1,0 +1,273 @@
+//! The install paths render to valid objects: the kustomize bases (with kubectl's kustomize) and
+//! the Helm chart (with helm) for the value sets users pick. Kinds the test API server serves are
+//! applied with server-side dry-run; the others (Deployment, Service, RBAC) are decoded with
+//! k8s-openapi and must round-trip unchanged, which catches unknown and misspelt fields; the
+//! alert rules pass `promtool check rules`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::support::{TestBed, kubeconfig_path};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const CHART: &str = "deploy/helm/kubiya-operator";
+
+/// A tool `tests/run.sh` provides, by its variable.
+fn tool(var: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(p) => PathBuf::from(p),
+        None => panic!("{var} is not set: run the tests with `make test` (tests/run.sh), which installs it"),
+    }
+}
+
+/// Runs a command in the repository; its stdout, or its stderr as the error.
+fn run(program: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(program).args(args).current_dir(ROOT).output().expect("run");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| Value::deserialize_from(d))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+trait FromYaml {
+    fn deserialize_from(d: serde_yaml_ng::Deserializer<'_>) -> Value;
+}
+
+impl FromYaml for Value {
+    fn deserialize_from(d: serde_yaml_ng::Deserializer<'_>) -> Value {
+        serde::Deserialize::deserialize(d).expect("valid YAML")
+    }
+}
+
+fn kustomize(dir: &str) -> Vec<Value> {
+    let out = run(&tool("KUBIYA_TEST_KUBECTL"), &["kustomize", dir])
+        .unwrap_or_else(|e| panic!("kustomize {dir}: {e}"));
+    documents(&out)
+}
+
+fn helm(args: &[&str]) -> Result<Vec<Value>, String> {
+    let mut all =
+        vec!["template", "kubiya-operator", CHART, "--namespace", "kubiya-system", "--include-crds"];
+    all.extend_from_slice(args);
+    run(&tool("KUBIYA_TEST_HELM"), &all).map(|out| documents(&out))
+}
+
+/// Drops nulls (YAML's empty values), which a typed round trip leaves out.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), without_nulls(v))).collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Decodes `obj` as `T` and back: anything not in the Kubernetes schema of `T` is lost, and fails.
+fn round_trips<T: DeserializeOwned + Serialize>(obj: &Value) -> T {
+    let what = format!("{} {}", obj["kind"], obj["metadata"]["name"]);
+    let typed: T = serde_json::from_value(obj.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let back = serde_json::to_value(&typed).expect("serialize");
+    assert_eq!(without_nulls(&back), without_nulls(obj), "{what} has fields its schema does not know");
+    typed
+}
+
+fn no_wildcards(rules: &[PolicyRule], what: &str) {
+    for r in rules {
+        let words = r.verbs.iter().chain(r.resources.iter().flatten()).chain(r.api_groups.iter().flatten());
+        assert!(words.clone().all(|w| w != "*"), "{what} has a wildcard: {r:?}");
+    }
+}
+
+/// Checks one rendering: returns the kinds it held.
+async fn check(client: &kube::Client, objects: &[Value], source: &str) -> Vec<String> {
+    let mut kinds = Vec::new();
+    for obj in objects {
+        let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let what = format!("{source}: {kind} {name}");
+        match kind.as_str() {
+            "Deployment" => {
+                let d: Deployment = round_trips(obj);
+                let pod = d.spec.and_then(|s| s.template.spec).expect("pod spec");
+                let psc = pod.security_context.expect("pod securityContext");
+                assert_eq!(psc.run_as_non_root, Some(true), "{what}");
+                assert_eq!(psc.seccomp_profile.map(|p| p.type_).as_deref(), Some("RuntimeDefault"), "{what}");
+                for c in &pod.containers {
+                    let sc = c.security_context.clone().expect("container securityContext");
+                    assert_eq!(sc.read_only_root_filesystem, Some(true), "{what}");
+                    assert_eq!(sc.allow_privilege_escalation, Some(false), "{what}");
+                    assert_eq!(sc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".into()]), "{what}");
+                    assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some(), "{what}: probes");
+                    assert!(
+                        c.resources.as_ref().and_then(|r| r.requests.as_ref()).is_some(),
+                        "{what}: requests"
+                    );
+                }
+            }
+            "Service" => drop(round_trips::<Service>(obj)),
+            "ClusterRole" => no_wildcards(&round_trips::<ClusterRole>(obj).rules.unwrap_or_default(), &what),
+            "Role" => no_wildcards(&round_trips::<Role>(obj).rules.unwrap_or_default(), &what),
+            "ClusterRoleBinding" => drop(round_trips::<ClusterRoleBinding>(obj)),
+            "RoleBinding" => drop(round_trips::<RoleBinding>(obj)),
+            "PrometheusRule" => {
+                let rules = std::env::temp_dir().join(format!("kubiya-rules-{}.yaml", fastrand::u32(..)));
+                std::fs::write(&rules, serde_yaml_ng::to_string(&obj["spec"]).expect("yaml")).expect("write");
+                let checked =
+                    run(&tool("KUBIYA_TEST_PROMTOOL"), &["check", "rules", rules.to_str().expect("path")]);
+                let _ = std::fs::remove_file(&rules);
+                checked.unwrap_or_else(|e| panic!("{what}: promtool check rules: {e}"));
+            }
+            "ServiceMonitor" => {
+                let port = obj["spec"]["endpoints"][0]["port"].as_str();
+                assert_eq!(port, Some("metrics"), "{what}: scrapes the Service's metrics port");
+            }
+            _ => dry_run(client, obj, &what).await,
+        }
+        kinds.push(kind);
+    }
+    kinds
+}
+
+/// Server-side apply with dry-run: the API server validates the object (schema, CRD schema for
+/// Environments) and stores nothing.
+async fn dry_run(client: &kube::Client, obj: &Value, what: &str) {
+    let (group, version) = match obj["apiVersion"].as_str().unwrap_or_default().split_once('/') {
+        Some((g, v)) => (g.to_owned(), v.to_owned()),
+        None => (String::new(), obj["apiVersion"].as_str().unwrap_or_default().to_owned()),
+    };
+    let gvk = GroupVersionKind::gvk(&group, &version, obj["kind"].as_str().unwrap_or_default());
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: the test API server does not serve this kind ({e})"));
+    let api: Api<DynamicObject> = match (caps.scope, obj["metadata"]["namespace"].as_str()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+        (kube::discovery::Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    let _: &ApiResource = &resource;
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let params = PatchParams::apply("kubiya-install-test").dry_run().force();
+    if let Err(e) = api.patch(name, &params, &Patch::Apply(obj)).await {
+        panic!("{what}: rejected by the API server: {e}");
+    }
+}
+
+async fn ensure_namespace(client: &kube::Client, name: &str) {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create namespace {name}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kustomize_bases_render_valid_objects() {
+    // The bed installs the CRD, which the example Environments need.
+    let bed = TestBed::without_operator("install", Default::default()).await;
+    let _ = kubeconfig_path();
+    ensure_namespace(&bed.client, "kubiya-system").await;
+    let base = kustomize("deploy/kustomize/base");
+    let kinds = check(&bed.client, &base, "kustomize base").await;
+    for kind in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "the base has no {kind}: {kinds:?}");
+    }
+    let monitoring =
+        check(&bed.client, &kustomize("deploy/kustomize/monitoring"), "kustomize monitoring").await;
+    assert!(
+        monitoring.iter().any(|k| k == "PrometheusRule") && monitoring.iter().any(|k| k == "ServiceMonitor")
+    );
+
+    // The CRD copies are the generated one.
+    let crd = std::fs::read_to_string(format!("{ROOT}/crds/environment.yaml")).expect("crd");
+    for copy in
+        ["deploy/kustomize/base/environment-crd.yaml", "deploy/helm/kubiya-operator/crds/environment.yaml"]
+    {
+        let text = std::fs::read_to_string(format!("{ROOT}/{copy}")).expect("copy");
+        assert!(text == crd, "{copy} differs from crds/environment.yaml: copy it again after `make crd`");
+    }
+
+    // The examples are valid Environments (the CRD's schema, server side).
+    for entry in std::fs::read_dir(format!("{ROOT}/deploy/examples")).expect("examples") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        for mut obj in documents(&text) {
+            obj["metadata"]["namespace"] = bed.namespace.clone().into();
+            dry_run(&bed.client, &obj, &path.display().to_string()).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helm_chart_renders_valid_objects_for_each_value_set() {
+    let bed = TestBed::without_operator("helm", Default::default()).await;
+    for ns in ["kubiya-system", "team-a", "team-b"] {
+        ensure_namespace(&bed.client, ns).await;
+    }
+    let sets: [&[&str]; 3] = [
+        &["--set", "apiKey.existingSecret=kubiya-api-key"],
+        &[
+            "--set",
+            "apiKey.existingSecret=kubiya-api-key",
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "labelSelector=shard=a",
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "prometheusRule.enabled=true",
+            "--set",
+            "dashboards.enabled=true",
+        ],
+        &["--set", "apiKey.create=true", "--set", "apiKey.value=not-a-real-key", "--set", "replicaCount=3"],
+    ];
+    for set in sets {
+        let source = format!("helm template {}", set.join(" "));
+        let objects = helm(set).unwrap_or_else(|e| panic!("{source}: {e}"));
+        let kinds = check(&bed.client, &objects, &source).await;
+        assert!(kinds.iter().any(|k| k == "Deployment"), "{source}: {kinds:?}");
+        let scoped = set.iter().any(|s| s.starts_with("watchNamespaces"));
+        assert_eq!(
+            kinds.iter().any(|k| k == "ClusterRole"),
+            !scoped,
+            "{source}: cluster-wide access only without a namespace list"
+        );
+        if scoped {
+            for k in ["PrometheusRule", "ServiceMonitor", "ConfigMap"] {
+                assert!(kinds.iter().any(|x| x == k), "{source}: no {k}");
+            }
+        }
+    }
+    let refused = helm(&[]).expect_err("rendering without an API key must fail");
+    assert!(refused.contains("no Kubiya API key"), "{refused}");
+}
