@@ -11,5 +11,6 @@ mod lifecycle;
 mod observability;
 mod real_server;
 mod restart;
+mod scope;
 mod semantics;
 mod support;
