@@ -38,7 +38,9 @@ pub enum StartError {
     Listen(#[source] std::io::Error),
     #[error("cannot join the leader election (can the ServiceAccount get, create and patch Leases?)")]
     Lease(#[source] kube_lease_manager::LeaseManagerError),
-    #[error("lost the leader lease to another replica; exiting so that only one reconciles")]
+    #[error(
+        "lost the leader lease (taken by another replica, or not renewed for a whole lease duration); exiting so that only one replica reconciles"
+    )]
     Deposed,
 }
 
@@ -113,6 +115,7 @@ pub async fn run(
     // (API server unreachable, CRD missing) may not notice it, so the wait is bounded.
     let grace = async {
         shutdown.clone().await;
+        info!("shutting down: finishing in-flight reconciles");
         probe.set(Stage::Stopping);
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
@@ -123,6 +126,12 @@ pub async fn run(
         // anywhere, as a crash would), rather than reconcile beside it.
         () = leader.deposed() => {
             metrics.leader.set(0);
+            // During shutdown with the API server unreachable, the Lease runs out too: that is
+            // the end asked for, not a lost election.
+            if shutdown.clone().now_or_never().is_some() {
+                warn!("stopped: the lease could not be renewed during shutdown");
+                return Ok(());
+            }
             return Err(StartError::Deposed);
         }
     }

@@ -104,9 +104,9 @@ impl Candidate {
                     Ok(false) => break,
                     Err(e) => {
                         if call.elapsed() > RETRY {
-                            failing_since = None; // it renewed for a while before failing
+                            failing_since = None; // it held the Lease for a while before failing
                         }
-                        let since = *failing_since.get_or_insert(call);
+                        let since = *failing_since.get_or_insert_with(Instant::now);
                         warn!(error = %e, "cannot renew the lease");
                         if since.elapsed() >= duration {
                             break;
