@@ -13,12 +13,12 @@ fn non_empty(s: &str) -> Result<String, String> {
     if s.is_empty() { Err("empty namespace name".into()) } else { Ok(s.to_owned()) }
 }
 
-/// Whole seconds, at least 3: the Lease API counts in seconds and the leader renews a third of
-/// the way before expiry.
+/// Whole seconds, at least 8: the Lease API counts in seconds, and the leader renews at half
+/// the duration and must stop a margin before it ends, with time for retries in between.
 fn lease_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d.as_secs() < 3 || d.subsec_nanos() != 0 {
-        return Err("must be whole seconds, at least 3s".into());
+    if d.as_secs() < 8 || d.subsec_nanos() != 0 {
+        return Err("must be whole seconds, at least 8s".into());
     }
     Ok(d)
 }

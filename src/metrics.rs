@@ -58,6 +58,17 @@ impl std::fmt::Debug for PhaseCounts {
 impl Collector for PhaseCounts {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let family = Family::<PhaseLabels, Gauge>::default();
+        // Every phase, at zero when empty: a series that vanishes reads as "no data", not 0.
+        for phase in [
+            Phase::Pending,
+            Phase::Provisioning,
+            Phase::Ready,
+            Phase::Inactive,
+            Phase::Error,
+            Phase::Deleting,
+        ] {
+            let _ = family.get_or_create(&PhaseLabels { phase: phase.as_str() });
+        }
         for phase in (self.0)() {
             // An Environment not reconciled yet has no phase: it is pending.
             let phase = phase.unwrap_or(Phase::Pending);
@@ -65,7 +76,7 @@ impl Collector for PhaseCounts {
         }
         let metric = encoder.encode_descriptor(
             "environments",
-            "Environments watched by this replica, by status.phase (only the leader watches)",
+            "Environments watched by this replica, by status.phase (only the leader watches; a standby shows 0)",
             None,
             family.metric_type(),
         )?;
@@ -86,7 +97,7 @@ pub struct Metrics {
     pub cp_requests: Family<RequestLabels, Counter>,
     /// Control-plane request latency until the response headers, in seconds.
     pub cp_request_duration: Family<RouteLabels, Histogram>,
-    /// From an Environment's creation, or the change of its spec, to Ready.
+    /// From an Environment's creation, or from when it left Ready, to Ready.
     pub time_to_ready: Histogram,
     /// 1 while this replica holds the Lease and reconciles.
     pub leader: Gauge,
@@ -126,7 +137,7 @@ impl Default for Metrics {
         let time_to_ready = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register(
             "time_to_ready_seconds",
-            "From an Environment's creation or spec change to Ready",
+            "From an Environment's creation, or from leaving Ready (Provisioning, Error), back to Ready",
             time_to_ready.clone(),
         );
         let leader = Gauge::default();
@@ -202,6 +213,7 @@ mod tests {
         let text = m.render();
         assert!(text.contains("kubiya_operator_environments{phase=\"Ready\"} 2"), "{text}");
         assert!(text.contains("kubiya_operator_environments{phase=\"Pending\"} 1"), "{text}");
+        assert!(text.contains("kubiya_operator_environments{phase=\"Error\"} 0"), "{text}");
         assert!(
             text.contains("kubiya_operator_control_plane_requests_total{route=\"/api/v1/environments/{id}\",method=\"GET\",code=\"404\"} 1"),
             "{text}"

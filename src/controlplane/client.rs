@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -189,20 +190,21 @@ impl Client {
         // The semaphore is never closed, so acquiring cannot fail; without a permit, go ahead.
         let _permit = self.limit.acquire().await.ok();
         let started = Instant::now();
-        let sent = req.header(AUTHORIZATION, self.auth.clone()).send().await;
-        self.metrics.cp_request(
-            route,
-            method,
-            sent.as_ref().ok().map(|r| r.status().as_u16()),
-            started.elapsed(),
-        );
-        let resp = sent.map_err(|source| Error::Transport { method, route, source })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(Answer { resp, method, route });
+        // Timed and counted once the whole body is in: a body cut short is a transport error,
+        // not a success.
+        let answer = async {
+            let resp = req.header(AUTHORIZATION, self.auth.clone()).send().await?;
+            let (status, retry_after) = (resp.status(), retry_after(&resp));
+            Ok::<_, reqwest::Error>((status, retry_after, resp.bytes().await?))
         }
-        let retry_after = retry_after(&resp);
-        let body = resp.bytes().await.unwrap_or_default();
+        .await;
+        let code = answer.as_ref().ok().map(|(status, ..)| status.as_u16());
+        self.metrics.cp_request(route, method, code, started.elapsed());
+        let (status, retry_after, body) =
+            answer.map_err(|source| Error::Transport { method, route, source })?;
+        if status.is_success() {
+            return Ok(Answer { body, status, method, route });
+        }
         let detail =
             error_detail(&body).unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
         Err(Error::api(method, route, status.as_u16(), detail, retry_after))
@@ -211,22 +213,22 @@ impl Client {
 
 /// A successful response, with what is needed to describe a decoding failure.
 struct Answer {
-    resp: Response,
+    body: Bytes,
+    status: StatusCode,
     method: &'static str,
     route: &'static str,
 }
 
 impl Answer {
     async fn json_as<T: DeserializeOwned>(self) -> Result<T, Error> {
-        let Answer { resp, method, route } = self;
-        let bytes = resp.bytes().await.map_err(|source| Error::Transport { method, route, source })?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Decode { method, route, source })
+        let Answer { body, method, route, .. } = self;
+        serde_json::from_slice(&body).map_err(|source| Error::Decode { method, route, source })
     }
 }
 
 impl fmt::Debug for Answer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} -> {}", self.method, self.route, self.resp.status())
+        write!(f, "{} {} -> {}", self.method, self.route, self.status)
     }
 }
 

@@ -169,8 +169,9 @@ pub fn merge_patch(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus) -> 
 }
 
 /// How long `env` took to become Ready, when `next` is the status that makes it so: from when its
-/// Reconciling condition turned True (creation or spec change), else from its creation if it had
-/// not got further than Pending. `None` for anything but a transition to Ready.
+/// Reconciling condition turned True (at creation, or when it left Ready: re-provisioning or an
+/// error), else from its creation if it had not got further than Pending. `None` for anything
+/// but a transition to Ready (a spec change applied while Ready stays Ready and is not timed).
 pub fn time_to_ready(env: &Environment, next: &EnvironmentStatus, now: &Time) -> Option<std::time::Duration> {
     let old = env.status.as_ref();
     let old_phase = old.and_then(|s| s.phase);

@@ -24,6 +24,8 @@ use crate::resource::Environment;
 
 /// How long in-flight reconciles get after SIGTERM (within Kubernetes' default 30 s).
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+/// Longest wait for an answer on the leader election's requests.
+const LEASE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why the operator could not start, or stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +53,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
     let shutdown = shutdown.shared();
-    let kube = Client::try_default().await.map_err(StartError::Kube)?;
+    let kube_config =
+        kube::Config::infer().await.map_err(|e| StartError::Kube(kube::Error::InferConfig(e)))?;
+    let kube = Client::try_from(kube_config.clone()).map_err(StartError::Kube)?;
+    // The election's own client times reads out: a renewal stuck on a dead connection must not
+    // keep a leader believing it leads (watches, on the main client, must not time out).
+    let mut lease_config = kube_config;
+    lease_config.read_timeout = Some(LEASE_READ_TIMEOUT);
+    let lease_kube = Client::try_from(lease_config).map_err(StartError::Kube)?;
     let scopes = scopes(&kube, &config);
     let stores: Vec<Store<Environment>> = scopes.iter().map(|s| s.store.clone()).collect();
     let mut metrics = Metrics::default();
@@ -77,12 +86,13 @@ pub async fn run(
         identity: leader::identity(),
         duration: config.lease_duration,
     };
-    let candidate = Candidate::new(kube.clone(), lease);
+    let candidate = Candidate::new(lease_kube, lease);
     probe.set(Stage::Standby);
     let mut leader = tokio::select! {
         elected = candidate.elected() => elected.map_err(StartError::Lease)?,
         () = shutdown.clone() => {
             probe.set(Stage::Stopping);
+            candidate.withdraw().await;
             return Ok(());
         }
     };
@@ -230,7 +240,7 @@ async fn mark_synced(stores: Vec<Store<Environment>>, probe: Arc<Probe>) {
             }
         }
     }
-    probe.set(Stage::Running);
+    probe.advance(Stage::Syncing, Stage::Running);
 }
 
 /// What a user can change that needs a pass: spec (generation), deletion, finalizers and our

@@ -43,6 +43,11 @@ impl Probe {
         self.stage.store(stage as u8, Ordering::Relaxed);
     }
 
+    /// Moves from `from` to `to`, only if nothing else moved it meanwhile (shutdown).
+    pub fn advance(&self, from: Stage, to: Stage) {
+        let _ = self.stage.compare_exchange(from as u8, to as u8, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
     fn stage(&self) -> Stage {
         match self.stage.load(Ordering::Relaxed) {
             1 => Stage::Standby,

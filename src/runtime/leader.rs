@@ -2,11 +2,10 @@
 //! reconciles, the others stand by and take over when its Lease runs out.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use tokio::time::Instant;
-
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,6 +16,7 @@ use tracing::{info, warn};
 const RESIGN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the Lease lives and who this replica is.
+#[derive(Clone)]
 pub struct LeaseConfig {
     pub name: String,
     pub namespace: String,
@@ -27,6 +27,16 @@ pub struct LeaseConfig {
 /// How often a standby reads the Lease again. The Lease library re-reads it only when its copy
 /// expires, so a standby would not see a Lease released early; a fresh manager reads it anew.
 const RETRY: Duration = Duration::from_secs(2);
+/// How often the leader reads its Lease back to learn when it was last renewed.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The last moment a leader may go on after renewing its Lease at `renewed`: before a standby
+/// may take the Lease (at `renewed + duration` by its clock), with a margin for clock skew and
+/// the time it takes to stop. The library renews at half the duration, so a renewal or two can
+/// fail or be slow before this is reached.
+pub fn renew_deadline(renewed: SystemTime, duration: Duration) -> SystemTime {
+    renewed + duration - (duration / 5).max(Duration::from_secs(1))
+}
 
 /// A replica in the election.
 pub struct Candidate {
@@ -37,12 +47,14 @@ pub struct Candidate {
 /// The replica holding the Lease; renews it in the background while this lives.
 pub struct Leader {
     manager: Arc<LeaseManager>,
-    renewing: JoinHandle<()>,
+    holding: JoinHandle<()>,
     lost: watch::Receiver<bool>,
     identity: String,
 }
 
 impl Candidate {
+    /// `kube` should time out reads: a renewal stuck on a dead connection must not hold the
+    /// election up.
     pub fn new(kube: Client, lease: LeaseConfig) -> Self {
         Candidate { kube, lease }
     }
@@ -53,8 +65,8 @@ impl Candidate {
             .with_namespace(&self.lease.namespace)
             .with_identity(&self.lease.identity)
             .with_duration(secs)
-            // Renew a third of the way before expiry, as client-go does (renew deadline 2/3).
-            .with_grace((secs / 3).max(1))
+            // Renew at half the duration: several tries fit before the deadline.
+            .with_grace(secs / 2)
             .build()
             .await
     }
@@ -62,20 +74,23 @@ impl Candidate {
     /// Waits until this replica holds the Lease (creating the Lease if there is none). Errors
     /// from the API server are logged and retried; the first one is returned if the Lease could
     /// never be read, which is a setup problem (RBAC, namespace) rather than a passing one.
-    pub async fn elected(self) -> Result<Leader, LeaseManagerError> {
+    pub async fn elected(&self) -> Result<Leader, LeaseManagerError> {
         let mut read_once = false;
         info!(lease = %self.lease.name, namespace = %self.lease.namespace, identity = %self.lease.identity, "standing for leader");
         loop {
-            let manager = match self.manager().await {
-                Ok(m) => m,
-                Err(e) if !read_once => return Err(e),
-                Err(e) => {
+            let manager = match tokio::time::timeout(RETRY, self.manager()).await {
+                Ok(Ok(m)) => m,
+                Ok(Err(e)) if !read_once => return Err(e),
+                Ok(Err(e)) => {
                     warn!(error = %e, "cannot read the lease; retrying");
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
+                Err(_) => continue,
             };
             read_once = true;
+            // Cancelling a take-over half way is harmless: the Lease is ours once the write that
+            // names us lands, and the next fresh manager sees that.
             match tokio::time::timeout(RETRY, manager.changed()).await {
                 Ok(Ok(true)) => return Ok(self.lead(manager)),
                 Ok(Ok(false)) | Err(_) => {}
@@ -87,42 +102,77 @@ impl Candidate {
         }
     }
 
-    fn lead(self, manager: LeaseManager) -> Leader {
+    /// Gives the Lease up if this replica took it just as it was told to stop.
+    pub async fn withdraw(&self) {
+        if let Ok(Ok(manager)) = tokio::time::timeout(RETRY, self.manager()).await {
+            let _ = tokio::time::timeout(RESIGN_TIMEOUT, manager.release()).await;
+        }
+    }
+
+    fn lead(&self, manager: LeaseManager) -> Leader {
         let manager = Arc::new(manager);
         let (tx, lost) = watch::channel(false);
-        let renewer = manager.clone();
-        let duration = self.lease.duration;
-        let renewing = tokio::spawn(async move {
-            // `changed` renews the Lease and returns when holding it changes, or on an error. A
-            // leader that cannot renew for a whole Lease duration must assume a standby took
-            // over, and stop.
-            let mut failing_since: Option<Instant> = None;
-            loop {
-                let call = Instant::now();
-                match renewer.changed().await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(e) => {
-                        if call.elapsed() > RETRY {
-                            failing_since = None; // it held the Lease for a while before failing
-                        }
-                        let since = *failing_since.get_or_insert_with(Instant::now);
-                        warn!(error = %e, "cannot renew the lease");
-                        if since.elapsed() >= duration {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+        let leases: Api<Lease> = Api::namespaced(self.kube.clone(), &self.lease.namespace);
+        let lease = self.lease.clone();
+        let holding = tokio::spawn({
+            let manager = manager.clone();
+            async move {
+                let why = hold(&manager, &leases, &lease).await;
+                warn!(identity = %lease.identity, "no longer leading: {why}");
+                let _ = tx.send(true);
+            }
+        });
+        Leader { manager, holding, lost, identity: self.lease.identity.clone() }
+    }
+}
+
+/// Keeps the Lease renewed (the library's loop) and watches that renewals land: returns why
+/// this replica must stop leading.
+async fn hold(manager: &LeaseManager, leases: &Api<Lease>, lease: &LeaseConfig) -> &'static str {
+    let renew = async {
+        loop {
+            match manager.changed().await {
+                Ok(true) => {}
+                Ok(false) => return "another replica holds the lease",
+                Err(e) => {
+                    warn!(error = %e, "cannot renew the lease");
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    };
+    let watchdog = async {
+        let mut deadline = renew_deadline(SystemTime::now(), lease.duration);
+        loop {
+            let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+            let read = async {
+                tokio::time::sleep(POLL).await;
+                tokio::time::timeout(POLL, leases.get_opt(&lease.name)).await
+            };
+            tokio::select! {
+                () = tokio::time::sleep(left) => return "the lease was not renewed in time",
+                read = read => {
+                    let Ok(Ok(Some(current))) = read else { continue };
+                    let spec = current.spec.unwrap_or_default();
+                    if spec.holder_identity.as_deref() != Some(lease.identity.as_str()) {
+                        return "another replica holds the lease";
+                    }
+                    if let Some(renewed) = spec.renew_time {
+                        deadline = renew_deadline(SystemTime::from(renewed.0), lease.duration);
                     }
                 }
             }
-            let _ = tx.send(true);
-        });
-        Leader { manager, renewing, lost, identity: self.lease.identity }
+        }
+    };
+    tokio::select! {
+        why = renew => why,
+        why = watchdog => why,
     }
 }
 
 impl Leader {
-    /// Resolves when another replica holds the Lease.
+    /// Resolves when this replica must stop leading: another holds the Lease, or it could not
+    /// be renewed in time (a standby may take it).
     pub async fn deposed(&mut self) {
         let _ = self.lost.wait_for(|lost| *lost).await;
     }
@@ -130,8 +180,8 @@ impl Leader {
     /// Gives the Lease up, so that a standby takes over at its next look instead of after it
     /// expires.
     pub async fn resign(self) {
-        self.renewing.abort();
-        let _ = self.renewing.await;
+        self.holding.abort();
+        let _ = self.holding.await;
         match tokio::time::timeout(RESIGN_TIMEOUT, self.manager.release()).await {
             Ok(Ok(())) => info!(identity = %self.identity, "released the lease"),
             Ok(Err(e)) => warn!(error = %e, "could not release the lease; it expires on its own"),
@@ -151,4 +201,24 @@ pub fn identity() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "kubiya-operator".to_owned());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_falls_between_the_renewal_and_the_expiry() {
+        let t0 = SystemTime::UNIX_EPOCH;
+        for secs in [8, 15, 60] {
+            let d = Duration::from_secs(secs);
+            let renews_at = t0 + d - Duration::from_secs(secs / 2);
+            let deadline = renew_deadline(t0, d);
+            assert!(deadline > renews_at + Duration::from_secs(2), "{secs}s: room to retry a renewal");
+            assert!(
+                deadline + Duration::from_secs(1) <= t0 + d,
+                "{secs}s: a second before a standby may take over"
+            );
+        }
+    }
 }

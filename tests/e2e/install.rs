@@ -96,6 +96,98 @@ fn no_wildcards(rules: &[PolicyRule], what: &str) {
     }
 }
 
+/// What the operator does in the Kubernetes API, outside the Lease: (group, resource, verbs).
+const NEEDS: &[(&str, &str, &[&str])] = &[
+    ("kubiya.ai", "environments", &["get", "list", "watch", "patch"]),
+    ("kubiya.ai", "environments/status", &["patch"]),
+    ("", "secrets", &["get", "list", "watch", "create", "patch"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
+];
+
+fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str, name: Option<&str>) -> bool {
+    rules.iter().any(|r| {
+        let has = |list: &Option<Vec<String>>, x: &str| list.iter().flatten().any(|v| v == x);
+        has(&r.api_groups, group)
+            && has(&r.resources, resource)
+            && r.verbs.iter().any(|v| v == verb)
+            && (r.resource_names.as_ref().is_none_or(|n| n.is_empty())
+                || name.is_some_and(|name| has(&r.resource_names, name)))
+    })
+}
+
+/// The RBAC of a rendering lets its ServiceAccount do what the operator does, where it does
+/// it: Environments, Secrets and Events in every watched namespace (or cluster-wide), and its
+/// Lease in its own namespace.
+fn rbac_covers_the_operator(objects: &[Value], source: &str) {
+    let of_kind = |kind: &'static str| objects.iter().filter(move |o| o["kind"] == kind);
+    let deployment = of_kind("Deployment").next().expect("a Deployment");
+    let namespace = deployment["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+    let pod = &deployment["spec"]["template"]["spec"];
+    let account = pod["serviceAccountName"].as_str().unwrap_or("default").to_owned();
+    let env = |name: &str| {
+        pod["containers"][0]["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+    };
+    let lease = env("KUBIYA_LEASE_NAME").unwrap_or("kubiya-operator").to_owned();
+    let watched: Vec<String> =
+        env("KUBIYA_WATCH_NAMESPACES").map(|n| n.split(',').map(str::to_owned).collect()).unwrap_or_default();
+
+    // The rules granted to the ServiceAccount in `ns` (None: cluster-wide).
+    let granted = |ns: Option<&str>| -> Vec<PolicyRule> {
+        let (binding_kind, role_kind) =
+            if ns.is_some() { ("RoleBinding", "Role") } else { ("ClusterRoleBinding", "ClusterRole") };
+        let mut rules = Vec::new();
+        for b in of_kind(binding_kind).filter(|b| ns.is_none() || b["metadata"]["namespace"].as_str() == ns) {
+            let bound = b["subjects"].as_array().into_iter().flatten().any(|s| {
+                s["kind"] == "ServiceAccount"
+                    && s["name"] == account.as_str()
+                    && s["namespace"] == namespace.as_str()
+            });
+            if !bound || b["roleRef"]["kind"] != role_kind {
+                continue;
+            }
+            let role = of_kind(role_kind).find(|r| {
+                r["metadata"]["name"] == b["roleRef"]["name"]
+                    && (ns.is_none() || r["metadata"]["namespace"].as_str() == ns)
+            });
+            if let Some(role) = role {
+                rules
+                    .extend(serde_json::from_value::<Vec<PolicyRule>>(role["rules"].clone()).expect("rules"));
+            }
+        }
+        rules
+    };
+    let scopes: Vec<Option<&str>> =
+        if watched.is_empty() { vec![None] } else { watched.iter().map(|n| Some(n.as_str())).collect() };
+    for scope in scopes {
+        let rules = granted(scope);
+        for (group, resource, verbs) in NEEDS {
+            for verb in *verbs {
+                assert!(
+                    allows(&rules, group, resource, verb, None),
+                    "{source}: no {verb} on {group}/{resource} in {}",
+                    scope.unwrap_or("all namespaces")
+                );
+            }
+        }
+    }
+    let rules = granted(Some(&namespace));
+    assert!(
+        allows(&rules, "coordination.k8s.io", "leases", "create", None),
+        "{source}: cannot create its Lease"
+    );
+    for verb in ["get", "patch", "update"] {
+        assert!(
+            allows(&rules, "coordination.k8s.io", "leases", verb, Some(&lease)),
+            "{source}: no {verb} on its Lease {lease} in {namespace}"
+        );
+    }
+}
+
 /// Checks one rendering: returns the kinds it held.
 async fn check(client: &kube::Client, objects: &[Value], source: &str) -> Vec<String> {
     let mut kinds = Vec::new();
@@ -190,6 +282,7 @@ async fn kustomize_bases_render_valid_objects() {
     ensure_namespace(&bed.client, "kubiya-system").await;
     let base = kustomize("deploy/kustomize/base");
     let kinds = check(&bed.client, &base, "kustomize base").await;
+    rbac_covers_the_operator(&base, "kustomize base");
     for kind in [
         "Namespace",
         "CustomResourceDefinition",
@@ -255,6 +348,7 @@ async fn the_helm_chart_renders_valid_objects_for_each_value_set() {
         let source = format!("helm template {}", set.join(" "));
         let objects = helm(set).unwrap_or_else(|e| panic!("{source}: {e}"));
         let kinds = check(&bed.client, &objects, &source).await;
+        rbac_covers_the_operator(&objects, &source);
         assert!(kinds.iter().any(|k| k == "Deployment"), "{source}: {kinds:?}");
         let scoped = set.iter().any(|s| s.starts_with("watchNamespaces"));
         assert_eq!(

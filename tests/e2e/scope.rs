@@ -59,6 +59,14 @@ async fn only_environments_in_the_listed_namespaces_and_matching_the_selector_ar
         e.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("now")
     })
     .await;
+    // What the operator watches is what its caches hold: two Environments.
+    let metrics = bed.metrics().await;
+    let watched: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("kubiya_operator_environments{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(watched, 2.0, "{metrics}");
     for (api, name) in [(&bed.envs, "first-b"), (&bed.envs, "first-none"), (&outside_api, "outside-a")] {
         let env = api.get(name).await.expect("get");
         assert!(env.status.is_none(), "{name} is out of scope but was reconciled: {:?}", env.status);

@@ -174,6 +174,15 @@ impl TestBed {
         self.operator.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Waits for the operator to exit on its own; fails the test after `timeout`.
+    pub async fn wait_operator_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.operator.as_mut().expect("operator running");
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(status)) => status,
+            other => panic!("the operator did not exit in {timeout:?}: {other:?}\n{}", self.operator_log()),
+        }
+    }
+
     /// Sends SIGTERM and waits for the operator to exit; returns how long that took.
     pub async fn terminate_operator(&mut self) -> Duration {
         let mut child = self.operator.take().expect("operator running");
