@@ -94,7 +94,8 @@ impl Context {
 }
 
 /// The reconcile entry point: the finalizer hand-off, then failures reported in status and Events.
-#[instrument(skip_all, fields(namespace = env.namespace().unwrap_or_default(), name = env.name_any()))]
+// `environment`, not `name`: JSON logs put the span's own name under `name`.
+#[instrument(skip_all, fields(namespace = env.namespace().unwrap_or_default(), environment = env.name_any()))]
 pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let ns = env.namespace().ok_or(Error::Unnamed)?;

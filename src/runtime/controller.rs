@@ -216,9 +216,11 @@ impl Scope {
             .run(reconcile::reconcile, reconcile::error_policy, ctx)
             .for_each(|res| async move {
                 match res {
-                    Ok((obj, _)) => tracing::debug!(namespace = obj.namespace, name = obj.name, "reconciled"),
+                    Ok((obj, _)) => {
+                        tracing::debug!(namespace = obj.namespace, environment = obj.name, "reconciled")
+                    }
                     Err(controller::Error::ReconcilerFailed(_, obj)) => {
-                        tracing::debug!(namespace = obj.namespace, name = obj.name, "reconcile failed")
+                        tracing::debug!(namespace = obj.namespace, environment = obj.name, "reconcile failed")
                     }
                     Err(e) => warn!(error = %e, "controller"),
                 }

@@ -44,6 +44,7 @@ async fn the_named_series_move_and_the_dashboard_and_alerts_use_only_exported_on
     let emulator = EmulatorConfig { provisioning: Duration::from_millis(500), ..EmulatorConfig::default() };
     let mut bed = TestBed::without_operator("metrics", emulator).await;
     bed.operator_env.push(("KUBIYA_RESYNC_INTERVAL", "300ms".into()));
+    bed.operator_env.push(("KUBIYA_LOG_FORMAT", "json".into()));
     bed.start_operator();
     wait_until("the operator to lead", || async {
         try_http_get(&bed.log, "/metrics").await.is_some_and(|m| m.contains("kubiya_operator_leader 1"))
@@ -89,6 +90,23 @@ async fn the_named_series_move_and_the_dashboard_and_alerts_use_only_exported_on
     moved("kubiya_operator_drift_corrections_total{field=\"description\"}", 1.0);
     assert_eq!(sum(&after, "kubiya_operator_environments{phase=\"Ready\"}"), 3.0, "{after}");
     assert_eq!(sum(&after, "kubiya_operator_leader "), 1.0);
+
+    // JSON logs: every line, and every line of a reconcile says which Environment it is about.
+    let log = bed.operator_log();
+    let mut reconcile_lines = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let spans = v["spans"].as_array().cloned().unwrap_or_default();
+        if let Some(span) = spans.iter().find(|s| s["name"] == "reconcile") {
+            reconcile_lines += 1;
+            assert_eq!(span["namespace"], bed.namespace.as_str(), "{line}");
+            assert!(span["environment"].as_str().is_some_and(|n| n.starts_with("m-")), "{line}");
+            // serde_json keeps the last of duplicate keys: the span's own name must survive.
+            assert!(!line.contains(r#""name":"m-"#), "a field named `name` shadows the span name: {line}");
+        }
+    }
+    assert!(reconcile_lines > 0, "no log line of a reconcile:\n{log}");
 
     let exported = sample_names(&after);
     let root = env!("CARGO_MANIFEST_DIR");

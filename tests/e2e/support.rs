@@ -345,8 +345,9 @@ pub async fn try_http_get(log: &std::path::Path, path: &str) -> Option<String> {
         .lines()
         // The newest: a restarted operator appends to the same log.
         .rfind(|l| l.contains("serving /metrics"))
-        .and_then(|l| l.split("address=").nth(1))
-        .and_then(|a| a.split_whitespace().next())?
+        // `address=…` in human logs, `"address":"…"` in JSON ones.
+        .and_then(|l| l.split("address=").nth(1).or_else(|| l.split("\"address\":\"").nth(1)))
+        .and_then(|a| a.split([' ', '"']).next())?
         .to_owned();
     reqwest::get(format!("http://{addr}{path}")).await.ok()?.text().await.ok()
 }
