@@ -300,6 +300,33 @@ async fn kustomize_bases_render_valid_objects() {
         monitoring.iter().any(|k| k == "PrometheusRule") && monitoring.iter().any(|k| k == "ServiceMonitor")
     );
 
+    // The dashboard's queries are valid PromQL: promtool checks them as recording rules, with
+    // Grafana's variables filled in.
+    let dashboard = std::fs::read_to_string(format!(
+        "{ROOT}/deploy/helm/kubiya-operator/dashboards/kubiya-operator.json"
+    ))
+    .expect("dashboard");
+    let dashboard: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(|e| e.replace("$__rate_interval", "5m").replace('$', "")))
+        .collect();
+    assert!(exprs.len() >= 9, "the dashboard has {} queries", exprs.len());
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("dashboard:query_{i}"), "expr": e}))
+        .collect();
+    let file = std::env::temp_dir().join(format!("kubiya-dashboard-{}.yaml", fastrand::u32(..)));
+    let groups = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    std::fs::write(&file, serde_yaml_ng::to_string(&groups).expect("yaml")).expect("write");
+    let checked = run(&tool("KUBIYA_TEST_PROMTOOL"), &["check", "rules", file.to_str().expect("path")]);
+    let _ = std::fs::remove_file(&file);
+    checked.unwrap_or_else(|e| panic!("dashboard queries: {e}"));
+
     // The CRD copies are the generated one.
     let crd = std::fs::read_to_string(format!("{ROOT}/crds/environment.yaml")).expect("crd");
     for copy in
