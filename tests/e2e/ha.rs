@@ -2,6 +2,7 @@
 //! batch) the other takes over and converges, losing no update and creating nothing twice.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -10,6 +11,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::EnvironmentSpec;
 use serde_json::json;
+use tokio::process::Child;
 use tokio::time::Instant;
 
 use crate::support::{TIMEOUT, TestBed, is_ready, try_http_get, wait_until};
@@ -36,6 +38,27 @@ async fn leads(bed: &TestBed, identity: &str, log: &std::path::Path) -> bool {
         && try_http_get(log, "/readyz").await.as_deref() == Some("ok: leading")
 }
 
+/// Two operator processes: `a` leads, `b` stands by.
+struct Pair {
+    a: Child,
+    b: Child,
+    log_b: PathBuf,
+}
+
+impl Pair {
+    async fn start(bed: &TestBed) -> Pair {
+        let (log_a, log_b) = (bed.log_named("a"), bed.log_named("b"));
+        let a = bed.spawn_operator("a", &log_a);
+        wait_until("a to lead", || leads(bed, "a", &log_a)).await;
+        let b = bed.spawn_operator("b", &log_b);
+        wait_until("b to stand by", || async {
+            try_http_get(&log_b, "/readyz").await.as_deref() == Some("ok: standby")
+        })
+        .await;
+        Pair { a, b, log_b }
+    }
+}
+
 /// Names of the remote environments, failing on a duplicate.
 fn remote_names(bed: &TestBed) -> BTreeSet<String> {
     let remote = bed.remote();
@@ -50,14 +73,7 @@ async fn one_replica_reconciles_and_the_other_takes_over_within_the_lease_losing
     const LEASE: Duration = Duration::from_secs(8);
     let mut bed = TestBed::without_operator("ha-kill", provisioning(300)).await;
     bed.operator_env.push(("KUBIYA_LEASE_DURATION", format!("{}s", LEASE.as_secs())));
-    let (log_a, log_b) = (bed.log_named("a"), bed.log_named("b"));
-    let mut a = bed.spawn_operator("a", &log_a);
-    wait_until("a to lead", || leads(&bed, "a", &log_a)).await;
-    let _b = bed.spawn_operator("b", &log_b);
-    wait_until("b to stand by", || async {
-        try_http_get(&log_b, "/readyz").await.as_deref() == Some("ok: standby")
-    })
-    .await;
+    let Pair { mut a, b: _b, log_b } = Pair::start(&bed).await;
 
     bed.create("one", EnvironmentSpec { description: Some("v1".into()), ..Default::default() }).await;
     bed.create("two", EnvironmentSpec::default()).await;
@@ -103,15 +119,8 @@ async fn sigterm_mid_batch_releases_the_lease_and_the_next_leader_converges() {
     const N: usize = 30;
     let mut bed = TestBed::without_operator("ha-term", provisioning(500)).await;
     // The default lease (15 s): a standby taking over sooner shows the Lease was released.
-    let (log_a, log_b) = (bed.log_named("a"), bed.log_named("b"));
     bed.operator_env.push(("KUBIYA_MAX_CONCURRENT_REQUESTS", "2".into()));
-    let mut a = bed.spawn_operator("a", &log_a);
-    wait_until("a to lead", || leads(&bed, "a", &log_a)).await;
-    let _b = bed.spawn_operator("b", &log_b);
-    wait_until("b to stand by", || async {
-        try_http_get(&log_b, "/readyz").await.as_deref() == Some("ok: standby")
-    })
-    .await;
+    let Pair { mut a, b: _b, log_b } = Pair::start(&bed).await;
 
     // Slow answers keep the batch in flight when the signal comes.
     bed.emulator.set_faults(Faults { latency_ms: 100, ..Faults::default() });
