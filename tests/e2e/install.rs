@@ -9,6 +9,7 @@ use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
@@ -215,6 +216,7 @@ async fn check(client: &kube::Client, objects: &[Value], source: &str) -> Vec<St
                 }
             }
             "Service" => drop(round_trips::<Service>(obj)),
+            "PodDisruptionBudget" => drop(round_trips::<PodDisruptionBudget>(obj)),
             "ClusterRole" => no_wildcards(&round_trips::<ClusterRole>(obj).rules.unwrap_or_default(), &what),
             "Role" => no_wildcards(&round_trips::<Role>(obj).rules.unwrap_or_default(), &what),
             "ClusterRoleBinding" => drop(round_trips::<ClusterRoleBinding>(obj)),
