@@ -59,14 +59,7 @@ impl Collector for PhaseCounts {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let family = Family::<PhaseLabels, Gauge>::default();
         // Every phase, at zero when empty: a series that vanishes reads as "no data", not 0.
-        for phase in [
-            Phase::Pending,
-            Phase::Provisioning,
-            Phase::Ready,
-            Phase::Inactive,
-            Phase::Error,
-            Phase::Deleting,
-        ] {
+        for phase in Phase::ALL {
             let _ = family.get_or_create(&PhaseLabels { phase: phase.as_str() });
         }
         for phase in (self.0)() {
@@ -95,7 +88,7 @@ pub struct Metrics {
     pub drift_corrections: Family<FieldLabels, Counter>,
     /// Control-plane requests (each attempt) by route, method and status code.
     pub cp_requests: Family<RequestLabels, Counter>,
-    /// Control-plane request latency until the response headers, in seconds.
+    /// Control-plane request latency until the whole answer is in, in seconds.
     pub cp_request_duration: Family<RouteLabels, Histogram>,
     /// From an Environment's creation, or from when it left Ready, to Ready.
     pub time_to_ready: Histogram,
@@ -131,7 +124,7 @@ impl Default for Metrics {
         );
         registry.register(
             "control_plane_request_duration_seconds",
-            "Control-plane request latency, until the response headers",
+            "Control-plane request latency, until the whole answer is in",
             cp_request_duration.clone(),
         );
         let time_to_ready = Histogram::new(exponential_buckets(1.0, 2.0, 12));

@@ -218,6 +218,9 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 6] =
+        [Phase::Pending, Phase::Provisioning, Phase::Ready, Phase::Inactive, Phase::Error, Phase::Deleting];
+
     /// The name as serialized, for metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -41,7 +41,7 @@ pub enum StartError {
     #[error("cannot join the leader election (can the ServiceAccount get, create and patch Leases?)")]
     Lease(#[source] kube_lease_manager::LeaseManagerError),
     #[error(
-        "lost the leader lease (taken by another replica, or not renewed for a whole lease duration); exiting so that only one replica reconciles"
+        "lost the leader lease (taken by another replica, or not renewed in time); exiting so that only one replica reconciles"
     )]
     Deposed,
 }
@@ -64,8 +64,9 @@ pub async fn run(
     let scopes = scopes(&kube, &config);
     let stores: Vec<Store<Environment>> = scopes.iter().map(|s| s.store.clone()).collect();
     let mut metrics = Metrics::default();
+    let counted = stores.clone();
     metrics.count_phases(PhaseCounts(Box::new(move || {
-        stores.iter().flat_map(|s| s.state()).map(|e| e.status.as_ref().and_then(|s| s.phase)).collect()
+        counted.iter().flat_map(|s| s.state()).map(|e| e.status.as_ref().and_then(|s| s.phase)).collect()
     })));
     let metrics = Arc::new(metrics);
     let cp = controlplane::Client::new(controlplane::ClientConfig {
@@ -80,10 +81,11 @@ pub async fn run(
     let server = http::serve(config.metrics_addr, probe.clone()).await.map_err(StartError::Listen)?;
     tokio::spawn(server);
 
+    let identity = leader::identity();
     let lease = LeaseConfig {
         name: config.lease_name.clone(),
         namespace: config.lease_namespace.clone().unwrap_or_else(|| kube.default_namespace().to_owned()),
-        identity: leader::identity(),
+        identity: identity.clone(),
         duration: config.lease_duration,
     };
     let candidate = Candidate::new(lease_kube, lease);
@@ -100,7 +102,7 @@ pub async fn run(
     metrics.leader.set(1);
     probe.set(Stage::Syncing);
 
-    let reporter = Reporter { controller: "kubiya-operator".into(), instance: Some(leader::identity()) };
+    let reporter = Reporter { controller: "kubiya-operator".into(), instance: Some(identity) };
     let ctx = Arc::new(Context {
         recorder: Recorder::new(kube.clone(), reporter),
         kube: kube.clone(),
@@ -117,7 +119,7 @@ pub async fn run(
         url = %config.control_plane_url,
         "starting"
     );
-    tokio::spawn(mark_synced(scopes.iter().map(|s| s.store.clone()).collect(), probe.clone()));
+    tokio::spawn(mark_synced(stores, probe.clone()));
     let controllers = futures::future::join_all(
         scopes.into_iter().map(|scope| scope.run(&config, ctx.clone(), shutdown.clone())),
     );

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use serde::Serialize;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::support::{TestBed, kubeconfig_path};
+use crate::support::{TestBed, create_namespace};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CHART: &str = "deploy/helm/kubiya-operator";
@@ -42,19 +42,9 @@ fn run(program: &Path, args: &[&str]) -> Result<String, String> {
 
 fn documents(yaml: &str) -> Vec<Value> {
     serde_yaml_ng::Deserializer::from_str(yaml)
-        .map(|d| Value::deserialize_from(d))
+        .map(|d| Value::deserialize(d).expect("valid YAML"))
         .filter(|v| !v.is_null())
         .collect()
-}
-
-trait FromYaml {
-    fn deserialize_from(d: serde_yaml_ng::Deserializer<'_>) -> Value;
-}
-
-impl FromYaml for Value {
-    fn deserialize_from(d: serde_yaml_ng::Deserializer<'_>) -> Value {
-        serde::Deserialize::deserialize(d).expect("valid YAML")
-    }
 }
 
 fn kustomize(dir: &str) -> Vec<Value> {
@@ -256,7 +246,6 @@ async fn dry_run(client: &kube::Client, obj: &Value, what: &str) {
         (kube::discovery::Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
         _ => Api::all_with(client.clone(), &resource),
     };
-    let _: &ApiResource = &resource;
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
     let params = PatchParams::apply("kubiya-install-test").dry_run().force();
     if let Err(e) = api.patch(name, &params, &Patch::Apply(obj)).await {
@@ -264,24 +253,11 @@ async fn dry_run(client: &kube::Client, obj: &Value, what: &str) {
     }
 }
 
-async fn ensure_namespace(client: &kube::Client, name: &str) {
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
-        ..Default::default()
-    };
-    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => panic!("create namespace {name}: {e}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kustomize_bases_render_valid_objects() {
     // The bed installs the CRD, which the example Environments need.
     let bed = TestBed::without_operator("install", Default::default()).await;
-    let _ = kubeconfig_path();
-    ensure_namespace(&bed.client, "kubiya-system").await;
+    create_namespace(&bed.client, "kubiya-system").await;
     let base = kustomize("deploy/kustomize/base");
     let kinds = check(&bed.client, &base, "kustomize base").await;
     rbac_covers_the_operator(&base, "kustomize base");
@@ -353,7 +329,7 @@ async fn kustomize_bases_render_valid_objects() {
 async fn the_helm_chart_renders_valid_objects_for_each_value_set() {
     let bed = TestBed::without_operator("helm", Default::default()).await;
     for ns in ["kubiya-system", "team-a", "team-b"] {
-        ensure_namespace(&bed.client, ns).await;
+        create_namespace(&bed.client, ns).await;
     }
     let sets: [&[&str]; 3] = [
         &["--set", "apiKey.existingSecret=kubiya-api-key"],

@@ -8,15 +8,7 @@ use kubiya_cp_emulator::Config as EmulatorConfig;
 use kubiya_operator::resource::EnvironmentSpec;
 use serde_json::json;
 
-use crate::support::{TestBed, is_ready, try_http_get, wait_until};
-
-/// The sum of the samples whose series starts with `series` (name and leading labels).
-fn sum(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use crate::support::{TestBed, is_ready, metric_sum, try_http_get, wait_until};
 
 /// The metric names of the samples in a scrape.
 fn sample_names(text: &str) -> BTreeSet<String> {
@@ -63,13 +55,14 @@ async fn the_named_series_move_and_the_dashboard_and_alerts_use_only_exported_on
         bed.cp("PATCH", &format!("/api/v1/environments/{id}"), Some(json!({"description": "by hand"}))).await;
     assert_eq!(code, 200);
     wait_until("the drift to be corrected", || async {
-        sum(&bed.metrics().await, "kubiya_operator_drift_corrections_total{field=\"description\"}") >= 1.0
+        metric_sum(&bed.metrics().await, "kubiya_operator_drift_corrections_total{field=\"description\"}")
+            >= 1.0
     })
     .await;
     let after = bed.metrics().await;
 
     let moved = |series: &str, by: f64| {
-        let (b, a) = (sum(&before, series), sum(&after, series));
+        let (b, a) = (metric_sum(&before, series), metric_sum(&after, series));
         assert!(a - b >= by, "{series} went from {b} to {a}, expected +{by}\n{after}");
     };
     moved("kubiya_operator_reconciles_total{result=\"ok\"}", 3.0);
@@ -88,8 +81,8 @@ async fn the_named_series_move_and_the_dashboard_and_alerts_use_only_exported_on
     );
     moved("kubiya_operator_time_to_ready_seconds_count", 3.0);
     moved("kubiya_operator_drift_corrections_total{field=\"description\"}", 1.0);
-    assert_eq!(sum(&after, "kubiya_operator_environments{phase=\"Ready\"}"), 3.0, "{after}");
-    assert_eq!(sum(&after, "kubiya_operator_leader "), 1.0);
+    assert_eq!(metric_sum(&after, "kubiya_operator_environments{phase=\"Ready\"}"), 3.0, "{after}");
+    assert_eq!(metric_sum(&after, "kubiya_operator_leader "), 1.0);
 
     // JSON logs: every line, and every line of a reconcile says which Environment it is about.
     let log = bed.operator_log();

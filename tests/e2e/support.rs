@@ -72,14 +72,7 @@ impl TestBed {
 
     async fn on(client: Client, kubeconfig: PathBuf, name: &str, emulator: EmulatorConfig) -> TestBed {
         let namespace = format!("{name}-{}", fastrand::u32(..) % 100_000);
-        let ns = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(namespace.clone()), ..Default::default() },
-            ..Default::default()
-        };
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create test namespace");
+        create_namespace(&client, &namespace).await;
         let emulator = Emulator::start(emulator).await.expect("start emulator");
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
         std::fs::create_dir_all(&log_dir).expect("log dir");
@@ -372,6 +365,28 @@ where
         assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Creates a namespace; one that exists already is fine.
+pub async fn create_namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
+        ..Default::default()
+    };
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => panic!("create namespace {name}: {e}"),
+    }
+}
+
+/// The sum of the samples in a `/metrics` text whose series starts with `series` (name and
+/// leading labels).
+pub fn metric_sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Phase Ready with condition Ready=True.
