@@ -30,7 +30,7 @@ bench:
 ## Formatting and lints, as CI runs them.
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --features e2e --locked -- -D warnings
 
 ## Regenerate the CRD from the Rust types, and its copies in the kustomize base and the Helm chart.
 crd:

@@ -29,6 +29,9 @@ fn parse_key(s: &str) -> Result<ApiKey, std::convert::Infallible> {
 
 #[derive(Parser, Debug)]
 #[command(name = "kubiya-operator", version, about = "Makes Kubiya control-plane Environments declarative")]
+// `kubiya-operator --flag run` would parse the flag into the top-level settings and then run with
+// the subcommand's: an error instead of a silently dropped flag.
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -108,6 +111,11 @@ pub struct Config {
     #[arg(long, env = "KUBIYA_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
+    /// This replica's name in the leader election (the pod name, from the downward API);
+    /// default: host name and process id.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
     /// Log format.
     #[arg(long, env = "KUBIYA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -157,6 +165,15 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_go_after_the_subcommand_or_without_one_never_before_it() {
+        let cli = Cli::try_parse_from(["kubiya-operator", "run", "--concurrency", "3"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Run(c)) if c.concurrency == 3));
+        let cli = Cli::try_parse_from(["kubiya-operator", "--concurrency", "3"]).unwrap();
+        assert!(cli.command.is_none() && cli.run.concurrency == 3);
+        assert!(Cli::try_parse_from(["kubiya-operator", "--concurrency", "3", "run"]).is_err());
     }
 
     #[test]

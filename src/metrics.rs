@@ -94,6 +94,9 @@ pub struct Metrics {
     pub time_to_ready: Histogram,
     /// 1 while this replica holds the Lease and reconciles.
     pub leader: Gauge,
+    /// Objects this process keeps per-object state for (backoff, recorded ids): it must fall back
+    /// when objects go.
+    pub tracked_objects: Gauge,
 }
 
 impl Default for Metrics {
@@ -135,6 +138,12 @@ impl Default for Metrics {
         );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the Lease and reconciles", leader.clone());
+        let tracked_objects = Gauge::default();
+        registry.register(
+            "tracked_objects",
+            "Environments this process keeps per-object state for (backoff, recorded remote ids)",
+            tracked_objects.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -144,6 +153,7 @@ impl Default for Metrics {
             cp_request_duration,
             time_to_ready,
             leader,
+            tracked_objects,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The emulator's fault-injection knobs and call counters do what later tests rely on.
 
+use std::io::Write;
 use std::time::Duration;
 
 use kubiya_cp_emulator::{Config, Emulator, Faults};
@@ -55,4 +56,15 @@ async fn faults_can_be_switched_on_and_off_and_calls_are_counted() {
         .await
         .unwrap();
     assert_eq!(calls["GET /api/v1/environments"], 6);
+}
+
+/// A plain `cargo test` does not build the end-to-end tests (they need the test API server that
+/// `make test` starts): say so once, on stderr itself, which libtest does not capture.
+#[test]
+fn say_how_to_run_the_end_to_end_tests() {
+    if !cfg!(feature = "e2e") {
+        let note =
+            "note: the end-to-end tests are not built by a plain `cargo test`; run them with `make test`\n";
+        let _ = std::io::stderr().write_all(note.as_bytes());
+    }
 }

@@ -4,6 +4,8 @@
 #
 #   tests/run.sh [cargo test args...]      e.g. tests/run.sh --test e2e delete
 #
+# The end-to-end tests are built only with the cargo feature `e2e`, which this script turns on.
+#
 # The test API server runs on its own ports and state directory, beside a `make demo` one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,4 +52,11 @@ trap '$APISERVER stop >/dev/null 2>&1 || true' EXIT
 $APISERVER start
 
 export KUBIYA_TEST_KUBECONFIG=$TA_RUN/kubeconfig
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --features e2e "$@"
+# Least privilege, both ways: the RBAC of the install paths against every request the suite's
+# operators made (the test API server audits their identity). Only after a whole run: a
+# filtered one does less than the RBAC grants.
+if [ $# -eq 0 ]; then
+	KUBIYA_TEST_AUDIT_LOG=$TA_RUN/audit.log cargo test --locked --features e2e --test e2e -- \
+		--ignored --exact install::rbac_grants_exactly_what_the_suite_used
+fi

@@ -1,5 +1,5 @@
 //! Fault injection and call counting, for tests and benchmarks: latency, a share of 5xx, 429 with
-//! `Retry-After`, requests that never answer, malformed bodies. Applies to the API routes only
+//! `Retry-After`, requests that never answer, malformed or huge bodies, redirects. Applies to the API routes only
 //! (`/api/v1/...`), never to health checks or the emulator's own `/_emulator/...` routes.
 
 use std::collections::BTreeMap;
@@ -35,6 +35,13 @@ pub struct Faults {
     pub server_error: f64,
     /// Requests carried out whose answer body is cut short (invalid JSON).
     pub malformed: f64,
+    /// Requests carried out whose answer is padded past `huge_body_bytes` (as a huge organization's
+    /// unpaginated list, or something hostile in between, would).
+    pub huge_body: f64,
+    /// Size of a huge answer, in bytes.
+    pub huge_body_bytes: usize,
+    /// Requests refused with `307 Temporary Redirect` to this URL (a moved or hijacked endpoint).
+    pub redirect_to: Option<String>,
 }
 
 /// Calls per route: `"POST /api/v1/environments"` → count.
@@ -100,6 +107,13 @@ pub async fn layer(State(store): State<Arc<Store>>, path: MatchedPath, req: Requ
         }
         return r;
     }
+    if let Some(to) = &f.redirect_to {
+        let mut r = StatusCode::TEMPORARY_REDIRECT.into_response();
+        if let Ok(v) = HeaderValue::from_str(to) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return r;
+    }
     if draw(f.server_error) {
         let code = if method == axum::http::Method::GET {
             StatusCode::SERVICE_UNAVAILABLE
@@ -110,7 +124,17 @@ pub async fn layer(State(store): State<Arc<Store>>, path: MatchedPath, req: Requ
     }
     let hang = draw(f.hang);
     let malformed = draw(f.malformed);
+    let huge = draw(f.huge_body);
     let response = next.run(req).await;
+    if huge {
+        // Valid JSON, just big: whitespace before the real body.
+        let (mut parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+        let mut padded = vec![b' '; f.huge_body_bytes];
+        padded.extend_from_slice(&bytes);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(padded));
+    }
     if hang {
         std::future::pending::<()>().await;
     }

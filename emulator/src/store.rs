@@ -223,8 +223,18 @@ impl Store {
             let env = &mut o.envs[idx];
             for (k, v) in body.iter() {
                 match k.as_str() {
-                    "name" | "display_name" | "description" | "tags" | "settings" | "execution_environment" => {
+                    "name" | "display_name" | "description" => {
                         env.doc.insert(k.clone(), v.clone());
+                    }
+                    // An explicit null empties these rather than nulling them (the server's
+                    // columns are NOT NULL with defaults).
+                    "tags" | "settings" | "execution_environment" => {
+                        let v = match (k.as_str(), v) {
+                            ("tags", Value::Null) => json!([]),
+                            (_, Value::Null) => json!({}),
+                            _ => v.clone(),
+                        };
+                        env.doc.insert(k.clone(), v);
                     }
                     "status" => {
                         env.workflow = None;

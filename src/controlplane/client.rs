@@ -26,6 +26,10 @@ const WORKER_COMMAND: &str = "/api/v1/environments/{id}/worker-command";
 const ATTEMPTS: u32 = 3;
 /// Longest `Retry-After` waited inside a call; longer ones go back to the reconcile's backoff.
 const MAX_INLINE_WAIT: Duration = Duration::from_secs(5);
+/// Largest answer read: about 10,000 environments in one (unpaginated) list. A bigger one, from a
+/// huge organization or something hostile in between, is refused rather than risking the
+/// operator's memory limit.
+pub const MAX_BODY: usize = 16 << 20;
 
 /// The Kubiya API key. `Debug` is redacted; the only way out is the Authorization header.
 #[derive(Clone)]
@@ -61,6 +65,18 @@ pub struct ClientConfig {
     pub metrics: Arc<Metrics>,
 }
 
+/// Why a client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "the API key is empty or holds a space, a line break or a character that is not printable \
+         ASCII: check the Secret or file it comes from"
+    )]
+    InvalidKey,
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+}
+
 /// A typed client for `/api/v1/environments`. Cheap to clone (one connection pool).
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -72,15 +88,23 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(config: ClientConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: ClientConfig) -> Result<Self, BuildError> {
+        // Keys are JWTs: printable ASCII without spaces. Anything else is a mistake (a line
+        // break inside the file, a pasted typographic quote) better told at once than as 401s.
+        if config.api_key.is_empty() || !config.api_key.0.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(BuildError::InvalidKey);
+        }
+        let mut auth = HeaderValue::from_str(&format!("UserKey {}", config.api_key.0))
+            .map_err(|_| BuildError::InvalidKey)?;
+        auth.set_sensitive(true);
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            // A redirect would re-send the body, and the key, to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("kubiya-operator/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let mut auth = HeaderValue::from_str(&format!("UserKey {}", config.api_key.0))
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        auth.set_sensitive(true);
+            .build()
+            .map_err(BuildError::Http)?;
         Ok(Client {
             http,
             base: config.base_url,
@@ -194,20 +218,25 @@ impl Client {
         // not a success.
         let answer = async {
             let resp = req.header(AUTHORIZATION, self.auth.clone()).send().await?;
-            let (status, retry_after) = (resp.status(), retry_after(&resp));
-            Ok::<_, reqwest::Error>((status, retry_after, resp.bytes().await?))
+            let (status, retry_after, location) = (resp.status(), retry_after(&resp), location(&resp));
+            Ok::<_, reqwest::Error>((status, retry_after, location, read_capped(resp).await?))
         }
         .await;
         let code = answer.as_ref().ok().map(|(status, ..)| status.as_u16());
         self.metrics.cp_request(route, method, code, started.elapsed());
-        let (status, retry_after, body) =
+        let (status, retry_after, location, body) =
             answer.map_err(|source| Error::Transport { method, route, source })?;
+        let Some(body) = body else {
+            return Err(Error::TooLarge { method, route, limit: MAX_BODY });
+        };
+        if status.is_redirection() {
+            let target = location.unwrap_or_else(|| "nowhere (no Location header)".to_owned());
+            return Err(Error::Redirect { method, route, status: status.as_u16(), target });
+        }
         if status.is_success() {
             return Ok(Answer { body, status, method, route });
         }
-        let detail =
-            error_detail(&body).unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned());
-        Err(Error::api(method, route, status.as_u16(), detail, retry_after))
+        Err(Error::api(method, route, status.as_u16(), error_detail(&body).unwrap_or_default(), retry_after))
     }
 }
 
@@ -250,6 +279,31 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
+/// The whole body, or `None` once it passes [`MAX_BODY`] (the rest is not read).
+async fn read_capped(mut resp: Response) -> Result<Option<Bytes>, reqwest::Error> {
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(body)))
+}
+
+/// Where a redirect points: scheme, host and port only (a path or query could carry anything).
+fn location(resp: &Response) -> Option<String> {
+    let value = resp.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    let url = resp.url().join(value).ok()?;
+    Some(
+        format!("{}://{}", url.scheme(), url.host_str()?)
+            + &url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+    )
+}
+
 /// 200 ms, 400 ms, … with ±50 % jitter so that many objects don't retry in lockstep.
 fn backoff(attempt: u32) -> Duration {
     let base = 200u64 << attempt.min(6);
@@ -281,6 +335,20 @@ mod tests {
             c.url(LIST, &["id", "worker-command"]).as_str(),
             "http://cp.test/prefix/api/v1/environments/id/worker-command"
         );
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_a_header_is_refused() {
+        for bad in ["", "line\nbreak", "caf\u{e9}", "two words", "\u{201c}quoted\u{201d}"] {
+            let built = Client::new(ClientConfig {
+                base_url: Url::parse("http://cp.test").unwrap(),
+                api_key: ApiKey::new(bad),
+                timeout: Duration::from_secs(1),
+                max_concurrent: 1,
+                metrics: Arc::default(),
+            });
+            assert!(matches!(built, Err(BuildError::InvalidKey)), "{bad:?}");
+        }
     }
 
     #[test]

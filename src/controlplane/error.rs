@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// Longest `detail` quoted from a server answer: enough to act on, short enough that a SQL
 /// statement or stack trace leaking from the server does not flood status and Events.
-const MAX_DETAIL: usize = 300;
+pub const MAX_DETAIL: usize = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,9 +34,20 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The control plane (or something in front of it) redirected: never followed, so that a
+    /// request body (env vars, settings) and the API key never go to another host.
+    #[error(
+        "{method} {route}: control plane answered {status}, a redirect to {target}: set the control-plane URL to where it points, if that is right"
+    )]
+    Redirect { method: &'static str, route: &'static str, status: u16, target: String },
+    /// The answer's body is larger than the client accepts.
+    #[error("{method} {route}: the answer is larger than {limit} bytes")]
+    TooLarge { method: &'static str, route: &'static str, limit: usize },
 }
 
 impl Error {
+    /// An error answer; `detail` is the server's text, made fit to show by [`sanitize`] (the
+    /// status's reason phrase when nothing is left of it).
     pub(crate) fn api(
         method: &'static str,
         route: &'static str,
@@ -44,11 +55,10 @@ impl Error {
         detail: String,
         retry_after: Option<Duration>,
     ) -> Self {
-        // Only the first line: the server follows a database error with the SQL statement, its
-        // parameters and the failing row, which holds the worker token in plain text.
-        let mut detail = detail.lines().next().unwrap_or_default().trim().to_owned();
-        if crate::truncate_at_char_boundary(&mut detail, MAX_DETAIL) {
-            detail.push('…');
+        let mut detail = sanitize(&detail);
+        if detail.is_empty() {
+            let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason());
+            detail = reason.unwrap_or("error").to_owned();
         }
         Error::Api { method, route, status, detail, retry_after }
     }
@@ -76,6 +86,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport { .. } | Error::Decode { .. } => true,
+            Error::Redirect { .. } | Error::TooLarge { .. } => false,
             Error::Api { status, detail, .. } => {
                 matches!(status, 408 | 429 | 500..=599) && !(*status == 500 && is_database_rejection(detail))
             }
@@ -89,25 +100,45 @@ impl Error {
             _ => None,
         }
     }
+}
 
-    /// A bounded label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Transport { .. } => "transport",
-            Error::Decode { .. } => "decode",
-            Error::Api { status, .. } => match status {
-                400 => "400",
-                401 => "401",
-                403 => "403",
-                404 => "404",
-                409 => "409",
-                422 => "422",
-                429 => "429",
-                500..=599 => "5xx",
-                _ => "4xx",
-            },
+/// Text from the server made fit for status, Events and logs: its first line only (the server
+/// follows a database error with the SQL statement, its parameters and the failing row, which
+/// holds the worker token in plain text), anything token-shaped replaced by `<redacted>`, and at
+/// most [`MAX_DETAIL`] bytes.
+pub fn sanitize(text: &str) -> String {
+    let mut lines = text.split(['\n', '\r', '\u{2028}', '\u{2029}']).map(str::trim);
+    let line = lines.find(|l| !l.is_empty()).unwrap_or_default();
+    let mut out = String::with_capacity(line.len());
+    let mut word = String::new();
+    for c in line.chars().chain(std::iter::once(' ')) {
+        let c = if c.is_control() { ' ' } else { c };
+        if is_token_char(c) {
+            word.push(c);
+            continue;
         }
+        out.push_str(if is_token_shaped(&word) { "<redacted>" } else { &word });
+        word.clear();
+        out.push(c);
     }
+    out.pop(); // the space chained on above
+    if crate::truncate_at_char_boundary(&mut out, MAX_DETAIL) {
+        out.push('…');
+    }
+    out
+}
+
+/// Characters of API keys (JWTs: base64url, with dots between parts, each part checked alone),
+/// worker tokens (UUIDs) and base64 secrets.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '=')
+}
+
+/// Long runs of letters and digits mixed (UUIDs, JWT parts, keys), and anything starting like a
+/// JWT. Words, paths and SQL identifiers are shorter or lack one of the two.
+fn is_token_shaped(word: &str) -> bool {
+    let mixed = word.chars().any(|c| c.is_ascii_digit()) && word.chars().any(|c| c.is_ascii_alphabetic());
+    (word.len() >= 20 && mixed) || (word.len() >= 16 && word.starts_with("eyJ"))
 }
 
 /// `Failed to update environment: (psycopg2.errors.UniqueViolation) duplicate key value ...`:
@@ -146,6 +177,30 @@ mod tests {
             Error::api("GET", "/x", 500, "(psycopg2.errors.OperationalError) server closed".into(), None);
         assert!(lost.is_retryable());
         assert!(Error::api("GET", "/x", 500, "Internal Server Error".into(), None).is_retryable());
+    }
+
+    #[test]
+    fn tokens_are_redacted_and_words_are_kept() {
+        let jwt =
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJvcmdhbml6YXRpb24iOiJhY21lIn0.c2lnbmF0dXJlMTIzNDU2Nzg5";
+        let text = format!(
+            "Failed (psycopg2.errors.UniqueViolation) for 3f1c2d4e-5b6a-4c7d-8e9f-0a1b2c3d4e5f with key {jwt}, \
+             name=prod-eu-west-1 at /api/v1/environments"
+        );
+        let clean = sanitize(&text);
+        assert_eq!(
+            clean,
+            "Failed (psycopg2.errors.UniqueViolation) for <redacted> with key <redacted>.<redacted>.<redacted>, \
+             name=prod-eu-west-1 at /api/v1/environments"
+        );
+        assert_eq!(sanitize("  first line \nsecond"), "first line");
+        assert_eq!(sanitize("\n\n  after blank lines \nsecond"), "after blank lines");
+        assert_eq!(sanitize("key eyJhbGciOiJIUzI1NiJ9abc"), "key <redacted>");
+        for separator in ["\r", "\u{2028}", "\u{2029}", "\r\n"] {
+            assert_eq!(sanitize(&format!("one{separator}two")), "one", "{separator:?}");
+        }
+        assert_eq!(sanitize("tab\there\u{1b}[31m"), "tab here [31m");
+        assert_eq!(sanitize(""), "");
     }
 
     #[test]

@@ -6,8 +6,8 @@ mod client;
 mod error;
 mod wire;
 
-pub use client::{ApiKey, Client, ClientConfig};
-pub use error::Error;
+pub use client::{ApiKey, BuildError, Client, ClientConfig, MAX_BODY};
+pub use error::{Error, MAX_DETAIL, sanitize};
 pub use wire::{
     EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment, WorkerCommand, WorkerToken, error_detail,
 };

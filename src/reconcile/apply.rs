@@ -1,23 +1,29 @@
-//! The pass for a live resource: find the remote environment, create or correct it, publish the
-//! worker Secret, report.
+//! The pass for a live resource: find the remote environment (and whether this resource may
+//! manage it), create or correct it, publish the worker Secret, report.
 
-use kube::ResourceExt;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
+use super::ownership::{self, Claim, Decision, Liveness, Marker, Owner, Route};
 use super::plan::{self, Plan};
 use super::report::{self, publish};
 use super::status::Observation;
-use super::{Context, Error, worker_secret};
-use crate::controlplane::{EnvironmentBody, RemoteEnvironment};
+use super::{Context, Error, find_named, kubectl_target, worker_secret};
+use crate::controlplane::{EnvironmentBody, RemoteEnvironment, sanitize};
 use crate::metrics::{FieldLabels, field_label};
-use crate::resource::{ADOPT_ANNOTATION, Environment, Phase};
+use crate::resource::{ADOPT_ANNOTATION, Environment, Guarded, Phase};
+
+/// A remote environment this resource may write to, and whether it takes it in this pass.
+struct Found {
+    remote: RemoteEnvironment,
+    claim: Option<Claim>,
+}
 
 pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     if env.is_paused() {
-        info!(generation = env.metadata.generation, "paused: nothing written to the control plane");
         report::status(env, Observation::Paused, ctx).await?;
         return Ok(Action::await_change());
     }
@@ -25,116 +31,189 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     if env.status.is_none() && ctx.known_id(env).is_none() {
         report::status(env, Observation::Starting, ctx).await?;
     }
+    let me = ctx.owner(env);
+    let desired = plan::desired(env, &me);
 
-    // Observe.
-    let remote = observe(env, ctx).await?;
-
-    // Plan.
-    let desired = plan::desired(env);
-    let plan = plan::plan(&desired, remote.as_ref());
-
-    // Act.
-    let remote = match (plan, remote) {
-        (Plan::InSync, Some(remote)) => remote,
-        (Plan::Update(fields), Some(remote)) => update(env, &remote, &fields, ctx).await?,
-        (_, _) => create(env, &desired, ctx).await?,
+    // Observe: the environment this resource manages, or may take; else create it.
+    let found = match observe(env, &me, ctx).await? {
+        Some(found) => found,
+        None => create(env, &desired, &me, ctx).await?,
     };
+
+    // Plan, and act on it.
+    let remote = match plan::plan(&desired, found.remote) {
+        Plan::InSync(remote) => remote,
+        Plan::Update { remote, fields } => update(env, &remote, &fields, ctx).await?,
+    };
+    if let Some(claim) = found.claim {
+        announce(env, &remote, claim, ctx).await;
+    }
     let worker_secret =
         if remote.can_register() { Some(worker_secret::ensure(env, &remote, ctx).await?) } else { None };
 
     // Report.
     let phase = report::status(env, Observation::Remote { remote: &remote, worker_secret }, ctx).await?;
+    let was = env.status.as_ref().and_then(|s| s.phase);
+    if phase == Some(Phase::Error) && was != Some(Phase::Error) {
+        let why = remote.error_message.as_deref().map(sanitize).unwrap_or_default();
+        let note = format!("the control plane reports an error for environment {}: {why}", remote.id);
+        publish(env, ctx, EventType::Warning, "RemoteError", note).await;
+    }
     Ok(match phase {
         Some(Phase::Provisioning) => Action::requeue(ctx.provisioning_poll),
         _ => ctx.resync_action(),
     })
 }
 
-/// The remote environment this object manages, if it exists: by the id in status, else by the
-/// adoption annotation. Without either, there is none yet (a lost create is recovered in
-/// [`create`], by the owner marker).
-async fn observe(env: &Environment, ctx: &Context) -> Result<Option<RemoteEnvironment>, Error> {
+/// The remote environment this object manages or is asked to adopt, if it exists: by the id in
+/// status, else by the adoption annotation. Without either, there is none yet (a lost create is
+/// recovered in [`create`], by the owner marker).
+async fn observe(env: &Environment, me: &Owner, ctx: &Context) -> Result<Option<Found>, Error> {
     let known = ctx.known_id(env);
-    let (id, adopting) = match (known.as_deref(), env.annotation(ADOPT_ANNOTATION)) {
-        (Some(id), _) => (id, false),
-        (None, Some(id)) => (id.trim(), true),
+    let annotation = env.annotation(ADOPT_ANNOTATION).map(str::trim).filter(|a| !a.is_empty());
+    let (id, route) = match (known.as_deref(), annotation) {
+        // The annotation naming the recorded id is a standing consent to take it over.
+        (Some(id), Some(a)) if a == id => (id, Route::Annotation),
+        (Some(id), _) => (id, Route::Status),
+        (None, Some(a)) => (a, Route::Annotation),
         (None, None) => return Ok(None),
     };
-    match ctx.cp.get(id).await {
-        Ok(remote) => {
-            let uid = env.uid().unwrap_or_default();
-            if plan::owner_uid(&remote).is_some_and(|o| o != uid) {
-                return Err(Error::OwnedElsewhere {
-                    id: remote.id.clone(),
-                    owner: plan::owner_name(&remote),
-                });
-            }
-            if adopting {
-                ctx.remember_id(env, Some(&remote.id));
-                info!(environment_id = %remote.id, "adopting remote environment");
-                let note = format!(
-                    "adopted environment {:?} ({}); the spec is now enforced on it",
-                    remote.name, remote.id
-                );
-                publish(env, ctx, EventType::Normal, "Adopted", note).await;
-            }
-            Ok(Some(remote))
-        }
+    let remote = match ctx.cp.get(id).await {
+        Ok(remote) => remote,
         // Not found, or an id the database cannot even read: nothing to adopt.
-        Err(e) if adopting && (e.is_not_found() || !e.is_retryable()) => {
-            Err(Error::AdoptMissing { id: id.to_owned() })
+        Err(e) if known.is_none() && (e.is_not_found() || !e.is_retryable()) => {
+            return Err(Error::AdoptMissing { id: id.to_owned() });
         }
         Err(e) if e.is_not_found() => {
             ctx.remember_id(env, None);
             warn!(environment_id = id, "remote environment is gone; creating it again");
             let note = format!("environment {id} no longer exists in the control plane; creating it again");
             publish(env, ctx, EventType::Warning, "Recreating", note).await;
-            Ok(None)
+            return Ok(None);
         }
-        Err(source) => Err(Error::GetRemote { source }),
-    }
+        Err(source) => return Err(Error::GetRemote { source }),
+    };
+    let found = decide(env, me, remote, route, ctx, |refusal, remote| Error::OwnedElsewhere {
+        id: remote.id,
+        refusal,
+        target: kubectl_target(env),
+    })
+    .await?;
+    ctx.remember_id(env, Some(&found.remote.id));
+    Ok(Some(found))
 }
 
-/// Creates the remote environment. A 409 is ours when the same-named environment carries our
-/// owner marker (a create whose answer was lost); otherwise it is someone else's: a conflict.
+/// Creates the remote environment. A 409 means the name is taken: by this resource (a create
+/// whose answer was lost), by one it may take back, or by someone else (a conflict).
 async fn create(
     env: &Environment,
     desired: &EnvironmentBody,
+    me: &Owner,
     ctx: &Context,
-) -> Result<RemoteEnvironment, Error> {
-    match ctx.cp.create(desired).await {
+) -> Result<Found, Error> {
+    let conflict = match ctx.cp.create(desired).await {
         Ok(remote) => {
             ctx.remember_id(env, Some(&remote.id));
             // No Event: the status records the new id, and each Event is one more API-server
             // write per environment.
             info!(environment_id = %remote.id, "created remote environment");
-            // The create body cannot carry the enabled state; a follow-up PATCH sets it.
-            match plan::plan(desired, Some(&remote)) {
-                Plan::Update(fields) => update(env, &remote, &fields, ctx).await,
-                _ => Ok(remote),
-            }
+            return Ok(Found { remote, claim: None });
         }
-        Err(e) if e.is_conflict() => {
-            let all = ctx.cp.list(None).await.map_err(|source| Error::FindRemote { source })?;
-            let uid = env.uid().unwrap_or_default();
-            let ours = all.into_iter().find(|r| r.name == desired.name && plan::is_owned_by(r, &uid));
-            let Some(remote) = ours else {
-                return Err(Error::NameConflict { name: desired.name.clone() });
-            };
-            ctx.remember_id(env, Some(&remote.id));
-            info!(environment_id = %remote.id, "recovered remote environment created by an earlier pass");
-            match plan::plan(desired, Some(&remote)) {
-                Plan::Update(fields) => update(env, &remote, &fields, ctx).await,
-                _ => Ok(remote),
-            }
-        }
-        Err(source) => Err(Error::CreateRemote { source }),
+        Err(e) if e.is_conflict() => e,
+        Err(source) => return Err(Error::CreateRemote { source }),
+    };
+    // Gone again between the two calls: the next pass creates it.
+    let Some(remote) = find_named(ctx, &desired.name).await? else {
+        return Err(Error::CreateRemote { source: conflict });
+    };
+    let found = decide(env, me, remote, Route::Name, ctx, |refusal, remote| Error::NameConflict {
+        name: desired.name.clone(),
+        id: remote.id,
+        refusal,
+        target: kubectl_target(env),
+    })
+    .await?;
+    if found.claim.is_none() {
+        info!(environment_id = %found.remote.id, "recovered remote environment created by an earlier pass");
     }
+    ctx.remember_id(env, Some(&found.remote.id));
+    Ok(found)
+}
+
+/// Gathers what the ownership decision needs (whether the marked object still exists) and
+/// applies it; a refusal becomes the error `refused` makes of it.
+async fn decide(
+    env: &Environment,
+    me: &Owner,
+    remote: RemoteEnvironment,
+    route: Route,
+    ctx: &Context,
+    refused: impl FnOnce(ownership::Refusal, RemoteEnvironment) -> Error,
+) -> Result<Found, Error> {
+    let marker = Marker::read(&remote.settings);
+    let liveness = match ownership::needs_liveness(marker.as_ref(), me) {
+        Some(owner) => liveness(owner, ctx).await?,
+        None => Liveness::Live,
+    };
+    match ownership::decide(marker.as_ref(), me, route, liveness) {
+        Decision::Manage => Ok(Found { remote, claim: None }),
+        Decision::Claim(claim) => {
+            info!(environment_id = %remote.id, ?claim, namespace = %env.metadata.namespace.as_deref().unwrap_or_default(), "taking the remote environment");
+            Ok(Found { remote, claim: Some(claim) })
+        }
+        Decision::Refuse(refusal) => Err(refused(refusal, remote)),
+    }
+}
+
+/// Whether the Environment a marker names still exists: same namespace and name, same UID.
+async fn liveness(owner: &Owner, ctx: &Context) -> Result<Liveness, Error> {
+    let api: Api<Guarded> = Api::namespaced(ctx.kube.clone(), &owner.namespace);
+    match api.get_metadata_opt(&owner.name).await {
+        Ok(Some(found)) if found.metadata.uid.as_deref() == Some(owner.uid.as_str()) => Ok(Liveness::Live),
+        Ok(_) => Ok(Liveness::Gone),
+        // Not allowed to look in that namespace (a namespaced install): assume it lives.
+        Err(kube::Error::Api(s)) if s.code == 403 => Ok(Liveness::Unknown),
+        Err(source) => Err(Error::ReadOwner { source }),
+    }
+}
+
+/// Says, once the marker is written, that this resource took the environment.
+async fn announce(env: &Environment, remote: &RemoteEnvironment, claim: Claim, ctx: &Context) {
+    let (reason, note) = match claim {
+        Claim::Reclaimed => (
+            "Reclaimed",
+            format!(
+                "took back environment {:?} ({}): its previous holder of this name released it or no longer exists",
+                remote.name, remote.id
+            ),
+        ),
+        Claim::Adopted { previous } => {
+            let from = match previous {
+                None => String::new(),
+                Some(m) if m.released => format!(" (released by {})", m.owner),
+                Some(m) => {
+                    format!(" (it was managed by {}{})", m.owner, cluster_note(&m.owner, &ctx.cluster))
+                }
+            };
+            (
+                "Adopted",
+                format!(
+                    "adopted environment {:?} ({}){from}; the spec is now enforced on it",
+                    remote.name, remote.id
+                ),
+            )
+        }
+    };
+    publish(env, ctx, EventType::Normal, reason, note).await;
+}
+
+fn cluster_note(owner: &Owner, cluster: &str) -> &'static str {
+    if owner.cluster == cluster { ", which no longer exists" } else { " in another cluster" }
 }
 
 /// One PATCH of the differing fields. When the spec did not change since the last successful
 /// pass, the difference is drift (someone changed the environment outside Kubernetes): said so in
-/// an Event and counted per field.
+/// an Event and counted per field. A write of the owner marker alone is neither.
 async fn update(
     env: &Environment,
     remote: &RemoteEnvironment,
@@ -147,7 +226,9 @@ async fn update(
         s.environment_id.as_deref() == Some(remote.id.as_str())
             && s.observed_generation == env.metadata.generation
     });
-    if settled {
+    if plan::only_the_marker(fields, remote) {
+        info!(environment_id = %remote.id, "wrote the owner marker");
+    } else if settled {
         info!(environment_id = %remote.id, fields = %names, "corrected drift");
         for f in fields.keys() {
             ctx.metrics.drift_corrections.get_or_create(&FieldLabels { field: field_label(f) }).inc();

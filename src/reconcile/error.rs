@@ -1,8 +1,9 @@
 //! Reconcile errors: which operation failed, whether waiting can fix it, and what a human should
 //! do about it. Messages never contain the API key or a worker token.
 
-use kube::runtime::finalizer;
+use std::time::Duration;
 
+use super::ownership::Refusal;
 use crate::controlplane;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,16 +33,20 @@ pub enum Error {
         #[source]
         source: controlplane::Error,
     },
+    #[error("releasing the remote environment (marking its owner marker released) failed")]
+    ReleaseRemote {
+        #[source]
+        source: controlplane::Error,
+    },
     #[error("fetching the worker command failed")]
     WorkerCommand {
         #[source]
         source: controlplane::Error,
     },
-    #[error(
-        "a control-plane environment named {name:?} already exists and was not created for this \
-         resource: choose another spec.name, or delete that environment"
-    )]
-    NameConflict { name: String },
+    #[error("{}", conflict(name, id, refusal, target))]
+    NameConflict { name: String, id: String, refusal: Refusal, target: String },
+    #[error("{}", owned_elsewhere(id, refusal, target))]
+    OwnedElsewhere { id: String, refusal: Refusal, target: String },
     #[error(
         "Secret {name:?} already exists and is not owned by this Environment: delete it, or set \
          spec.workerSecret.name to another name"
@@ -52,13 +57,25 @@ pub enum Error {
          control plane (or belongs to another organization): fix or remove the annotation"
     )]
     AdoptMissing { id: String },
-    #[error(
-        "the environment {id} is managed by Environment {owner} (its owner marker in settings): \
-         two resources must not manage one environment"
-    )]
-    OwnedElsewhere { id: String, owner: String },
+    #[error("the Environment cannot be decoded: {error}; fix or delete it")]
+    Undecodable { error: String },
+    #[error("reading the worker Secret failed")]
+    ReadSecret {
+        #[source]
+        source: kube::Error,
+    },
     #[error("writing the worker Secret failed")]
     WriteSecret {
+        #[source]
+        source: kube::Error,
+    },
+    #[error("checking whether the Environment named in the owner marker still exists failed")]
+    ReadOwner {
+        #[source]
+        source: kube::Error,
+    },
+    #[error("reading the Environment CustomResourceDefinition failed (is it being deleted?)")]
+    ReadCrd {
         #[source]
         source: kube::Error,
     },
@@ -72,140 +89,308 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("the pass took longer than {0:?} and was abandoned")]
+    Timeout(Duration),
     #[error("the object has no name or namespace")]
     Unnamed,
 }
 
+/// What an error means to the people and tools watching: one row per kind of error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kind {
+    /// The CamelCase reason in conditions and Events.
+    pub reason: &'static str,
+    /// A bounded label for metrics: the operation that failed.
+    pub metric: &'static str,
+    /// Retrying without a change is unlikely to succeed: `Stalled`, retried only slowly.
+    pub permanent: bool,
+    /// Appended to the message: what to do.
+    pub advice: &'static str,
+}
+
+const RETRY: &str = " (will retry)";
+
+/// The longest a server's `Retry-After` holds an object back: a longer one (by mistake, or from
+/// a proxy) would otherwise park it, deletion included, for as long as it says.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 impl Error {
-    /// Unwraps kube's finalizer wrapper so that callers see our own variants.
-    pub fn from_finalizer(e: finalizer::Error<Error>) -> Self {
-        match e {
-            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-            finalizer::Error::AddFinalizer(source) | finalizer::Error::RemoveFinalizer(source) => {
-                Error::Finalizer { source }
-            }
-            finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => Error::Unnamed,
+    /// The row of the table for this error.
+    pub fn kind(&self) -> Kind {
+        let row = |reason, metric, permanent, advice| Kind { reason, metric, permanent, advice };
+        match self {
+            Error::GetRemote { source } => remote(source, "get_remote"),
+            Error::CreateRemote { source } => remote(source, "create_remote"),
+            Error::FindRemote { source } => remote(source, "find_remote"),
+            Error::UpdateRemote { source } => remote(source, "update_remote"),
+            Error::DeleteRemote { source } => remote(source, "delete_remote"),
+            Error::ReleaseRemote { source } => remote(source, "release_remote"),
+            Error::WorkerCommand { source } => remote(source, "worker_command"),
+            Error::NameConflict { .. } => row("NameConflict", "name_conflict", true, ""),
+            Error::OwnedElsewhere { .. } => row("OwnedElsewhere", "owned_elsewhere", true, ""),
+            Error::SecretConflict { .. } => row("SecretConflict", "secret_conflict", true, ""),
+            Error::AdoptMissing { .. } => row("AdoptionFailed", "adopt_missing", true, ""),
+            Error::Undecodable { .. } => row("InvalidSpec", "undecodable", true, ""),
+            Error::ReadSecret { .. } => row("KubernetesApiError", "read_secret", false, RETRY),
+            Error::WriteSecret { .. } => row("KubernetesApiError", "write_secret", false, RETRY),
+            Error::ReadOwner { .. } => row("KubernetesApiError", "read_owner", false, RETRY),
+            Error::ReadCrd { .. } => row("KubernetesApiError", "read_crd", false, RETRY),
+            Error::WriteStatus { .. } => row("KubernetesApiError", "write_status", false, RETRY),
+            Error::Finalizer { .. } => row("KubernetesApiError", "finalizer", false, RETRY),
+            Error::Timeout(_) => row("Timeout", "timeout", false, RETRY),
+            Error::Unnamed => row("InvalidObject", "unnamed", true, ""),
         }
     }
 
-    fn control_plane(&self) -> Option<&controlplane::Error> {
+    /// Permanent errors need a human: retrying without a change is unlikely to succeed.
+    pub fn is_permanent(&self) -> bool {
+        self.kind().permanent
+    }
+
+    /// The CamelCase reason used in conditions and Events.
+    pub fn reason(&self) -> &'static str {
+        self.kind().reason
+    }
+
+    /// How long the server asked us to wait, if it did, at most [`MAX_RETRY_AFTER`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.asked_to_wait().map(|d| d.min(MAX_RETRY_AFTER))
+    }
+
+    fn asked_to_wait(&self) -> Option<Duration> {
         match self {
             Error::GetRemote { source }
             | Error::CreateRemote { source }
             | Error::FindRemote { source }
             | Error::UpdateRemote { source }
             | Error::DeleteRemote { source }
-            | Error::WorkerCommand { source } => Some(source),
+            | Error::ReleaseRemote { source }
+            | Error::WorkerCommand { source } => source.retry_after(),
             _ => None,
         }
     }
 
-    /// Permanent errors need a human: retrying without a change cannot succeed.
-    pub fn is_permanent(&self) -> bool {
-        match self {
-            Error::NameConflict { .. }
-            | Error::SecretConflict { .. }
-            | Error::AdoptMissing { .. }
-            | Error::OwnedElsewhere { .. }
-            | Error::Unnamed => true,
-            _ => self.control_plane().is_some_and(|e| !e.is_retryable()),
-        }
-    }
-
-    /// How long the server asked us to wait, if it did.
-    pub fn retry_after(&self) -> Option<std::time::Duration> {
-        self.control_plane().and_then(controlplane::Error::retry_after)
-    }
-
-    /// The CamelCase reason used in conditions and Events.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::NameConflict { .. } => "NameConflict",
-            Error::AdoptMissing { .. } => "AdoptionFailed",
-            Error::OwnedElsewhere { .. } => "OwnedElsewhere",
-            Error::SecretConflict { .. } => "SecretConflict",
-            Error::WriteSecret { .. } | Error::WriteStatus { .. } | Error::Finalizer { .. } => {
-                "KubernetesApiError"
-            }
-            Error::Unnamed => "InvalidObject",
-            _ => match self.control_plane().and_then(controlplane::Error::status) {
-                Some(401) => "Unauthorized",
-                Some(403) => "Forbidden",
-                Some(400 | 409 | 422) => "Rejected",
-                Some(500) if self.is_permanent() => "Rejected",
-                Some(404) => "NotFound",
-                _ => "ControlPlaneUnavailable",
-            },
-        }
-    }
-
-    /// A bounded label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::GetRemote { .. } => "get_remote",
-            Error::CreateRemote { .. } => "create_remote",
-            Error::FindRemote { .. } => "find_remote",
-            Error::UpdateRemote { .. } => "update_remote",
-            Error::DeleteRemote { .. } => "delete_remote",
-            Error::WorkerCommand { .. } => "worker_command",
-            Error::NameConflict { .. } => "name_conflict",
-            Error::AdoptMissing { .. } => "adopt_missing",
-            Error::OwnedElsewhere { .. } => "owned_elsewhere",
-            Error::SecretConflict { .. } => "secret_conflict",
-            Error::WriteSecret { .. } => "write_secret",
-            Error::WriteStatus { .. } => "write_status",
-            Error::Finalizer { .. } => "finalizer",
-            Error::Unnamed => "unnamed",
-        }
-    }
-
-    /// The whole cause chain in one line, with advice where the cause is one a user can fix.
+    /// The whole cause chain in one line, with advice.
     pub fn explain(&self) -> String {
-        let mut text = crate::error_chain(self);
-        let advice = match self.reason() {
-            "Unauthorized" => " (check the API key the operator runs with: KUBIYA_API_KEY)",
-            "Forbidden" => " (the operator's API key may not manage environments)",
-            "Rejected" if !matches!(self, Error::DeleteRemote { .. }) => " (fix the Environment spec)",
-            "NotFound" => " (check the control-plane URL the operator runs with)",
-            _ if !self.is_permanent() => " (will retry)",
-            _ => "",
-        };
-        text.push_str(advice);
-        text
+        let chain = crate::error_chain(self);
+        match self.asked_to_wait() {
+            Some(asked) if asked > MAX_RETRY_AFTER => format!(
+                "{chain} (the control plane asked to wait {}s; will retry in {}s, the most the operator waits)",
+                asked.as_secs(),
+                MAX_RETRY_AFTER.as_secs()
+            ),
+            Some(asked) => {
+                format!("{chain} (will retry in {}s, as the control plane asked)", asked.as_secs())
+            }
+            None => chain + self.kind().advice,
+        }
+    }
+}
+
+/// The row for a failed control-plane call, from the answer's class. `metric` names the call.
+fn remote(e: &controlplane::Error, metric: &'static str) -> Kind {
+    let (reason, advice) = match e.status() {
+        Some(401) => ("Unauthorized", " (check the API key the operator runs with: KUBIYA_API_KEY)"),
+        Some(403) => ("Forbidden", " (the operator's API key may not manage environments)"),
+        // A refused deletion has nothing to do with the spec; the Orphan hint follows it.
+        Some(400 | 409 | 422 | 500) if metric == "delete_remote" && !e.is_retryable() => ("Rejected", ""),
+        Some(400 | 409 | 422 | 500) if !e.is_retryable() => ("Rejected", " (fix the Environment spec)"),
+        Some(404) => ("NotFound", " (check the control-plane URL the operator runs with)"),
+        _ => ("ControlPlaneUnavailable", RETRY),
+    };
+    Kind { reason, metric, permanent: !e.is_retryable(), advice }
+}
+
+/// The command that hands an environment to the resource `target` (`environment/x -n ns`).
+fn adopt_command(id: &str, target: &str) -> String {
+    format!("kubectl annotate {target} kubiya.ai/environment-id={id}")
+}
+
+fn conflict(name: &str, id: &str, refusal: &Refusal, target: &str) -> String {
+    let head = format!("a control-plane environment named {name:?} ({id}) already exists");
+    let adopt = adopt_command(id, target);
+    match refusal {
+        Refusal::Foreign => format!(
+            "{head} and was not created by this operator: choose another spec.name, or take it over \
+             (its fields become this spec's) with `{adopt}`"
+        ),
+        Refusal::Released(o) => format!("{head} and was released by {o}: to take it over, `{adopt}`"),
+        Refusal::GoneOwner(o) => {
+            format!("{head}; it was managed by {o}, which no longer exists: to take it over, `{adopt}`")
+        }
+        Refusal::LiveOwner(o) => format!(
+            "{head} and is managed by {o} in this cluster: choose another spec.name, or let that \
+             resource go first (`kubectl annotate environment/{} -n {} kubiya.ai/deletion-policy=Orphan` \
+             and delete it), then `{adopt}`",
+            o.name, o.namespace
+        ),
+        Refusal::OtherCluster(o) => format!(
+            "{head} and is managed from another cluster ({o}): to move it to this cluster, `{adopt}`; \
+             the other cluster's resource then stops managing it"
+        ),
+    }
+}
+
+fn owned_elsewhere(id: &str, refusal: &Refusal, target: &str) -> String {
+    let adopt = adopt_command(id, target);
+    match refusal {
+        Refusal::Foreign => format!("the environment {id} carries no owner marker: to manage it, `{adopt}`"),
+        Refusal::Released(o) => {
+            format!("the environment {id} was released by {o}: to take it over, `{adopt}`")
+        }
+        Refusal::GoneOwner(o) => format!(
+            "the environment {id} is marked as managed by {o}, which no longer exists: to take it \
+             over, `{adopt}`"
+        ),
+        Refusal::LiveOwner(o) => format!(
+            "the environment {id} is managed by {o} in this cluster: two resources must not manage \
+             one environment; delete this resource (nothing remote is deleted), or let that one \
+             go first (`kubectl annotate environment/{} -n {} kubiya.ai/deletion-policy=Orphan` and \
+             delete it), then `{adopt}`",
+            o.name, o.namespace
+        ),
+        Refusal::OtherCluster(o) => format!(
+            "the environment {id} is now managed from another cluster ({o}): this resource no \
+             longer writes to it, and deleting it leaves the environment alone; to take it back, `{adopt}`"
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reconcile::ownership::Owner;
 
     fn cp(status: u16) -> controlplane::Error {
-        controlplane::Error::Api {
-            method: "POST",
-            route: "/api/v1/environments",
+        controlplane::Error::api(
+            "POST",
+            "/api/v1/environments",
             status,
-            detail: "body.name: String should have at least 2 characters".into(),
-            retry_after: None,
-        }
+            "body.name: String should have at least 2 characters".into(),
+            None,
+        )
     }
 
     #[test]
-    fn classification_and_reasons() {
+    fn control_plane_answers_are_classified_by_status() {
         let e = Error::CreateRemote { source: cp(422) };
-        assert!(e.is_permanent());
-        assert_eq!(e.reason(), "Rejected");
+        assert_eq!(
+            e.kind(),
+            Kind {
+                reason: "Rejected",
+                metric: "create_remote",
+                permanent: true,
+                advice: " (fix the Environment spec)"
+            }
+        );
         assert_eq!(
             e.explain(),
             "creating the remote environment failed: POST /api/v1/environments: control plane \
              answered 422: body.name: String should have at least 2 characters (fix the Environment spec)"
         );
-        let e = Error::GetRemote { source: cp(401) };
-        assert!(e.is_permanent());
-        assert_eq!(e.reason(), "Unauthorized");
-        let e = Error::GetRemote { source: cp(503) };
-        assert!(!e.is_permanent());
-        assert_eq!(e.reason(), "ControlPlaneUnavailable");
-        assert!(e.explain().ends_with("(will retry)"));
-        assert!(Error::NameConflict { name: "x".into() }.is_permanent());
+        let rows = [
+            (401, "Unauthorized", true),
+            (403, "Forbidden", true),
+            (400, "Rejected", true),
+            (409, "Rejected", true),
+            (404, "NotFound", true),
+            (500, "ControlPlaneUnavailable", false),
+            (503, "ControlPlaneUnavailable", false),
+            (429, "ControlPlaneUnavailable", false),
+        ];
+        for (status, reason, permanent) in rows {
+            let e = Error::GetRemote { source: cp(status) };
+            assert_eq!((e.reason(), e.is_permanent()), (reason, permanent), "{status}");
+            assert_eq!(e.explain().ends_with(RETRY), !permanent, "{status}");
+        }
+        let refused = Error::DeleteRemote {
+            source: controlplane::Error::api(
+                "DELETE",
+                "/x",
+                400,
+                "Cannot delete the default environment".into(),
+                None,
+            ),
+        };
+        assert_eq!(refused.reason(), "Rejected");
+        assert!(!refused.explain().contains("fix the Environment spec"));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_a_cap_and_said() {
+        let throttled = |secs| Error::CreateRemote {
+            source: controlplane::Error::api(
+                "POST",
+                "/x",
+                429,
+                "Too Many Requests".into(),
+                Some(Duration::from_secs(secs)),
+            ),
+        };
+        assert_eq!(throttled(7).retry_after(), Some(Duration::from_secs(7)));
+        assert!(throttled(7).explain().ends_with("(will retry in 7s, as the control plane asked)"));
+        assert_eq!(throttled(300).retry_after(), Some(MAX_RETRY_AFTER));
+        let years = throttled(100_000_000);
+        assert_eq!(years.retry_after(), Some(MAX_RETRY_AFTER));
+        assert!(
+            years.explain().contains("asked to wait 100000000s; will retry in 300s"),
+            "{}",
+            years.explain()
+        );
+        assert_eq!(Error::CreateRemote { source: cp(503) }.retry_after(), None);
+    }
+
+    #[test]
+    fn every_kubernetes_error_is_transient_and_every_refusal_permanent() {
+        let refusal = Refusal::Foreign;
+        let permanent = [
+            Error::NameConflict {
+                name: "n".into(),
+                id: "i".into(),
+                refusal: refusal.clone(),
+                target: "t".into(),
+            },
+            Error::OwnedElsewhere { id: "i".into(), refusal, target: "t".into() },
+            Error::SecretConflict { name: "s".into() },
+            Error::AdoptMissing { id: "i".into() },
+            Error::Undecodable { error: "e".into() },
+            Error::Unnamed,
+        ];
+        for e in permanent {
+            assert!(e.is_permanent(), "{e:?}");
+            assert!(!e.explain().ends_with(RETRY), "{e:?}");
+        }
+        assert!(!Error::Timeout(Duration::from_secs(1)).is_permanent());
+        assert_eq!(Error::Undecodable { error: "e".into() }.reason(), "InvalidSpec");
+    }
+
+    #[test]
+    fn conflicts_say_which_case_and_give_the_command() {
+        let o =
+            Owner { cluster: "c".into(), uid: "u".into(), namespace: "team-a".into(), name: "mover".into() };
+        let target = "environment/mover -n team-b";
+        let cases = [
+            (Refusal::Foreign, "not created by this operator"),
+            (Refusal::Released(o.clone()), "released by Environment team-a/mover"),
+            (Refusal::GoneOwner(o.clone()), "no longer exists"),
+            (Refusal::LiveOwner(o.clone()), "managed by Environment team-a/mover in this cluster"),
+            (Refusal::OtherCluster(o.clone()), "managed from another cluster"),
+        ];
+        for (refusal, says) in cases {
+            let e = Error::NameConflict {
+                name: "prod".into(),
+                id: "id-1".into(),
+                refusal: refusal.clone(),
+                target: target.into(),
+            };
+            let text = e.to_string();
+            assert!(text.contains(says), "{text}");
+            assert!(
+                text.contains("kubectl annotate environment/mover -n team-b kubiya.ai/environment-id=id-1"),
+                "{text}"
+            );
+            let e = Error::OwnedElsewhere { id: "id-1".into(), refusal, target: target.into() };
+            assert!(e.to_string().contains("kubiya.ai/environment-id=id-1"), "{e}");
+        }
     }
 }

@@ -1,58 +1,26 @@
-//! What the remote environment should look like, and what to do about it. Pure: no client.
+//! What the remote environment should look like, and what to write to it. Pure: no client.
 
 use serde_json::{Map, Value, json};
 
+use super::ownership::{Marker, OWNER_KEY, Owner, with_marker};
 use crate::controlplane::{EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment};
 use crate::resource::{Environment, RemoteState};
 
-/// Key in the remote `settings` under which the operator stamps the environments it creates, so
-/// that a crash between the create call and the status write is recovered, never duplicated, and
-/// a same-named environment that is not ours is recognised as a conflict.
-pub const OWNER_KEY: &str = "kubiya.ai/owner";
-
-/// What a reconcile pass must do to the control plane.
+/// What a reconcile pass must write to an existing remote environment.
 #[derive(Debug, PartialEq)]
 pub enum Plan {
-    /// No remote environment: create it.
-    Create,
-    /// The remote environment differs: PATCH these fields (name → new value).
-    Update(Map<String, Value>),
     /// Nothing to write.
-    InSync,
+    InSync(RemoteEnvironment),
+    /// The remote environment differs: PATCH these fields (name → new value).
+    Update { remote: RemoteEnvironment, fields: Map<String, Value> },
 }
 
-/// The owner marker for `env`: the object's UID, namespace and name.
-pub fn owner_marker(env: &Environment) -> Value {
-    json!({
-        "uid": env.metadata.uid.as_deref().unwrap_or_default(),
-        "namespace": env.metadata.namespace.as_deref().unwrap_or_default(),
-        "name": env.metadata.name.as_deref().unwrap_or_default(),
-    })
-}
-
-/// The UID in `remote`'s owner marker, if it has one.
-pub fn owner_uid(remote: &RemoteEnvironment) -> Option<&str> {
-    remote.settings.get(OWNER_KEY)?.get("uid")?.as_str().filter(|u| !u.is_empty())
-}
-
-/// The `namespace/name` in `remote`'s owner marker, for messages.
-pub fn owner_name(remote: &RemoteEnvironment) -> String {
-    let m = remote.settings.get(OWNER_KEY);
-    let field = |k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_str).unwrap_or("?");
-    format!("{}/{}", field("namespace"), field("name"))
-}
-
-/// Whether `remote` carries the marker of the object with this UID.
-pub fn is_owned_by(remote: &RemoteEnvironment, uid: &str) -> bool {
-    owner_uid(remote).is_some_and(|u| u == uid)
-}
-
-/// The remote environment the spec asks for: the create body, and the reference for updates.
-pub fn desired(env: &Environment) -> EnvironmentBody {
+/// The remote environment the spec asks for, marked as `owner`'s: the create body, and the
+/// reference for updates.
+pub fn desired(env: &Environment, owner: &Owner) -> EnvironmentBody {
     let spec = &env.spec;
     let name = env.remote_name().to_owned();
-    let mut settings = spec.settings.clone().unwrap_or_default();
-    settings.insert(OWNER_KEY.to_owned(), owner_marker(env));
+    let settings = with_marker(&spec.settings.clone().unwrap_or_default(), &Marker::held_by(owner));
     let exec = spec.execution_environment.clone().unwrap_or_default();
     EnvironmentBody {
         // The server defaults display_name to the name; so do we, so that removing
@@ -74,14 +42,23 @@ pub fn desired(env: &Environment) -> EnvironmentBody {
     }
 }
 
-/// Decides between create, update and nothing. Only fields the server stores and returns are
+/// Decides between an update and nothing. Only fields the server stores and returns are
 /// compared: `priority` and `policy_ids` are dropped by today's server and would never converge.
-pub fn plan(desired: &EnvironmentBody, remote: Option<&RemoteEnvironment>) -> Plan {
-    let Some(remote) = remote else {
-        return Plan::Create;
+pub fn plan(desired: &EnvironmentBody, remote: RemoteEnvironment) -> Plan {
+    let fields = diff(desired, &remote);
+    if fields.is_empty() { Plan::InSync(remote) } else { Plan::Update { remote, fields } }
+}
+
+/// Whether `fields` only rewrite the owner marker: not a change anyone made to the environment
+/// (a claim, or a marker from an older version brought up to date).
+pub fn only_the_marker(fields: &Map<String, Value>, remote: &RemoteEnvironment) -> bool {
+    let Some(Value::Object(settings)) = fields.get("settings") else { return false };
+    let without = |s: &Map<String, Value>| {
+        let mut s = s.clone();
+        s.remove(OWNER_KEY);
+        s
     };
-    let fields = diff(desired, remote);
-    if fields.is_empty() { Plan::InSync } else { Plan::Update(fields) }
+    fields.len() == 1 && without(settings) == without(&remote.settings)
 }
 
 /// The fields of `desired` that `remote` does not match, as a PATCH body.
@@ -157,6 +134,10 @@ mod tests {
         e
     }
 
+    fn owner() -> Owner {
+        Owner { cluster: "c".into(), uid: "uid-1".into(), namespace: "ns".into(), name: "prod".into() }
+    }
+
     /// What the server would return right after creating `body`.
     fn created(body: &EnvironmentBody) -> RemoteEnvironment {
         serde_json::from_value(json!({
@@ -167,40 +148,58 @@ mod tests {
         .unwrap()
     }
 
+    fn update_of(plan: Plan) -> Map<String, Value> {
+        match plan {
+            Plan::Update { fields, .. } => fields,
+            Plan::InSync(_) => panic!("expected an update"),
+        }
+    }
+
     #[test]
     fn desired_body_is_canonical_and_marked() {
-        let d = desired(&env());
+        let d = desired(&env(), &owner());
         assert_eq!(d.name, "PROD");
         assert_eq!(d.display_name.as_deref(), Some("PROD"));
         assert_eq!(d.tags, ["a", "b"]);
         assert_eq!(d.execution_environment.secrets, ["S1", "S2"]);
-        assert_eq!(d.settings[OWNER_KEY]["uid"], "uid-1");
-        assert_eq!(d.settings[OWNER_KEY]["namespace"], "ns");
+        assert_eq!(d.priority, Some(3));
+        assert_eq!(d.policy_ids, ["p"]);
+        assert_eq!(d.status, None);
+        assert_eq!(Marker::read(&d.settings), Some(Marker::held_by(&owner())));
     }
 
     #[test]
-    fn missing_remote_is_created_and_fresh_remote_is_in_sync() {
-        let d = desired(&env());
-        assert_eq!(plan(&d, None), Plan::Create);
-        assert_eq!(plan(&d, Some(&created(&d))), Plan::InSync);
+    fn a_display_name_is_kept_and_metadata_name_is_the_default_name() {
+        let mut e = env();
+        e.spec.name = None;
+        e.spec.display_name = Some("Production".into());
+        let d = desired(&e, &owner());
+        assert_eq!((d.name.as_str(), d.display_name.as_deref()), ("prod", Some("Production")));
+    }
+
+    #[test]
+    fn a_fresh_remote_is_in_sync_and_keeps_the_remote() {
+        let d = desired(&env(), &owner());
+        let r = created(&d);
+        assert_eq!(plan(&d, r.clone()), Plan::InSync(r));
     }
 
     #[test]
     fn ignored_fields_and_list_order_are_not_drift() {
-        let d = desired(&env());
+        let d = desired(&env(), &owner());
         let mut r = created(&d);
         r.tags.reverse();
         r.execution_environment.secrets.reverse();
-        assert_eq!(plan(&d, Some(&r)), Plan::InSync);
+        assert!(matches!(plan(&d, r), Plan::InSync(_)));
     }
 
     #[test]
     fn only_differing_fields_are_patched() {
-        let d = desired(&env());
+        let d = desired(&env(), &owner());
         let mut r = created(&d);
         r.description = Some("changed by hand".into());
         r.execution_environment.env_vars.insert("X".into(), "1".into());
-        let Plan::Update(f) = plan(&d, Some(&r)) else { panic!("expected an update") };
+        let f = update_of(plan(&d, r));
         assert_eq!(f.keys().collect::<Vec<_>>(), ["description", "execution_environment"]);
         assert_eq!(f["description"], Value::Null);
         assert_eq!(
@@ -209,38 +208,62 @@ mod tests {
         );
     }
 
+    /// Each field on its own: a difference in it alone is a PATCH of it alone.
     #[test]
-    fn a_lost_owner_marker_is_restored() {
-        let d = desired(&env());
+    fn every_compared_field_is_patched_on_its_own() {
+        let d = desired(&env(), &owner());
+        type Change = Box<dyn Fn(&mut RemoteEnvironment)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("name", Box::new(|r| r.name = "other".into())),
+            ("display_name", Box::new(|r| r.display_name = Some("other".into()))),
+            ("description", Box::new(|r| r.description = Some("other".into()))),
+            ("tags", Box::new(|r| r.tags.push("z".into()))),
+            ("settings", Box::new(|r| drop(r.settings.insert("k".into(), json!(1))))),
+            ("execution_environment", Box::new(|r| r.execution_environment.integration_ids.push("i".into()))),
+            (
+                "execution_environment",
+                Box::new(|r| drop(r.execution_environment.mcp_servers.insert("m".into(), json!({})))),
+            ),
+        ];
+        for (field, change) in cases {
+            let mut r = created(&d);
+            change(&mut r);
+            let f = update_of(plan(&d, r));
+            assert_eq!(f.keys().collect::<Vec<_>>(), [field]);
+        }
+    }
+
+    #[test]
+    fn a_lost_or_foreign_owner_marker_is_rewritten_and_only_that_is_the_marker_alone() {
+        let d = desired(&env(), &owner());
         let mut r = created(&d);
         r.settings.remove(OWNER_KEY);
-        assert!(!is_owned_by(&r, "uid-1"));
-        let Plan::Update(f) = plan(&d, Some(&r)) else { panic!("expected an update") };
-        assert!(f.contains_key("settings"));
+        let f = update_of(plan(&d, r.clone()));
+        assert_eq!(f.keys().collect::<Vec<_>>(), ["settings"]);
+        assert!(only_the_marker(&f, &r));
+        r.settings.insert("k".into(), json!(1));
+        let f = update_of(plan(&d, r.clone()));
+        assert!(!only_the_marker(&f, &r), "another settings key changed too");
+        r.settings.remove("k");
+        r.description = Some("x".into());
+        let f = update_of(plan(&d, r.clone()));
+        assert!(!only_the_marker(&f, &r), "another field changed too");
     }
 
     #[test]
     fn the_enabled_state_is_enforced_only_when_settled() {
         let mut e = env();
         e.spec.state = Some(RemoteState::Inactive);
-        let d = desired(&e);
+        let d = desired(&e, &owner());
         let mut r = created(&d);
-        let Plan::Update(f) = plan(&d, Some(&r)) else { panic!("expected an update") };
-        assert_eq!(f["status"], "inactive");
+        assert_eq!(update_of(plan(&d, r.clone()))["status"], "inactive");
+        r.status = "active".into();
+        assert_eq!(update_of(plan(&d, r.clone()))["status"], "inactive");
         r.status = "inactive".into();
-        assert_eq!(plan(&d, Some(&r)), Plan::InSync);
-        for busy in ["provisioning", "error"] {
+        assert!(matches!(plan(&d, r.clone()), Plan::InSync(_)));
+        for busy in ["provisioning", "error", "pending"] {
             r.status = busy.into();
-            assert_eq!(plan(&d, Some(&r)), Plan::InSync, "{busy}");
+            assert!(matches!(plan(&d, r.clone()), Plan::InSync(_)), "{busy}");
         }
-    }
-
-    #[test]
-    fn ownership_needs_the_same_uid() {
-        let d = desired(&env());
-        let r = created(&d);
-        assert!(is_owned_by(&r, "uid-1"));
-        assert!(!is_owned_by(&r, "uid-2"));
-        assert!(!is_owned_by(&r, ""));
     }
 }

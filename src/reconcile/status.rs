@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::error::Error;
-use crate::controlplane::RemoteEnvironment;
+use crate::controlplane::{RemoteEnvironment, sanitize};
 use crate::resource::{Environment, EnvironmentStatus, Phase, RECONCILE_REQUEST_ANNOTATION};
 
 pub const READY: &str = "Ready";
@@ -19,6 +19,8 @@ pub enum Observation<'a> {
     Remote { remote: &'a RemoteEnvironment, worker_secret: Option<String> },
     /// The resource is being deleted.
     Deleting,
+    /// The resource is being deleted, and paused: the finalizer stays, nothing remote is written.
+    DeletionPaused,
     /// The pass failed.
     Failed(&'a Error),
     /// `kubiya.ai/paused: "true"`: nothing is written to the control plane.
@@ -28,6 +30,24 @@ pub enum Observation<'a> {
 /// Appended to a failed deletion's message: the way out when the control plane refuses.
 pub const ORPHAN_HINT: &str =
     "; to leave the remote environment and finish deleting, annotate kubiya.ai/deletion-policy=Orphan";
+
+/// What the three conditions say after a pass. They share one reason and one message; the phase
+/// message is the same text.
+struct Verdict {
+    phase: Option<Phase>,
+    ready: Ready,
+    reconciling: bool,
+    stalled: bool,
+    reason: &'static str,
+    message: String,
+}
+
+enum Ready {
+    True,
+    False,
+    /// Left as it was: a Ready environment with transient trouble, or paused, is still Ready.
+    Kept,
+}
 
 /// The status to report after a pass. `lastTransitionTime` moves only when a condition flips;
 /// `lastSyncedTime` is stamped by [`with_sync_time`] only when something else changed.
@@ -44,105 +64,157 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
         ..old.clone()
     };
     let deleting = env.metadata.deletion_timestamp.is_some();
-    // (ready, reconciling, stalled), each as (is true, reason, message)
-    let (ready, reconciling, stalled): (Cond, Cond, Cond);
-    match obs {
-        Observation::Starting => {
-            s.phase = Some(Phase::Pending);
-            s.message = Some("creating the environment in the control plane".into());
-            ready = (false, "Creating", s.message.clone());
-            reconciling = (true, "Creating", s.message.clone());
-            stalled = (false, "Creating", None);
-        }
+    let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
+    let v = match obs {
+        Observation::Starting => Verdict {
+            phase: Some(Phase::Pending),
+            ready: Ready::False,
+            reconciling: true,
+            stalled: false,
+            reason: "Creating",
+            message: "creating the environment in the control plane".into(),
+        },
         Observation::Remote { remote, worker_secret } => {
             s.environment_id = Some(remote.id.clone());
             s.remote_name = Some(remote.name.clone());
             s.remote_status = Some(remote.status.clone());
             s.can_register = Some(remote.can_register());
             s.worker_secret_name = worker_secret.or(old.worker_secret_name);
-            match remote.status.as_str() {
-                "ready" | "active" => {
-                    s.phase = Some(Phase::Ready);
-                    s.message = Some(format!("environment is {}", remote.status));
-                    ready = (true, "Ready", s.message.clone());
-                    reconciling = (false, "Ready", None);
-                    stalled = (false, "Ready", None);
-                }
-                "error" => {
-                    s.phase = Some(Phase::Error);
-                    let why = remote.error_message.as_deref().unwrap_or("no error message given");
-                    s.message = Some(format!("the control plane reports an error: {why}"));
-                    ready = (false, "RemoteError", s.message.clone());
-                    reconciling = (false, "RemoteError", None);
-                    stalled = (true, "RemoteError", s.message.clone());
-                }
-                "inactive" | "archived" => {
-                    s.phase = Some(Phase::Inactive);
-                    s.message = Some(format!("the environment is {} in the control plane", remote.status));
-                    ready = (false, "Inactive", s.message.clone());
-                    reconciling = (false, "Inactive", None);
-                    stalled = (false, "Inactive", None);
-                }
-                other => {
-                    s.phase = Some(Phase::Provisioning);
-                    s.message = Some(format!("the control plane is provisioning the environment ({other})"));
-                    ready = (false, "Provisioning", s.message.clone());
-                    reconciling = (true, "Provisioning", s.message.clone());
-                    stalled = (false, "Provisioning", None);
-                }
-            }
+            remote_verdict(remote)
         }
-        Observation::Deleting => {
-            s.phase = Some(Phase::Deleting);
-            s.message = Some("deleting".into());
-            ready = (false, "Deleting", s.message.clone());
-            reconciling = (true, "Deleting", s.message.clone());
-            stalled = (false, "Deleting", None);
-        }
+        Observation::Deleting => Verdict {
+            phase: Some(Phase::Deleting),
+            ready: Ready::False,
+            reconciling: true,
+            stalled: false,
+            reason: "Deleting",
+            message: "deleting".into(),
+        },
+        Observation::DeletionPaused => Verdict {
+            phase: Some(Phase::Deleting),
+            ready: Ready::False,
+            reconciling: false,
+            stalled: false,
+            reason: "Paused",
+            message: "deletion paused by annotation kubiya.ai/paused: the finalizer stays and nothing \
+                      is written to the control plane; to go on, remove the annotation (the deletion \
+                      policy then applies), or annotate kubiya.ai/deletion-policy=Orphan to leave the \
+                      remote environment as it is"
+                .into(),
+        },
         Observation::Paused => {
             // The spec is not acted upon while paused: observedGeneration stays where it was, so
             // that no health check mistakes a paused change for an applied one.
             s.observed_generation = old.observed_generation.or(generation);
-            s.message =
-                Some("paused by annotation kubiya.ai/paused: nothing is written to the control plane".into());
-            let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
-            ready = (was_ready, if was_ready { "Ready" } else { "Paused" }, s.message.clone());
-            reconciling = (false, "Paused", s.message.clone());
-            stalled = (false, "Paused", None);
+            Verdict {
+                phase: old.phase,
+                ready: if was_ready { Ready::Kept } else { Ready::False },
+                reconciling: false,
+                stalled: false,
+                reason: "Paused",
+                message: "paused by annotation kubiya.ai/paused: nothing is written to the control plane"
+                    .into(),
+            }
         }
         Observation::Failed(e) => {
-            let reason = e.reason();
-            s.message = Some(e.explain() + if deleting { ORPHAN_HINT } else { "" });
+            let message = e.explain() + if deleting { ORPHAN_HINT } else { "" };
+            let phase = if deleting { Some(Phase::Deleting) } else { old.phase.or(Some(Phase::Pending)) };
             if e.is_permanent() {
-                s.phase = Some(if deleting { Phase::Deleting } else { Phase::Error });
-                ready = (false, reason, s.message.clone());
-                reconciling = (false, reason, None);
-                stalled = (true, reason, s.message.clone());
+                let phase = if deleting { phase } else { Some(Phase::Error) };
+                Verdict {
+                    phase,
+                    ready: Ready::False,
+                    reconciling: false,
+                    stalled: true,
+                    reason: e.reason(),
+                    message,
+                }
             } else {
                 // Transient trouble: keep what was known (a Ready environment most likely still
                 // is, unless there is a spec change it has not got yet) and say that work is
                 // under way.
-                s.phase = if deleting { Some(Phase::Deleting) } else { old.phase.or(Some(Phase::Pending)) };
-                let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True")
-                    && old.observed_generation == generation
-                    && !deleting;
-                ready = if was_ready {
-                    (true, "Ready", find(&old.conditions, READY).map(|c| c.message.clone()))
-                } else {
-                    (false, reason, s.message.clone())
-                };
-                reconciling = (true, reason, s.message.clone());
-                stalled = (false, reason, None);
+                let keep = was_ready && old.observed_generation == generation && !deleting;
+                let ready = if keep { Ready::Kept } else { Ready::False };
+                Verdict { phase, ready, reconciling: true, stalled: false, reason: e.reason(), message }
             }
         }
-    }
+    };
+    s.phase = v.phase;
+    s.message = Some(v.message.clone());
     let observed = s.observed_generation;
-    s.conditions = vec![
-        condition(&old.conditions, READY, ready, observed, now),
-        condition(&old.conditions, RECONCILING, reconciling, observed, now),
-        condition(&old.conditions, STALLED, stalled, observed, now),
-    ];
+    let cond =
+        |type_: &str, is: bool| condition(&old.conditions, type_, is, v.reason, &v.message, observed, now);
+    let ready = match v.ready {
+        Ready::True => cond(READY, true),
+        Ready::False => cond(READY, false),
+        Ready::Kept => match find(&old.conditions, READY) {
+            Some(c) => Condition { observed_generation: observed, ..c.clone() },
+            None => cond(READY, true),
+        },
+    };
+    s.conditions = vec![ready, cond(RECONCILING, v.reconciling), cond(STALLED, v.stalled)];
     s
+}
+
+/// The status patch for an Environment that cannot be decoded: Stalled `InvalidSpec`, with the
+/// decoder's message. A merge patch, since the old status could not be read either.
+pub fn undecodable(generation: Option<i64>, message: &str, now: &Time) -> serde_json::Value {
+    let cond = |type_: &str, is: bool| condition(&[], type_, is, "InvalidSpec", message, generation, now);
+    let status = EnvironmentStatus {
+        phase: Some(Phase::Error),
+        observed_generation: generation,
+        message: Some(message.to_owned()),
+        conditions: vec![cond(READY, false), cond(RECONCILING, false), cond(STALLED, true)],
+        ..Default::default()
+    };
+    serde_json::json!({ "status": status })
+}
+
+/// The verdict on a remote environment after a successful pass, from its status.
+fn remote_verdict(remote: &RemoteEnvironment) -> Verdict {
+    let status = remote.status.as_str();
+    match status {
+        "ready" | "active" => Verdict {
+            phase: Some(Phase::Ready),
+            ready: Ready::True,
+            reconciling: false,
+            stalled: false,
+            reason: "Ready",
+            message: format!("environment is {status}"),
+        },
+        "error" => {
+            // The server's text, like every error detail, is cut to its first line, bounded, and
+            // stripped of anything that looks like a token.
+            let why = remote.error_message.as_deref().map(sanitize).filter(|m| !m.is_empty());
+            Verdict {
+                phase: Some(Phase::Error),
+                ready: Ready::False,
+                reconciling: false,
+                stalled: true,
+                reason: "RemoteError",
+                message: format!(
+                    "the control plane reports an error: {}",
+                    why.as_deref().unwrap_or("no error message given")
+                ),
+            }
+        }
+        "inactive" | "archived" => Verdict {
+            phase: Some(Phase::Inactive),
+            ready: Ready::False,
+            reconciling: false,
+            stalled: false,
+            reason: "Inactive",
+            message: format!("the environment is {status} in the control plane"),
+        },
+        other => Verdict {
+            phase: Some(Phase::Provisioning),
+            ready: Ready::False,
+            reconciling: true,
+            stalled: false,
+            reason: "Provisioning",
+            message: format!("the control plane is provisioning the environment ({})", sanitize(other)),
+        },
+    }
 }
 
 /// Whether `new` says something `old` did not (the sync time aside).
@@ -193,8 +265,6 @@ pub fn with_sync_time(mut s: EnvironmentStatus, now: &Time) -> EnvironmentStatus
     s
 }
 
-type Cond = (bool, &'static str, Option<String>);
-
 fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
@@ -202,7 +272,9 @@ fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
 fn condition(
     old: &[Condition],
     type_: &str,
-    (is, reason, message): Cond,
+    is: bool,
+    reason: &str,
+    message: &str,
     generation: Option<i64>,
     now: &Time,
 ) -> Condition {
@@ -215,7 +287,7 @@ fn condition(
         type_: type_.to_owned(),
         status: status.to_owned(),
         reason: reason.to_owned(),
-        message: message.unwrap_or_default(),
+        message: message.to_owned(),
         observed_generation: generation,
         last_transition_time,
     }
@@ -344,7 +416,12 @@ mod tests {
 
     #[test]
     fn permanent_failure_is_stalled() {
-        let err = Error::NameConflict { name: "prod".into() };
+        let err = Error::NameConflict {
+            name: "prod".into(),
+            id: "id-1".into(),
+            refusal: crate::reconcile::ownership::Refusal::Foreign,
+            target: "environment/prod -n ns".into(),
+        };
         let s = next(&env(), Observation::Failed(&err), &t(2));
         assert_eq!(s.phase, Some(Phase::Error));
         assert_eq!(cond(&s, STALLED).status, "True");

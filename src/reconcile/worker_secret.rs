@@ -75,15 +75,30 @@ pub fn is_owned(secret: &Secret, env: &Environment) -> bool {
     secret.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
 }
 
+/// Whether `secret` was `env`'s before it was deleted and applied again (a restore, a
+/// reinstall): controlled by an Environment of the same name with another UID, which no longer
+/// exists since this one holds the name. Kubernetes' garbage collector would delete it in time;
+/// it is taken over instead.
+pub fn was_owned_before(secret: &Secret, env: &Environment) -> bool {
+    let uid = env.uid();
+    secret.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && o.kind == "Environment"
+            && o.api_version.starts_with("kubiya.ai/")
+            && Some(&o.name) == env.metadata.name.as_ref()
+            && Some(&o.uid) != uid.as_ref()
+    })
+}
+
 /// Makes the worker Secret current; returns its name. Asks the control plane for the worker
 /// command only when the Secret is missing or stale, and never overwrites a Secret it does not own.
 pub async fn ensure(env: &Environment, remote: &RemoteEnvironment, ctx: &Context) -> Result<String, Error> {
     let ns = env.namespace().ok_or(Error::Unnamed)?;
     let name = env.worker_secret_name();
     let api: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
-    let existing = api.get_opt(&name).await.map_err(|source| Error::WriteSecret { source })?;
+    let existing = api.get_opt(&name).await.map_err(|source| Error::ReadSecret { source })?;
     if let Some(s) = &existing {
-        if !is_owned(s, env) {
+        if !is_owned(s, env) && !was_owned_before(s, env) {
             return Err(Error::SecretConflict { name });
         }
         if is_current(s, env, remote) {
@@ -167,6 +182,24 @@ mod tests {
         let mut s = build(&env(), "id-1", &cmd());
         s.metadata.owner_references = None;
         assert!(!is_owned(&s, &env()));
+        assert!(!was_owned_before(&s, &env()));
         assert!(!is_current(&s, &env(), &remote("tok")));
+    }
+
+    #[test]
+    fn a_secret_of_an_earlier_environment_of_the_same_name_is_taken_over() {
+        let s = build(&env(), "id-1", &cmd());
+        let mut again = env();
+        again.metadata.uid = Some("uid-2".into());
+        assert!(!is_owned(&s, &again));
+        assert!(was_owned_before(&s, &again));
+        assert!(!is_current(&s, &again, &remote("tok")), "rewritten, with the new owner");
+        assert!(!was_owned_before(&s, &env()), "its own is not an earlier one");
+        let mut other = again.clone();
+        other.metadata.name = Some("other".into());
+        assert!(!was_owned_before(&s, &other), "another name");
+        let mut foreign = s.clone();
+        foreign.metadata.owner_references.as_mut().unwrap()[0].kind = "ConfigMap".into();
+        assert!(!was_owned_before(&foreign, &again), "another kind");
     }
 }

@@ -191,11 +191,9 @@ impl Leader {
 }
 
 /// This replica's name in the Lease: the pod name in a cluster, else host and process id.
-pub fn identity() -> String {
-    if let Ok(pod) = std::env::var("POD_NAME")
-        && !pod.is_empty()
-    {
-        return pod;
+pub fn identity(pod_name: Option<&str>) -> String {
+    if let Some(pod) = pod_name.filter(|p| !p.is_empty()) {
+        return pod.to_owned();
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())

@@ -315,14 +315,54 @@ contexts:
   context: {cluster: test-apiserver, user: admin, namespace: default}
 current-context: test-apiserver
 EOF
+	# The same server, as the operator: its token instead of the admin's certificate.
+	cat >"$RUN/operator-kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: test-apiserver
+  cluster:
+    server: https://127.0.0.1:$TA_API_PORT
+    certificate-authority-data: $(base64 -w0 "$RUN/certs/apiserver.crt")
+users:
+- name: operator
+  user:
+    token: $(cat "$RUN/operator-token")
+contexts:
+- name: test-apiserver
+  context: {cluster: test-apiserver, user: operator, namespace: default}
+current-context: test-apiserver
+EOF
 	log "etcd ready in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')s, apiserver ready in $(since "$t1")s" \
 		"(pids $(cat "$RUN/etcd.pid") $(cat "$RUN/apiserver.pid")); KUBECONFIG=$RUN/kubeconfig"
 }
 
+# The identity the operator runs as in tests, as a Pod's service-account token would give it:
+# a static token (the test API server has no token controller), and its requests in an audit log
+# (what the least-privilege check of the install manifests compares RBAC with). No RBAC runs
+# here, so the group system:masters lets it act.
+OPERATOR_USER=system:serviceaccount:kubiya-system:kubiya-operator
+operator_identity() {
+	[ -s "$RUN/operator-token" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$RUN/operator-token"
+	printf '%s,%s,kubiya-operator-uid,"system:serviceaccounts,system:serviceaccounts:kubiya-system,system:authenticated,system:masters"\n' \
+		"$(cat "$RUN/operator-token")" "$OPERATOR_USER" >"$RUN/tokens.csv"
+	cat >"$RUN/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: ["$OPERATOR_USER"]
+- level: None
+EOF
+}
+
 # The API server process alone, on the running etcd.
 start_apiserver() {
-	local i auth=(--client-ca-file "$TA_HOME/pki/ca.crt")
+	local i auth=(--client-ca-file "$TA_HOME/pki/ca.crt" --token-auth-file "$RUN/tokens.csv"
+		--audit-policy-file "$RUN/audit-policy.yaml" --audit-log-path "$RUN/audit.log" --audit-log-format json)
 	[ "$TA_ANONYMOUS" = 1 ] && auth+=(--insecure-anonymous-admin)
+	operator_identity
 	# shellcheck disable=SC2086
 	nohup "$TA_HOME/bin/test-apiserver" --etcd-servers "http://127.0.0.1:$TA_ETCD_PORT" \
 		--bind-address 127.0.0.1 --secure-port "$TA_API_PORT" --cert-dir "$RUN/certs" "${auth[@]}" $TA_ARGS \

@@ -115,6 +115,11 @@ pub fn all() -> Vec<Scenario> {
                 step("PATCH", &one("a")).json(json!({"description": null})),
                 step("PATCH", &one("a")).json(json!({"execution_environment": {"env_vars": {"A": "1"}}})),
                 step("PATCH", &one("a")).json(json!({"tags": ["x"], "settings": {"a": 1}, "display_name": "D"})),
+                // Explicit nulls of the NOT NULL columns: emptied, not nulled.
+                step("PATCH", &one("a")).json(json!({"tags": null, "settings": null, "execution_environment": null})),
+                // A settings object with the owner marker released, as an Orphan deletion writes it.
+                step("PATCH", &one("a")).json(json!({"settings": {"kubiya.ai/owner":
+                    {"cluster": "c", "uid": "u", "namespace": "ns", "name": "n", "released": true}}})),
                 step("PATCH", &one("a")).json(json!({"status": "inactive"})),
                 step("PATCH", &one("a")).json(json!({"status": "bogus"})),
                 step("PATCH", &one("a")).json(json!({"name": "other"})),

@@ -9,30 +9,39 @@ use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::EnvironmentSpec;
 use serde_json::json;
 
-use crate::support::{TestBed, condition, is_ready};
+use crate::support::{TestBed, condition, is_ready, wait_until};
 
 const RESOURCES: usize = 16;
 const ROUNDS: usize = 6;
+/// Kills per phase that must land mid-batch (see [`kill_rounds`]), for the phase to be tested.
+const MIN_LANDED: usize = 2;
 
-fn calls(bed: &TestBed, route: &str) -> u64 {
-    bed.emulator.calls().get(route).copied().unwrap_or(0)
-}
-
-/// Starts the operator and kills it once it has made 1–3 more calls on `route` (or after a
-/// while), `rounds` times; returns how many kills landed.
+/// Starts the operator and kills it once it has made 1–3 more calls on `route`, `rounds` times;
+/// returns how many kills landed mid-batch, that is right after such a call. A round in which
+/// the calls do not come within 5 s (the batch is done) kills an idle operator: not counted.
 async fn kill_rounds(bed: &mut TestBed, route: &str, rounds: usize) -> usize {
-    let mut kills = 0;
+    let mut landed = 0;
     for _ in 0..rounds {
         bed.start_operator();
-        let target = calls(bed, route) + 1 + fastrand::u64(0..3);
+        let target = bed.calls(route) + 1 + fastrand::u64(0..3);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while calls(bed, route) < target && tokio::time::Instant::now() < deadline {
+        // Polled at random intervals, so that kills fall at varied points of a pass.
+        while bed.calls(route) < target && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(fastrand::u64(1..20))).await;
         }
+        let mid_batch = bed.calls(route) >= target;
         bed.kill_operator().await;
-        kills += 1;
+        landed += usize::from(mid_batch);
     }
-    kills
+    landed
+}
+
+/// Fails unless enough kills of a phase landed mid-batch: otherwise it proved little.
+fn assert_landed(phase: &str, landed: usize) {
+    assert!(
+        landed >= MIN_LANDED,
+        "only {landed} of {ROUNDS} kills during the {phase} landed mid-batch (at least {MIN_LANDED} must)"
+    );
 }
 
 fn name(i: usize) -> String {
@@ -48,26 +57,39 @@ async fn killing_the_operator_during_creates_updates_and_deletes_never_duplicate
         ..EmulatorConfig::default()
     };
     let mut bed = TestBed::without_operator("crash", emulator).await;
+    // Two calls at a time: a batch lasts long enough that a kill lands in it, not after it, even
+    // on a busy machine where the kill comes well after the call it waited for.
+    bed.operator_env.push(("KUBIYA_MAX_CONCURRENT_REQUESTS", "2".into()));
 
     // Creates.
     for i in 0..RESOURCES {
         bed.create(&name(i), EnvironmentSpec::default()).await;
     }
-    let mut kills = kill_rounds(&mut bed, "POST /api/v1/environments", ROUNDS).await;
+    assert_landed("creates", kill_rounds(&mut bed, "POST /api/v1/environments", ROUNDS).await);
 
-    // Updates, while creates may still be pending.
+    // Updates, while creates may still be pending. Half the creates recorded first: a create still
+    // pending carries the new spec and needs no PATCH, so without them there might be no update
+    // to kill the operator in.
+    bed.start_operator();
+    wait_until("half the creates recorded in status", || async {
+        let list = bed.envs.list(&Default::default()).await.expect("list");
+        let recorded =
+            list.items.iter().filter(|e| e.status.as_ref().is_some_and(|s| s.environment_id.is_some()));
+        recorded.count() >= RESOURCES / 2
+    })
+    .await;
+    bed.kill_operator().await;
     for i in 0..RESOURCES {
         let patch = json!({"spec": {"description": format!("v2 of {i}")}});
         bed.envs.patch(&name(i), &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     }
-    kills += kill_rounds(&mut bed, "PATCH /api/v1/environments/{id}", ROUNDS).await;
+    assert_landed("updates", kill_rounds(&mut bed, "PATCH /api/v1/environments/{id}", ROUNDS).await);
 
     // Deletes of every other resource.
     for i in (0..RESOURCES).step_by(2) {
         bed.envs.delete(&name(i), &DeleteParams::default()).await.unwrap();
     }
-    kills += kill_rounds(&mut bed, "DELETE /api/v1/environments/{id}", ROUNDS).await;
-    assert!(kills >= 3 * ROUNDS);
+    assert_landed("deletes", kill_rounds(&mut bed, "DELETE /api/v1/environments/{id}", ROUNDS).await);
 
     bed.start_operator();
     for i in 0..RESOURCES {

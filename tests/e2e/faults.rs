@@ -65,6 +65,7 @@ async fn a_batch_reaches_ready_through_5xx_429_hangs_and_malformed_bodies() {
         hang: 0.05,
         malformed: 0.05,
         latency_ms: 2,
+        ..Faults::default()
     };
     let emulator = EmulatorConfig { provisioning: Duration::ZERO, faults, ..EmulatorConfig::default() };
     let mut bed = TestBed::without_operator("faults", emulator).await;

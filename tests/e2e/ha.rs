@@ -1,9 +1,10 @@
 //! Two replicas: exactly one reconciles; when it dies (SIGKILL) or is stopped (SIGTERM, mid
-//! batch) the other takes over and converges, losing no update and creating nothing twice.
+//! batch) the other takes over and converges, losing no update and creating nothing twice. And a
+//! leader cut off from the API server stops before its Lease could pass to another replica.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -14,6 +15,7 @@ use serde_json::json;
 use tokio::process::Child;
 use tokio::time::Instant;
 
+use crate::cluster::PrivateCluster;
 use crate::support::{TIMEOUT, TestBed, is_ready, try_http_get, wait_until};
 
 fn provisioning(ms: u64) -> EmulatorConfig {
@@ -159,4 +161,43 @@ async fn sigterm_mid_batch_releases_the_lease_and_the_next_leader_converges() {
         );
         assert!(secrets.get_opt(&format!("{name}-worker")).await.expect("get").is_some(), "{name}-worker");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_api_server_steps_down_before_its_lease_could_pass_on() {
+    const LEASE: Duration = Duration::from_secs(8);
+    // Its own API server, to stop it.
+    let cluster = PrivateCluster::start_at("cutoff-apiserver", ["17043", "12979", "12980"]);
+    let mut bed = TestBed::on_cluster(cluster.kubeconfig(), "cutoff", EmulatorConfig::default()).await;
+    bed.operator_env.push(("KUBIYA_LEASE_DURATION", format!("{}s", LEASE.as_secs())));
+    bed.start_operator();
+    bed.create("up", EnvironmentSpec::default()).await;
+    bed.wait_for("up", "Ready", is_ready).await;
+    // The leader must stop before a standby could take its Lease: a Lease duration after its
+    // last renewal (which may land while the API server is being stopped). Its exit is timed
+    // here while the stop script runs (which returns later); it comes after stepping down.
+    let keep_data = [("TA_KEEP_DATA", "1")];
+    let ((status, exited), ()) = tokio::join!(
+        async {
+            let status = bed.wait_operator_exit(LEASE + Duration::from_secs(10)).await;
+            (status, SystemTime::now())
+        },
+        cluster.script_async("stop", &keep_data),
+    );
+    // A leader can only fail by losing its Lease (no other replica here: by the renewals not
+    // landing). That is an error exit, so that the kubelet restarts it; a panic would be 101.
+    assert_eq!(status.code(), Some(1), "stepping down exits with 1:\n{}", bed.operator_log());
+
+    cluster.script_with("start", &keep_data);
+    let client = crate::support::test_client(&cluster.kubeconfig()).await;
+    let leases: Api<Lease> = Api::namespaced(client, &bed.namespace);
+    let lease = leases.get("kubiya-operator").await.expect("the lease, kept with etcd's data");
+    let renewed = lease.spec.and_then(|s| s.renew_time).expect("renewTime").0;
+    let expiry = SystemTime::from(renewed) + LEASE;
+    let margin = expiry
+        .duration_since(exited)
+        .unwrap_or_else(|e| panic!("exited {:?} after the lease expired", e.duration()));
+    eprintln!(
+        "leader cut off from the API server exited {margin:?} before its lease expired (lease {LEASE:?})"
+    );
 }

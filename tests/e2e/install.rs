@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::support::{TestBed, create_namespace};
+use crate::support::{TestBed, ensure_namespace};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const CHART: &str = "deploy/helm/kubiya-operator";
@@ -87,12 +87,19 @@ fn no_wildcards(rules: &[PolicyRule], what: &str) {
     }
 }
 
-/// What the operator does in the Kubernetes API, outside the Lease: (group, resource, verbs).
+/// What the operator does in the watched namespaces: (group, resource, verbs). Checked against
+/// what the suite's operators did, by [`rbac_grants_exactly_what_the_suite_used`].
 const NEEDS: &[(&str, &str, &[&str])] = &[
     ("kubiya.ai", "environments", &["get", "list", "watch", "patch"]),
     ("kubiya.ai", "environments/status", &["patch"]),
-    ("", "secrets", &["get", "list", "watch", "create", "patch"]),
+    ("", "secrets", &["get", "list", "watch", "patch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
+];
+
+/// What it reads of the cluster, by name: (group, resource, verb, name).
+const CLUSTER_NEEDS: &[(&str, &str, &str, &str)] = &[
+    ("", "namespaces", "get", "kube-system"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", "environments.kubiya.ai"),
 ];
 
 fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str, name: Option<&str>) -> bool {
@@ -166,12 +173,27 @@ fn rbac_covers_the_operator(objects: &[Value], source: &str) {
             }
         }
     }
+    let cluster = granted(None);
+    for (group, resource, verb, name) in CLUSTER_NEEDS {
+        assert!(
+            allows(&cluster, group, resource, verb, Some(name)),
+            "{source}: no {verb} on {resource} {name}"
+        );
+    }
+    if !watched.is_empty() {
+        for r in &cluster {
+            assert!(
+                r.resource_names.as_ref().is_some_and(|n| !n.is_empty()),
+                "{source}: cluster-wide access: {r:?}"
+            );
+        }
+    }
     let rules = granted(Some(&namespace));
     assert!(
         allows(&rules, "coordination.k8s.io", "leases", "create", None),
         "{source}: cannot create its Lease"
     );
-    for verb in ["get", "patch", "update"] {
+    for verb in ["get", "patch"] {
         assert!(
             allows(&rules, "coordination.k8s.io", "leases", verb, Some(&lease)),
             "{source}: no {verb} on its Lease {lease} in {namespace}"
@@ -257,7 +279,7 @@ async fn dry_run(client: &kube::Client, obj: &Value, what: &str) {
 async fn kustomize_bases_render_valid_objects() {
     // The bed installs the CRD, which the example Environments need.
     let bed = TestBed::without_operator("install", Default::default()).await;
-    create_namespace(&bed.client, "kubiya-system").await;
+    ensure_namespace(&bed.client, "kubiya-system").await;
     let base = kustomize("deploy/kustomize/base");
     let kinds = check(&bed.client, &base, "kustomize base").await;
     rbac_covers_the_operator(&base, "kustomize base");
@@ -329,7 +351,7 @@ async fn kustomize_bases_render_valid_objects() {
 async fn the_helm_chart_renders_valid_objects_for_each_value_set() {
     let bed = TestBed::without_operator("helm", Default::default()).await;
     for ns in ["kubiya-system", "team-a", "team-b"] {
-        create_namespace(&bed.client, ns).await;
+        ensure_namespace(&bed.client, ns).await;
     }
     let sets: [&[&str]; 3] = [
         &["--set", "apiKey.existingSecret=kubiya-api-key"],
@@ -356,10 +378,12 @@ async fn the_helm_chart_renders_valid_objects_for_each_value_set() {
         rbac_covers_the_operator(&objects, &source);
         assert!(kinds.iter().any(|k| k == "Deployment"), "{source}: {kinds:?}");
         let scoped = set.iter().any(|s| s.starts_with("watchNamespaces"));
+        assert!(kinds.iter().any(|k| k == "ClusterRole"), "{source}: the cluster reads, by name");
         assert_eq!(
-            kinds.iter().any(|k| k == "ClusterRole"),
-            !scoped,
-            "{source}: cluster-wide access only without a namespace list"
+            kinds.iter().any(|k| k == "RoleBinding")
+                && kinds.iter().filter(|k| *k == "ClusterRoleBinding").count() == 1,
+            scoped,
+            "{source}: access to namespaced objects cluster-wide only without a namespace list"
         );
         if scoped {
             for k in ["PrometheusRule", "ServiceMonitor", "ConfigMap"] {
@@ -369,4 +393,89 @@ async fn the_helm_chart_renders_valid_objects_for_each_value_set() {
     }
     let refused = helm(&[]).expect_err("rendering without an API key must fail");
     assert!(refused.contains("no Kubiya API key"), "{refused}");
+}
+
+/// One request the operator made: (API group, resource[/subresource], verb, object name).
+type Request = (String, String, String, Option<String>);
+
+/// What the operators of the whole suite did, from the test API server's audit log (it records
+/// the operator's identity only).
+fn audited(log: &Path) -> std::collections::BTreeSet<Request> {
+    let text = std::fs::read_to_string(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete" && e["responseStatus"]["code"].as_u64().is_some_and(|c| c != 403)
+        })
+        .filter_map(|e| {
+            let o = &e["objectRef"];
+            let resource = o["resource"].as_str()?;
+            let resource = match o["subresource"].as_str() {
+                Some(sub) => format!("{resource}/{sub}"),
+                None => resource.to_owned(),
+            };
+            let group = o["apiGroup"].as_str().unwrap_or_default().to_owned();
+            Some((group, resource, e["verb"].as_str()?.to_owned(), o["name"].as_str().map(str::to_owned)))
+        })
+        .collect()
+}
+
+/// Least privilege, both ways: each rendering grants every verb the operator used in the suite,
+/// and none it never used. Run by `tests/run.sh` after the suite, on its audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs after the whole suite (tests/run.sh), on its audit log"]
+async fn rbac_grants_exactly_what_the_suite_used() {
+    let log = std::env::var_os("KUBIYA_TEST_AUDIT_LOG").expect("KUBIYA_TEST_AUDIT_LOG");
+    let used = audited(Path::new(&log));
+    assert!(used.len() > 10, "the audit log holds {} kinds of request: was the suite run?", used.len());
+    // The named rules' lists match what was done.
+    let kinds: std::collections::BTreeSet<(String, String, String)> =
+        used.iter().map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone())).collect();
+    let mut expected: std::collections::BTreeSet<(String, String, String)> = NEEDS
+        .iter()
+        .flat_map(|(g, r, verbs)| verbs.iter().map(|v| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned())))
+        .collect();
+    expected
+        .extend(CLUSTER_NEEDS.iter().map(|(g, r, v, _)| ((*g).to_owned(), (*r).to_owned(), (*v).to_owned())));
+    let leases: Vec<_> = kinds.iter().filter(|(g, ..)| g == "coordination.k8s.io").cloned().collect();
+    expected.extend(leases);
+    assert_eq!(kinds, expected, "what the operator did (left) against what the RBAC checks assume (right)");
+
+    let renderings = [
+        ("kustomize base", kustomize("deploy/kustomize/base")),
+        ("helm", helm(&["--set", "apiKey.existingSecret=kubiya-api-key"]).expect("helm")),
+    ];
+    for (source, objects) in renderings {
+        let rules: Vec<PolicyRule> = objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+            .flat_map(|o| serde_json::from_value::<Vec<PolicyRule>>(o["rules"].clone()).expect("rules"))
+            .collect();
+        for (group, resource, verb, name) in &used {
+            assert!(
+                allows(&rules, group, resource, verb, name.as_deref()),
+                "{source}: the operator did {verb} on {group}/{resource} {name:?}, which its RBAC does not grant: {rules:#?}"
+            );
+        }
+        for rule in &rules {
+            for group in rule.api_groups.iter().flatten() {
+                for resource in rule.resources.iter().flatten() {
+                    for verb in &rule.verbs {
+                        let done = used.iter().any(|(g, r, v, n)| {
+                            g == group
+                                && r == resource
+                                && v == verb
+                                && rule.resource_names.as_ref().is_none_or(|names| {
+                                    names.is_empty() || n.as_ref().is_some_and(|n| names.contains(n))
+                                })
+                        });
+                        assert!(
+                            done,
+                            "{source} grants {verb} on {group}/{resource}, which the operator never did"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

@@ -2,13 +2,16 @@
 //! `tests/run.sh`) and the control-plane emulator, or the real control-plane server.
 
 mod bad_input;
+mod cluster;
 mod crash;
 mod faults;
+mod gitops;
 mod ha;
-mod health;
+mod hardening;
 mod install;
 mod lifecycle;
 mod observability;
+mod ownership;
 mod real_server;
 mod restart;
 mod scope;

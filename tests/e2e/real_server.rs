@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::support::{TestBed, is_ready};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kubiya_cp_emulator::Config as EmulatorConfig;
-use kubiya_operator::resource::{EnvironmentSpec, ExecutionEnvironment};
+use kubiya_operator::resource::{DeletionPolicy, EnvironmentSpec, ExecutionEnvironment};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,4 +58,53 @@ async fn operator_creates_updates_and_deletes_on_the_real_server() {
     bed.envs.delete("real-env", &DeleteParams::default()).await.unwrap();
     bed.wait_gone("real-env").await;
     assert_eq!(get(format!("/api/v1/environments/{id}")).await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control-plane server: run `make conformance`"]
+async fn ownership_moves_on_the_real_server_orphan_release_take_back_and_a_paused_deletion() {
+    let url = std::env::var("KUBIYA_CONFORMANCE_REAL_URL").expect("KUBIYA_CONFORMANCE_REAL_URL");
+    let url = url.trim_end_matches('/').to_owned();
+    let mut bed = TestBed::without_operator("real-owner", EmulatorConfig::default()).await;
+    bed.control_plane_url = url.clone();
+    let http = reqwest::Client::new();
+    let auth = format!("UserKey {}", kubiya_cp_emulator::token(&bed.org));
+    let get = |path: String| http.get(format!("{url}{path}")).header("Authorization", &auth).send();
+    assert_eq!(get("/api/v1/environments".into()).await.unwrap().status(), 200);
+    bed.start_operator();
+    let orphan = || EnvironmentSpec { deletion_policy: DeletionPolicy::Orphan, ..Default::default() };
+
+    // Orphan releases: the marker says so, on the real server's jsonb settings.
+    let first = bed.create("mover", orphan()).await;
+    let env = bed.wait_for("mover", "Ready", is_ready).await;
+    let id = env.status.as_ref().and_then(|s| s.environment_id.clone()).expect("environment id");
+    bed.envs.delete("mover", &DeleteParams::default()).await.unwrap();
+    bed.wait_gone("mover").await;
+    let remote: Value = get(format!("/api/v1/environments/{id}")).await.unwrap().json().await.unwrap();
+    let marker = &remote["settings"]["kubiya.ai/owner"];
+    assert_eq!((marker["uid"].clone(), marker["released"].clone()), (json!(first.metadata.uid), json!(true)));
+
+    // The same manifest takes it back (the real server's 409, then its list).
+    let second = bed.create("mover", orphan()).await;
+    let env = bed.wait_for("mover", "Ready", is_ready).await;
+    assert_eq!(env.status.as_ref().and_then(|s| s.environment_id.as_deref()), Some(id.as_str()));
+    let remote: Value = get(format!("/api/v1/environments/{id}")).await.unwrap().json().await.unwrap();
+    assert_eq!(remote["settings"]["kubiya.ai/owner"]["uid"], json!(second.metadata.uid));
+    assert!(remote["settings"]["kubiya.ai/owner"].get("released").is_none());
+    bed.wait_event("mover", "Reclaimed").await;
+
+    // A paused deletion holds; unpaused, it releases again.
+    bed.annotate("mover", "kubiya.ai/paused", Some("true")).await;
+    bed.envs.delete("mover", &DeleteParams::default()).await.unwrap();
+    bed.wait_for("mover", "Deleting, paused", |e| {
+        e.status.as_ref().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("deletion paused"))
+    })
+    .await;
+    bed.annotate("mover", "kubiya.ai/paused", None).await;
+    bed.wait_gone("mover").await;
+    let remote: Value = get(format!("/api/v1/environments/{id}")).await.unwrap().json().await.unwrap();
+    assert_eq!(remote["settings"]["kubiya.ai/owner"]["released"], true);
+    let deleted =
+        http.delete(format!("{url}/api/v1/environments/{id}")).header("Authorization", &auth).send();
+    assert_eq!(deleted.await.unwrap().status(), 204);
 }

@@ -7,7 +7,7 @@ use kube::api::{Api, PostParams};
 use kubiya_cp_emulator::Config as EmulatorConfig;
 use kubiya_operator::resource::{Environment, EnvironmentSpec};
 
-use crate::support::{TestBed, create_namespace, is_ready, metric_sum};
+use crate::support::{TestBed, is_ready, metric_sum};
 
 fn labelled(name: &str, shard: Option<&str>) -> Environment {
     let mut env = Environment::new(name, EnvironmentSpec::default());
@@ -21,7 +21,7 @@ async fn only_environments_in_the_listed_namespaces_and_matching_the_selector_ar
     let mut bed = TestBed::without_operator("scope", emulator).await;
     let (second, outside) = (format!("{}-b", bed.namespace), format!("{}-c", bed.namespace));
     for ns in [&second, &outside] {
-        create_namespace(&bed.client, ns).await;
+        bed.own_namespace(ns).await;
     }
     bed.operator_env.push(("KUBIYA_WATCH_NAMESPACES", format!("{},{second}", bed.namespace)));
     bed.operator_env.push(("KUBIYA_LABEL_SELECTOR", "shard=a".into()));

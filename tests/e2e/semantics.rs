@@ -6,11 +6,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
-use kubiya_operator::resource::{EnvironmentSpec, RemoteState};
+use kubiya_operator::resource::{EnvironmentSpec, Phase, RemoteState};
 use serde_json::json;
 
-use crate::health::assert_health;
-use crate::support::{TestBed, condition, is_ready, phase};
+use crate::gitops::assert_health;
+use crate::support::{TestBed, condition, is_ready, metric_sum, phase, wait_until};
 
 fn ready_now() -> EmulatorConfig {
     EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
@@ -36,7 +36,7 @@ async fn a_foreign_environment_with_the_same_name_is_a_conflict_not_adopted() {
     bed.create("mine", EnvironmentSpec { name: Some("taken".into()), ..Default::default() }).await;
 
     let env = bed.wait_for("mine", "Stalled with NameConflict", stalled_with("NameConflict")).await;
-    assert_eq!(phase(&env).as_deref(), Some("Error"));
+    assert_eq!(phase(&env), Some(Phase::Error));
     assert!(
         env.status
             .as_ref()
@@ -64,23 +64,31 @@ async fn a_create_whose_answer_was_lost_is_recovered_not_duplicated() {
     // The first pass says work has started before any control-plane call has been answered.
     let env = bed
         .wait_for("lost", "Pending and Reconciling", |e| {
-            phase(e).as_deref() == Some("Pending") && condition(e, "Reconciling").as_deref() == Some("True")
+            phase(e) == Some(Phase::Pending) && condition(e, "Reconciling").as_deref() == Some("True")
         })
         .await;
     assert_eq!(env.status.as_ref().and_then(|s| s.observed_generation), env.metadata.generation);
     assert_health(&env, "Progressing", "InProgress");
-    let deadline = tokio::time::Instant::now() + crate::support::TIMEOUT;
-    while bed.remote_named("lost").is_none() {
-        assert!(tokio::time::Instant::now() < deadline, "the create never reached the emulator");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("the create to reach the emulator", || async { bed.remote_named("lost").is_some() }).await;
     bed.emulator.set_faults(Faults::default());
 
     let env = bed.wait_for("lost", "Ready", is_ready).await;
     let named: Vec<_> = bed.remote().into_iter().filter(|e| e["name"] == "lost").collect();
     assert_eq!(named.len(), 1, "exactly one environment: {named:#?}");
     assert_eq!(named[0]["id"].as_str(), Some(id_of(&env).as_str()));
-    assert!(bed.operator_log().contains("recovered remote environment created by an earlier pass"));
+    // Recovered, not found by luck: the operator's own count shows its create answered 409 (the
+    // environment was there already), and a list (where it found its owner marker).
+    let metrics = bed.metrics().await;
+    let requests = |method: &str, code: &str| {
+        metric_sum(
+            &metrics,
+            &format!(
+                "kubiya_operator_control_plane_requests_total{{route=\"/api/v1/environments\",method=\"{method}\",code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert!(requests("POST", "409") >= 1.0, "no create answered 409:\n{metrics}");
+    assert!(requests("GET", "200") >= 1.0, "no list after the 409:\n{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,15 +139,13 @@ async fn drift_is_corrected_in_one_patch_reported_and_counted_and_nothing_is_wri
     let id = id_of(&env);
 
     // In sync: periodic checks read, and write nothing (no PATCH, no status write).
-    let calls = |bed: &TestBed, route: &str| bed.emulator.calls().get(route).copied().unwrap_or(0);
-    let gets_before = calls(&bed, "GET /api/v1/environments/{id}");
-    let patches_before = calls(&bed, "PATCH /api/v1/environments/{id}");
-    let deadline = tokio::time::Instant::now() + crate::support::TIMEOUT;
-    while calls(&bed, "GET /api/v1/environments/{id}") < gets_before + 3 {
-        assert!(tokio::time::Instant::now() < deadline, "no periodic checks");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(calls(&bed, "PATCH /api/v1/environments/{id}"), patches_before);
+    let gets_before = bed.calls("GET /api/v1/environments/{id}");
+    let patches_before = bed.calls("PATCH /api/v1/environments/{id}");
+    wait_until("three periodic checks", || async {
+        bed.calls("GET /api/v1/environments/{id}") >= gets_before + 3
+    })
+    .await;
+    assert_eq!(bed.calls("PATCH /api/v1/environments/{id}"), patches_before);
     let now = bed.envs.get("web").await.unwrap();
     assert_eq!(now.metadata.resource_version, env.metadata.resource_version, "no status write while in sync");
 
@@ -218,16 +224,16 @@ async fn a_refused_deletion_explains_itself_and_the_orphan_annotation_ends_it_ev
             })
         })
         .await;
-    assert_eq!(phase(&env).as_deref(), Some("Deleting"));
+    assert_eq!(phase(&env), Some(Phase::Deleting));
     assert_eq!(condition(&env, "Stalled").as_deref(), Some("True"));
 
     bed.annotate("default-env", "kubiya.ai/deletion-policy", Some("Orphan")).await;
     bed.wait_gone("default-env").await;
-    let deadline = tokio::time::Instant::now() + crate::support::TIMEOUT;
-    while Api::<Namespace>::all(bed.client.clone()).get_opt(&bed.namespace).await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "namespace still there");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let namespaces = Api::<Namespace>::all(bed.client.clone());
+    wait_until("the namespace to be gone", || async {
+        namespaces.get_opt(&bed.namespace).await.unwrap().is_none()
+    })
+    .await;
     assert!(bed.remote().iter().any(|e| e["id"] == default_id.as_str()), "orphaned, not deleted");
 }
 
@@ -244,27 +250,26 @@ async fn pause_stops_remote_writes_until_lifted() {
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Reconciling" && c.reason == "Paused"))
     })
     .await;
-    let patch = json!({"spec": {"description": "two"}});
+    // The edit comes with a reconcile request, in the same write: every pass echoes the request
+    // in status (a paused one too), so the echo shows that a pass has seen the edit.
+    let patch = json!({
+        "metadata": {"annotations": {"kubiya.ai/reconcile-requested-at": "edit"}},
+        "spec": {"description": "two"},
+    });
     let edited = bed.envs.patch("quiet", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let generation = edited.metadata.generation;
-    // The pass for the edit is logged; it writes nothing, not even a new observedGeneration.
-    let deadline = tokio::time::Instant::now() + crate::support::TIMEOUT;
-    let marker =
-        format!("paused: nothing written to the control plane generation={}", generation.unwrap_or_default());
-    while !bed.operator_log().contains(&marker) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no paused pass for the edit:\n{}",
-            bed.operator_log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let env = bed.envs.get("quiet").await.unwrap();
+    // That pass writes nothing to the control plane, and no new observedGeneration.
+    let env = bed
+        .wait_for("quiet", "the edit seen by a pass", |e| {
+            e.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("edit")
+        })
+        .await;
+    assert_eq!(env.metadata.generation, generation, "the echo came with the edit");
     assert_eq!(env.status.as_ref().and_then(|s| s.observed_generation), before.metadata.generation);
     assert!(env.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default().contains("paused"));
-    let (argo, _) = crate::health::argo(&env);
+    let (argo, _) = crate::gitops::argo(&env);
     assert_eq!(argo, "Suspended");
-    assert_eq!(crate::health::kstatus(&env), "InProgress", "a paused change is not applied");
+    assert_eq!(crate::gitops::kstatus(&env), "InProgress", "a paused change is not applied");
     assert_eq!(bed.remote_named("quiet").unwrap()["description"], "one", "nothing written while paused");
     assert_eq!(bed.emulator.calls().get("PATCH /api/v1/environments/{id}"), None);
 
@@ -283,7 +288,7 @@ async fn the_enabled_state_is_enforced_and_phase_is_selectable() {
     let bed = TestBed::start("state", ready_now()).await;
     bed.create("off", EnvironmentSpec { state: Some(RemoteState::Inactive), ..Default::default() }).await;
     bed.create("on", EnvironmentSpec::default()).await;
-    let off = bed.wait_for("off", "Inactive", |e| phase(e).as_deref() == Some("Inactive")).await;
+    let off = bed.wait_for("off", "Inactive", |e| phase(e) == Some(Phase::Inactive)).await;
     assert_eq!(bed.remote_named("off").unwrap()["status"], "inactive");
     assert_health(&off, "Suspended", "Current");
     bed.wait_for("on", "Ready", is_ready).await;
@@ -350,26 +355,15 @@ async fn the_worker_secret_is_rewritten_when_deleted_or_edited_and_the_token_sta
                 .and_then(|d| d.get("KUBIYA_WORKER_COMMAND"))
                 .is_some_and(|b| b.0.starts_with(b"kubiya worker start"))
     };
-    let wait_secret = |secrets: Api<Secret>| async move {
-        let deadline = tokio::time::Instant::now() + crate::support::TIMEOUT;
-        loop {
-            if let Some(s) = secrets.get_opt("wk-worker").await.unwrap()
-                && current(&s)
-            {
-                return s;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "worker Secret not restored");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    wait_secret(secrets.clone()).await;
+    let restored = || async { secrets.get_opt("wk-worker").await.unwrap().is_some_and(|s| current(&s)) };
+    wait_until("the worker Secret", restored).await;
 
     secrets.delete("wk-worker", &DeleteParams::default()).await.unwrap();
-    wait_secret(secrets.clone()).await;
+    wait_until("the deleted worker Secret restored", restored).await;
 
     let edit = json!({"stringData": {"KUBIYA_WORKER_COMMAND": "rm -rf /"}});
     secrets.patch("wk-worker", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
-    wait_secret(secrets.clone()).await;
+    wait_until("the edited worker Secret restored", restored).await;
 
     let events = bed.events("wk").await;
     assert!(events.iter().all(|(_, note)| !note.contains(&token)), "token in an Event");

@@ -2,7 +2,8 @@
 //! namespace, one control-plane emulator organization and one operator process per test.
 //!
 //! Refuses to run against anything but the local test API server, so that a test can never touch
-//! the cluster a developer's kubeconfig points at.
+//! the cluster a developer's kubeconfig points at. A test's namespaces are its own: a name taken
+//! already fails the test, and they are deleted when its [`TestBed`] is dropped.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -16,12 +17,14 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator};
-use kubiya_operator::resource::{Environment, EnvironmentSpec};
+use kubiya_operator::resource::{Environment, EnvironmentSpec, Phase};
 use tokio::process::{Child, Command};
 use tokio::sync::OnceCell;
 
 /// Set by `tests/run.sh` to the kubeconfig of the test API server it started.
 const KUBECONFIG_VAR: &str = "KUBIYA_TEST_KUBECONFIG";
+/// Set by `tests/run.sh` to the kubectl that came with the test API server.
+const KUBECTL_VAR: &str = "KUBIYA_TEST_KUBECTL";
 /// The context name `tests/cluster/apiserver.sh` writes; anything else is refused.
 const TEST_CONTEXT: &str = "test-apiserver";
 /// Generous: CI machines are slow and the API server pauses 2 s after a CRD is established.
@@ -44,6 +47,8 @@ pub struct TestBed {
     pub operator_env: Vec<(&'static str, String)>,
     /// The kubeconfig of the test API server this bed is on.
     kubeconfig: PathBuf,
+    /// The namespaces this test created: `namespace`, then any from [`TestBed::own_namespace`].
+    owned_namespaces: Vec<String>,
     pub log: PathBuf,
 }
 
@@ -71,7 +76,8 @@ impl TestBed {
     }
 
     async fn on(client: Client, kubeconfig: PathBuf, name: &str, emulator: EmulatorConfig) -> TestBed {
-        let namespace = format!("{name}-{}", fastrand::u32(..) % 100_000);
+        // 32 random bits: a collision is unlikely, and fails the test (see `create_namespace`).
+        let namespace = format!("{name}-{:08x}", fastrand::u32(..));
         create_namespace(&client, &namespace).await;
         let emulator = Emulator::start(emulator).await.expect("start emulator");
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
@@ -86,8 +92,16 @@ impl TestBed {
             operator: None,
             operator_env: Vec::new(),
             log: log_dir.join(format!("{namespace}.log")),
+            owned_namespaces: vec![namespace],
             kubeconfig,
         }
+    }
+
+    /// Creates one more namespace of this test (failing if the name is taken), deleted with the
+    /// bed's own.
+    pub async fn own_namespace(&mut self, name: &str) {
+        create_namespace(&self.client, name).await;
+        self.owned_namespaces.push(name.to_owned());
     }
 
     /// Starts the operator binary, watching only this test's namespace.
@@ -104,7 +118,9 @@ impl TestBed {
             .arg("run")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KUBECONFIG", &self.kubeconfig)
+            // As the operator's own identity (a token, as a Pod's service account), whose
+            // requests the test API server audits for the least-privilege check of the RBAC.
+            .env("KUBECONFIG", operator_kubeconfig(&self.kubeconfig))
             .env("KUBIYA_API_KEY", kubiya_cp_emulator::token(&self.org))
             .env("KUBIYA_CONTROL_PLANE_BASE_URL", &self.control_plane_url)
             .env("KUBIYA_WATCH_NAMESPACES", &self.namespace)
@@ -176,15 +192,16 @@ impl TestBed {
         }
     }
 
-    /// Sends SIGTERM and waits for the operator to exit; returns how long that took.
-    pub async fn terminate_operator(&mut self) -> Duration {
+    /// Sends SIGTERM and waits for the operator to exit; returns how long that took and how it
+    /// exited.
+    pub async fn terminate_operator(&mut self) -> (Duration, std::process::ExitStatus) {
         let mut child = self.operator.take().expect("operator running");
         let pid = child.id().expect("pid").to_string();
         let started = tokio::time::Instant::now();
         let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
         assert!(status.success());
         match tokio::time::timeout(TIMEOUT, child.wait()).await {
-            Ok(Ok(_)) => started.elapsed(),
+            Ok(Ok(exit)) => (started.elapsed(), exit),
             other => panic!("the operator did not exit on SIGTERM: {other:?}\n{}", self.operator_log()),
         }
     }
@@ -315,6 +332,11 @@ impl TestBed {
         }
     }
 
+    /// How many calls the emulator has answered on `route` (e.g. `PATCH /api/v1/environments/{id}`).
+    pub fn calls(&self, route: &str) -> u64 {
+        self.emulator.calls().get(route).copied().unwrap_or(0)
+    }
+
     /// The emulator's environments of this test's organization.
     pub fn remote(&self) -> Vec<serde_json::Value> {
         self.emulator.environments(&self.org)
@@ -323,6 +345,24 @@ impl TestBed {
     /// The emulator's environment with this name, if any.
     pub fn remote_named(&self, name: &str) -> Option<serde_json::Value> {
         self.remote().into_iter().find(|e| e["name"] == name)
+    }
+}
+
+impl Drop for TestBed {
+    /// Deletes the test's namespaces, best effort and without waiting: `kubectl delete` goes on
+    /// after the test, and its process, ended. (Environments still holding the operator's
+    /// finalizer keep their namespace Terminating; the API server of the run is stopped anyway.)
+    fn drop(&mut self) {
+        let Some(kubectl) = std::env::var_os(KUBECTL_VAR) else { return };
+        let _ = std::process::Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "namespace", "--wait=false", "--ignore-not-found", "--request-timeout=10s"])
+            .args(&self.owned_namespaces)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
     }
 }
 
@@ -367,16 +407,32 @@ where
     }
 }
 
-/// Creates a namespace; one that exists already is fine.
+/// Creates a namespace that must not exist yet: a test's namespace is its own, and a name
+/// collision would silently share it with another test.
 pub async fn create_namespace(client: &Client, name: &str) {
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
-        ..Default::default()
-    };
-    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace(name)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            panic!("namespace {name} exists already: another test has the same name")
+        }
+        Err(e) => panic!("create namespace {name}: {e}"),
+    }
+}
+
+/// Creates a namespace with a fixed name that tests share on purpose (`kubiya-system` of the
+/// install manifests); one that exists already is fine. It is never deleted.
+pub async fn ensure_namespace(client: &Client, name: &str) {
+    match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace(name)).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => panic!("create namespace {name}: {e}"),
+    }
+}
+
+fn namespace(name: &str) -> Namespace {
+    Namespace {
+        metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
+        ..Default::default()
     }
 }
 
@@ -391,17 +447,23 @@ pub fn metric_sum(text: &str, series: &str) -> f64 {
 
 /// Phase Ready with condition Ready=True.
 pub fn is_ready(env: &Environment) -> bool {
-    phase(env).as_deref() == Some("Ready") && condition(env, "Ready").as_deref() == Some("True")
+    phase(env) == Some(Phase::Ready) && condition(env, "Ready").as_deref() == Some("True")
 }
 
-/// The phase as a string, for conditions.
-pub fn phase(env: &Environment) -> Option<String> {
-    env.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}"))
+/// The phase in the status, if any.
+pub fn phase(env: &Environment) -> Option<Phase> {
+    env.status.as_ref().and_then(|s| s.phase)
 }
 
 /// The status of the condition `type_`, if present.
 pub fn condition(env: &Environment, type_: &str) -> Option<String> {
     env.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
+}
+
+/// The kubeconfig the operator runs with: the test API server's operator identity, beside the
+/// admin kubeconfig the tests use.
+pub fn operator_kubeconfig(admin: &std::path::Path) -> PathBuf {
+    admin.with_file_name("operator-kubeconfig")
 }
 
 pub fn kubeconfig_path() -> PathBuf {
@@ -434,7 +496,7 @@ pub async fn test_client(path: &std::path::Path) -> Client {
 }
 
 /// Installs the CRD users install, `crds/environment.yaml`, once per test process.
-async fn install_crd(client: Client) {
+pub async fn install_crd(client: Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     let crd: CustomResourceDefinition =
         serde_yaml_ng::from_str(include_str!("../../crds/environment.yaml")).expect("crds/environment.yaml");

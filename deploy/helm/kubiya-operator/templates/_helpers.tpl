@@ -67,21 +67,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "kubiya-operator.rules" -}}
 - apiGroups: [kubiya.ai]
   resources: [environments]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch, patch]
 - apiGroups: [kubiya.ai]
   resources: [environments/status]
-  verbs: [get, patch, update]
-- apiGroups: [kubiya.ai]
-  resources: [environments/finalizers]
-  verbs: [update]
-# The worker-registration Secrets it writes (owned by their Environment).
+  verbs: [patch]
+# The worker-registration Secrets it writes (owned by their Environment; server-side apply
+# creates them with patch).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, list, watch, patch]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end }}
+
+{{/* RBAC rules for the cluster objects it reads by name. */}}
+{{- define "kubiya-operator.clusterRules" -}}
+# Cluster objects it reads by name: the kube-system namespace, whose UID names this cluster in
+# the owner markers of remote environments, and its own CRD (while the CRD is being deleted,
+# deletions release remote environments instead of deleting them).
 - apiGroups: [""]
-  resources: [events]
-  verbs: [create, patch]
+  resources: [namespaces]
+  resourceNames: [kube-system]
+  verbs: [get]
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  resourceNames: [environments.kubiya.ai]
+  verbs: [get]
 {{- end }}

@@ -1,5 +1,6 @@
-//! The health contract, checked on objects taken from the end-to-end runs: the Argo CD health
-//! script (run by a real Lua interpreter) and the kstatus rules that Flux applies.
+//! How GitOps tools see an Environment's health, for the end-to-end tests to check on the objects
+//! they produce: the Argo CD health script (run by a real Lua interpreter) and the kstatus rules
+//! that Flux applies.
 
 use std::process::Command;
 

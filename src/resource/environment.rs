@@ -6,24 +6,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The finalizer that guards the remote environment.
-pub const FINALIZER: &str = "kubiya.ai/environment";
-/// Field manager for everything this operator writes.
-pub const MANAGER: &str = "kubiya-operator";
-
-/// Adopts an existing remote environment by id (read until `status.environmentId` is set).
-pub const ADOPT_ANNOTATION: &str = "kubiya.ai/environment-id";
-/// `"true"` stops every remote write for this resource.
-pub const PAUSED_ANNOTATION: &str = "kubiya.ai/paused";
-/// Any new value asks for a pass now; the value handled is echoed in `status.lastHandledReconcileAt`.
-pub const RECONCILE_REQUEST_ANNOTATION: &str = "kubiya.ai/reconcile-requested-at";
-/// `Orphan` or `Delete`, overriding `spec.deletionPolicy`: the way out of a deletion the control
-/// plane refuses.
-pub const DELETION_POLICY_ANNOTATION: &str = "kubiya.ai/deletion-policy";
+use super::{DELETION_POLICY_ANNOTATION, PAUSED_ANNOTATION};
 
 /// Desired state of a Kubiya control-plane environment.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -275,25 +262,9 @@ impl Environment {
     }
 }
 
-/// The CRD as YAML, as shipped in `crds/environment.yaml`.
-pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
-    serde_yaml_ng::to_string(&Environment::crd())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `crds/environment.yaml` must be what the types generate.
-    #[test]
-    fn committed_crd_is_current() {
-        let committed = include_str!("../crds/environment.yaml");
-        let generated = crd_yaml().unwrap();
-        assert!(
-            committed == generated,
-            "crds/environment.yaml is stale: run `cargo run -- crd > crds/environment.yaml`"
-        );
-    }
 
     #[test]
     fn remote_name_defaults_to_metadata_name() {

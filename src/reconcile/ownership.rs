@@ -1,0 +1,319 @@
+//! Who may manage a remote environment. Pure: no client.
+//!
+//! The rule: a remote environment belongs to one resource at a time; it changes hands only when
+//! its owner lets it go or no longer exists, or when a human says so.
+//!
+//! The operator stamps each environment it manages with an owner marker in the remote `settings`:
+//! the cluster (the `kube-system` namespace's UID), the object's UID, namespace and name, and
+//! `released` once its owner let it go (an Orphan deletion, or the Environment CRD being
+//! deleted). [`decide`] turns (marker, this object, how the environment was found, whether the
+//! marked object still exists) into what this resource may do; the reconcile only gathers those
+//! inputs.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Key in the remote `settings` under which the owner marker lives.
+pub const OWNER_KEY: &str = "kubiya.ai/owner";
+
+/// A Kubernetes object that manages remote environments, as the marker names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The cluster: its `kube-system` namespace's UID. Empty in markers written before clusters
+    /// were named, which are treated as coming from an unknown cluster.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Owner {
+    /// Whether this names the same object as `other`: same UID, in the same cluster (a marker
+    /// that names no cluster counts, by UID alone: UIDs are unique).
+    fn is(&self, other: &Owner) -> bool {
+        self.uid == other.uid && (self.cluster == other.cluster || self.cluster.is_empty())
+    }
+
+    /// Whether this names `namespace/name` of the same cluster as `other`.
+    fn same_name_as(&self, other: &Owner) -> bool {
+        self.cluster == other.cluster && self.namespace == other.namespace && self.name == other.name
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Environment {}/{}", self.namespace, self.name)
+    }
+}
+
+/// The owner marker in a remote environment's `settings`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    #[serde(flatten)]
+    pub owner: Owner,
+    /// Its owner let it go: the same namespace and name takes it back without asking, anyone
+    /// else with the adoption annotation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
+}
+
+impl Marker {
+    /// The marker in `settings`, if there is a well-formed one (anything else counts as none).
+    pub fn read(settings: &Map<String, Value>) -> Option<Marker> {
+        serde_json::from_value(settings.get(OWNER_KEY)?.clone())
+            .ok()
+            .filter(|m: &Marker| !m.owner.uid.is_empty())
+    }
+
+    /// The marker of an environment managed by `owner`.
+    pub fn held_by(owner: &Owner) -> Marker {
+        Marker { owner: owner.clone(), released: false }
+    }
+
+    /// As JSON, for `settings`.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// `settings` with the marker set to `marker`, everything else kept.
+pub fn with_marker(settings: &Map<String, Value>, marker: &Marker) -> Map<String, Value> {
+    let mut s = settings.clone();
+    s.insert(OWNER_KEY.to_owned(), marker.to_value());
+    s
+}
+
+/// How the reconcile came to this remote environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// By the id this resource recorded: it managed the environment before.
+    Status,
+    /// By the `kubiya.ai/environment-id` annotation: a human asks to take it over.
+    Annotation,
+    /// By its name, after a create answered 409.
+    Name,
+}
+
+/// Whether the object a marker names (in this cluster) still exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Live,
+    Gone,
+    /// It could not be read (no permission in its namespace): treated as live.
+    Unknown,
+}
+
+/// What this resource may do with the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// It is this resource's: write to it, delete it.
+    Manage,
+    /// Take it: write this resource's marker, then manage it.
+    Claim(Claim),
+    /// Hands off: it belongs to someone else.
+    Refuse(Refusal),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Taken back by the same namespace and name: its previous holder released it or no longer
+    /// exists (delete and apply again, reinstall, restore, a removed finalizer).
+    Reclaimed,
+    /// Taken over by annotation; `previous` is the marker it carried, if any.
+    Adopted { previous: Option<Marker> },
+}
+
+/// Why an environment is someone else's. Each case has its own way out (see the error messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No marker: made outside Kubernetes, or its marker was removed.
+    Foreign,
+    /// Its owner let it go; taking it needs the annotation.
+    Released(Owner),
+    /// Managed by an object of this cluster that exists (or could not be read).
+    LiveOwner(Owner),
+    /// Managed by an object of this cluster that no longer exists, in another namespace or
+    /// under another name; taking it needs the annotation.
+    GoneOwner(Owner),
+    /// Managed from another cluster (or by an operator too old to name clusters).
+    OtherCluster(Owner),
+}
+
+/// The marked object whose existence [`decide`] needs to know, if any: one of this cluster,
+/// under another namespace or name, that has not released the environment.
+pub fn needs_liveness<'a>(marker: Option<&'a Marker>, me: &Owner) -> Option<&'a Owner> {
+    let m = marker?;
+    let o = &m.owner;
+    (!m.released && !o.is(me) && o.cluster == me.cluster && !o.same_name_as(me)).then_some(o)
+}
+
+/// The decision, for every combination (see the table test below).
+pub fn decide(marker: Option<&Marker>, me: &Owner, route: Route, liveness: Liveness) -> Decision {
+    let Some(m) = marker else {
+        return match route {
+            // It was ours and the marker was lost: nobody else claimed it; put it back.
+            Route::Status => Decision::Manage,
+            Route::Annotation => Decision::Claim(Claim::Adopted { previous: None }),
+            Route::Name => Decision::Refuse(Refusal::Foreign),
+        };
+    };
+    let o = &m.owner;
+    if o.is(me) {
+        return if m.released { Decision::Claim(Claim::Reclaimed) } else { Decision::Manage };
+    }
+    // This namespace and name in this cluster is this object now: whoever held it before is gone.
+    if o.same_name_as(me) {
+        return Decision::Claim(Claim::Reclaimed);
+    }
+    let other_cluster = o.cluster != me.cluster;
+    let gone = liveness == Liveness::Gone;
+    if route == Route::Annotation && (m.released || other_cluster || gone) {
+        return Decision::Claim(Claim::Adopted { previous: Some(m.clone()) });
+    }
+    Decision::Refuse(if m.released {
+        Refusal::Released(o.clone())
+    } else if other_cluster {
+        Refusal::OtherCluster(o.clone())
+    } else if gone {
+        Refusal::GoneOwner(o.clone())
+    } else {
+        Refusal::LiveOwner(o.clone())
+    })
+}
+
+/// Whether `env`'s remote environment may be deleted by `me`: only if its marker names `me` and
+/// was not released.
+pub fn may_delete(marker: Option<&Marker>, me: &Owner) -> bool {
+    marker.is_some_and(|m| m.owner.is(me) && !m.released)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn me() -> Owner {
+        Owner { cluster: "c1".into(), uid: "u1".into(), namespace: "ns".into(), name: "env".into() }
+    }
+
+    fn marker(cluster: &str, uid: &str, ns: &str, name: &str, released: bool) -> Marker {
+        Marker {
+            owner: Owner {
+                cluster: cluster.into(),
+                uid: uid.into(),
+                namespace: ns.into(),
+                name: name.into(),
+            },
+            released,
+        }
+    }
+
+    /// Every row of the ownership table: (marker, route, liveness) → decision.
+    #[test]
+    fn the_ownership_table() {
+        use Decision::*;
+        use Liveness::*;
+        use Route::*;
+        let mine = marker("c1", "u1", "ns", "env", false);
+        let mine_released = marker("c1", "u1", "ns", "env", true);
+        let mine_before_clusters = marker("", "u1", "ns", "env", false);
+        let same_name_dead_uid = marker("c1", "u0", "ns", "env", false);
+        let same_name_released = marker("c1", "u0", "ns", "env", true);
+        let other = marker("c1", "u2", "ns2", "other", false);
+        let other_released = marker("c1", "u2", "ns2", "other", true);
+        let other_cluster = marker("c2", "u3", "ns", "env", false);
+        let old_format_other = marker("", "u4", "ns", "env", false);
+        let adopted = |m: &Marker| Claim(super::Claim::Adopted { previous: Some(m.clone()) });
+        let rows: Vec<(Option<&Marker>, Route, Liveness, Decision)> = vec![
+            // No marker.
+            (None, Status, Live, Manage),
+            (None, Annotation, Live, Claim(super::Claim::Adopted { previous: None })),
+            (None, Name, Live, Refuse(Refusal::Foreign)),
+            // Its own marker, by any route.
+            (Some(&mine), Status, Live, Manage),
+            (Some(&mine), Annotation, Live, Manage),
+            (Some(&mine), Name, Live, Manage),
+            (Some(&mine_before_clusters), Name, Live, Manage),
+            (Some(&mine_released), Status, Live, Claim(super::Claim::Reclaimed)),
+            (Some(&mine_released), Name, Live, Claim(super::Claim::Reclaimed)),
+            // Same namespace and name, another UID: the earlier holder is gone.
+            (Some(&same_name_dead_uid), Name, Live, Claim(super::Claim::Reclaimed)),
+            (Some(&same_name_dead_uid), Status, Live, Claim(super::Claim::Reclaimed)),
+            (Some(&same_name_released), Name, Live, Claim(super::Claim::Reclaimed)),
+            (Some(&same_name_released), Annotation, Live, Claim(super::Claim::Reclaimed)),
+            // Another object of this cluster.
+            (Some(&other), Status, Live, Refuse(Refusal::LiveOwner(other.owner.clone()))),
+            (Some(&other), Name, Live, Refuse(Refusal::LiveOwner(other.owner.clone()))),
+            (Some(&other), Annotation, Live, Refuse(Refusal::LiveOwner(other.owner.clone()))),
+            (Some(&other), Annotation, Unknown, Refuse(Refusal::LiveOwner(other.owner.clone()))),
+            (Some(&other), Name, Unknown, Refuse(Refusal::LiveOwner(other.owner.clone()))),
+            (Some(&other), Annotation, Gone, adopted(&other)),
+            (Some(&other), Status, Gone, Refuse(Refusal::GoneOwner(other.owner.clone()))),
+            (Some(&other), Name, Gone, Refuse(Refusal::GoneOwner(other.owner.clone()))),
+            (Some(&other_released), Annotation, Live, adopted(&other_released)),
+            (Some(&other_released), Name, Live, Refuse(Refusal::Released(other_released.owner.clone()))),
+            (Some(&other_released), Status, Live, Refuse(Refusal::Released(other_released.owner.clone()))),
+            // Another cluster (a marker naming no cluster is one too, unless its UID is ours).
+            (Some(&other_cluster), Annotation, Live, adopted(&other_cluster)),
+            (Some(&other_cluster), Status, Live, Refuse(Refusal::OtherCluster(other_cluster.owner.clone()))),
+            (Some(&other_cluster), Name, Live, Refuse(Refusal::OtherCluster(other_cluster.owner.clone()))),
+            (
+                Some(&old_format_other),
+                Name,
+                Live,
+                Refuse(Refusal::OtherCluster(old_format_other.owner.clone())),
+            ),
+            (Some(&old_format_other), Annotation, Live, adopted(&old_format_other)),
+        ];
+        for (i, (m, route, liveness, want)) in rows.into_iter().enumerate() {
+            assert_eq!(decide(m, &me(), route, liveness), want, "row {i}: {m:?} {route:?} {liveness:?}");
+        }
+    }
+
+    #[test]
+    fn liveness_is_needed_only_for_another_unreleased_object_of_this_cluster() {
+        let other = marker("c1", "u2", "ns2", "other", false);
+        assert_eq!(needs_liveness(Some(&other), &me()), Some(&other.owner));
+        for m in [
+            marker("c1", "u1", "ns", "env", false),
+            marker("c1", "u0", "ns", "env", false),
+            marker("c1", "u2", "ns2", "other", true),
+            marker("c2", "u2", "ns2", "other", false),
+        ] {
+            assert_eq!(needs_liveness(Some(&m), &me()), None, "{m:?}");
+        }
+        assert_eq!(needs_liveness(None, &me()), None);
+    }
+
+    #[test]
+    fn only_the_named_unreleased_owner_may_delete() {
+        assert!(may_delete(Some(&marker("c1", "u1", "ns", "env", false)), &me()));
+        assert!(may_delete(Some(&marker("", "u1", "ns", "env", false)), &me()));
+        assert!(!may_delete(Some(&marker("c1", "u1", "ns", "env", true)), &me()));
+        assert!(!may_delete(Some(&marker("c1", "u0", "ns", "env", false)), &me()), "same name, other UID");
+        assert!(!may_delete(Some(&marker("c2", "u1", "ns", "env", false)), &me()), "same UID, other cluster");
+        assert!(!may_delete(None, &me()));
+    }
+
+    #[test]
+    fn markers_round_trip_and_malformed_ones_count_as_none() {
+        let m = marker("c1", "u1", "ns", "env", true);
+        let settings = with_marker(&Map::new(), &m);
+        assert_eq!(
+            settings[OWNER_KEY],
+            json!({"cluster": "c1", "uid": "u1", "namespace": "ns", "name": "env", "released": true})
+        );
+        assert_eq!(Marker::read(&settings), Some(m));
+        let held = with_marker(&Map::new(), &Marker::held_by(&me()));
+        assert!(held[OWNER_KEY].get("released").is_none(), "released is written only when true");
+        let old: Map<String, Value> =
+            serde_json::from_value(json!({OWNER_KEY: {"uid": "u1", "namespace": "ns", "name": "env"}}))
+                .unwrap();
+        assert_eq!(Marker::read(&old).map(|m| m.owner.cluster), Some(String::new()));
+        for bad in [json!("x"), json!({"uid": ""}), json!({"namespace": "ns"}), json!(null)] {
+            let s: Map<String, Value> = serde_json::from_value(json!({OWNER_KEY: bad})).unwrap();
+            assert_eq!(Marker::read(&s), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! One Environment the operator cannot decode must not stop the others.
+//!
+//! kube decodes a whole list (and each watch event) in one go, so one bad object fails the
+//! watcher for everyone, at every restart. kube's own `DeserializeGuard` does not help with the
+//! failure that anyone allowed to create an Environment can cause: `settings` nested past
+//! serde_json's recursion limit (128 levels), which the API server accepts and no structural
+//! schema can bound. Its guard buffers the object first, and that buffering hits the limit.
+//!
+//! [`Guarded`] instead takes each object as raw JSON text (serde_json skips a value without
+//! recursing, so no depth limit applies there) and decodes it on its own: a failure is confined
+//! to that object, which keeps its metadata so that it can be reported and deleted. Pure: no client.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::Environment;
+
+/// An Environment as read from the API server: decoded, or why it could not be.
+#[derive(Clone, Debug)]
+pub struct Guarded(pub Result<Environment, Undecodable>);
+
+/// An Environment that could not be decoded, with its metadata.
+#[derive(Clone, Debug)]
+pub struct Undecodable {
+    /// What the decoder said (a position and a reason; never the object's content).
+    pub error: String,
+    pub metadata: ObjectMeta,
+}
+
+impl Guarded {
+    /// The decoded Environment, if it could be.
+    pub fn decoded(&self) -> Option<&Environment> {
+        self.0.as_ref().ok()
+    }
+}
+
+impl<'de> Deserialize<'de> for Guarded {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if let Ok(env) = serde_json::from_str::<Environment>(raw.get()) {
+            return Ok(Guarded(Ok(env)));
+        }
+        // `metadata.managedFields` mirrors the shape of everything written, as deep as the
+        // deepest field, and the operator never reads it: without it, the object may decode.
+        let mut object: BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(raw.get()).map_err(D::Error::custom)?;
+        let mut metadata: BTreeMap<String, Box<RawValue>> = match object.get("metadata") {
+            Some(m) => serde_json::from_str(m.get()).map_err(D::Error::custom)?,
+            None => BTreeMap::new(),
+        };
+        metadata.remove("managedFields");
+        let metadata = serde_json::value::to_raw_value(&metadata).map_err(D::Error::custom)?;
+        object.insert("metadata".to_owned(), metadata.clone());
+        let slim = serde_json::value::to_raw_value(&object).map_err(D::Error::custom)?;
+        match serde_json::from_str::<Environment>(slim.get()) {
+            Ok(env) => Ok(Guarded(Ok(env))),
+            Err(e) => {
+                let metadata = serde_json::from_str(metadata.get()).map_err(D::Error::custom)?;
+                Ok(Guarded(Err(Undecodable { error: e.to_string(), metadata })))
+            }
+        }
+    }
+}
+
+impl Resource for Guarded {
+    type DynamicType = ();
+    type Scope = kube::core::NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Environment::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        Environment::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        Environment::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Environment::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        match &self.0 {
+            Ok(env) => env.meta(),
+            Err(bad) => &bad.metadata,
+        }
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match &mut self.0 {
+            Ok(env) => env.meta_mut(),
+            Err(bad) => &mut bad.metadata,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth))
+    }
+
+    /// An Environment whose managedFields mirror its settings, as the API server writes them.
+    fn object(name: &str, settings: &str) -> String {
+        let fields = settings.replace("{\"a\":", "{\"f:a\":").replace(":1}", ":{}}");
+        format!(
+            r#"{{"apiVersion":"kubiya.ai/v1alpha1","kind":"Environment",
+                "metadata":{{"name":"{name}","namespace":"ns","uid":"u-{name}","managedFields":[
+                    {{"manager":"kubectl","operation":"Update","fieldsType":"FieldsV1",
+                      "fieldsV1":{{"f:spec":{{"f:settings":{fields}}}}}}}]}},
+                "spec":{{"settings":{settings}}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_list_with_one_object_nested_too_deep_still_decodes_the_others() {
+        let list = format!(
+            r#"{{"apiVersion":"v1","kind":"List","metadata":{{}},"items":[{},{},{},{}]}}"#,
+            object("ok-1", "{}"),
+            object("deep", &nested(200)),
+            object("ok-2", &nested(20)),
+            // Decodes only without its managedFields, which are deeper than its spec.
+            object("ok-3", &nested(123)),
+        );
+        // What kube does with a list answer.
+        let list: kube::core::ObjectList<Guarded> = serde_json::from_str(&list).unwrap();
+        let names: Vec<_> =
+            list.items.iter().map(|g| (g.meta().name.clone().unwrap(), g.0.is_ok())).collect();
+        assert_eq!(
+            names,
+            [
+                ("ok-1".to_owned(), true),
+                ("deep".to_owned(), false),
+                ("ok-2".to_owned(), true),
+                ("ok-3".to_owned(), true)
+            ]
+        );
+        let bad = list.items[1].0.as_ref().unwrap_err();
+        assert_eq!(bad.metadata.uid.as_deref(), Some("u-deep"));
+        assert!(bad.error.contains("recursion limit"), "{}", bad.error);
+    }
+
+    #[test]
+    fn a_watch_event_with_an_undecodable_object_still_decodes() {
+        let line = format!(
+            r#"{{"type":"ADDED","object":{}}}"#,
+            object("x", r#"{"a":1}"#).replace("{\"a\":1}", "\"not an object\"")
+        );
+        let event: kube::core::WatchEvent<Guarded> = serde_json::from_str(&line).unwrap();
+        let kube::core::WatchEvent::Added(g) = event else { panic!("added") };
+        assert!(g.0.unwrap_err().error.contains("invalid type"));
+    }
+}

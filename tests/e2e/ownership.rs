@@ -1,0 +1,356 @@
+//! Who owns a remote environment, at the edges a platform team meets: a paused deletion, Orphan
+//! and taking back, a move between namespaces, a restore with a new UID, a status that names
+//! someone else's environment, the CRD deleted and installed again, and another cluster taking
+//! over. The rule: an environment belongs to one resource at a time; it changes hands only when
+//! its owner lets it go or no longer exists, or when a human says so.
+
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kubiya_cp_emulator::Config as EmulatorConfig;
+use kubiya_operator::resource::{DeletionPolicy, Environment, EnvironmentSpec, Phase};
+use serde_json::{Value, json};
+
+use crate::cluster::PrivateCluster;
+use crate::support::{TIMEOUT, TestBed, condition, is_ready, phase, wait_until};
+
+fn ready_now() -> EmulatorConfig {
+    EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
+}
+
+fn orphan() -> EnvironmentSpec {
+    EnvironmentSpec { deletion_policy: DeletionPolicy::Orphan, ..Default::default() }
+}
+
+fn id_of(e: &Environment) -> String {
+    e.status.as_ref().and_then(|s| s.environment_id.clone()).expect("environment id")
+}
+
+fn stalled_with(reason: &'static str) -> impl Fn(&Environment) -> bool {
+    move |e| {
+        e.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == reason)
+        })
+    }
+}
+
+fn message(e: &Environment) -> String {
+    e.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
+}
+
+/// The owner marker of the remote environment named `name`.
+fn marker(bed: &TestBed, name: &str) -> Value {
+    bed.remote_named(name).map(|r| r["settings"]["kubiya.ai/owner"].clone()).unwrap_or(Value::Null)
+}
+
+fn remote_writes(bed: &TestBed) -> u64 {
+    bed.calls("POST /api/v1/environments")
+        + bed.calls("PATCH /api/v1/environments/{id}")
+        + bed.calls("DELETE /api/v1/environments/{id}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_deletion_holds_the_finalizer_and_writes_nothing_until_unpaused() {
+    let bed = TestBed::start("pause-delete", ready_now()).await;
+    bed.create("held", EnvironmentSpec::default()).await;
+    let env = bed.wait_for("held", "Ready", is_ready).await;
+    let id = id_of(&env);
+    bed.annotate("held", "kubiya.ai/paused", Some("true")).await;
+    bed.wait_for("held", "paused", |e| {
+        e.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == "Paused"))
+    })
+    .await;
+    let writes = remote_writes(&bed);
+
+    bed.envs.delete("held", &DeleteParams::default()).await.unwrap();
+    let env = bed
+        .wait_for("held", "Deleting and paused", |e| {
+            phase(e) == Some(Phase::Deleting) && message(e).contains("deletion paused")
+        })
+        .await;
+    assert!(env.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == "kubiya.ai/environment")));
+    let text = message(&env);
+    assert!(
+        text.contains("remove the annotation") && text.contains("kubiya.ai/deletion-policy=Orphan"),
+        "{text}"
+    );
+    assert_eq!(crate::gitops::argo(&env).0, "Suspended");
+    // Held, not just slow: a reconcile request gets a pass, which still writes nothing.
+    bed.annotate("held", "kubiya.ai/reconcile-requested-at", Some("r1")).await;
+    bed.wait_for("held", "the request handled", |e| {
+        e.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("r1")
+    })
+    .await;
+    assert!(bed.envs.get_opt("held").await.unwrap().is_some(), "the paused resource stays");
+    assert_eq!(remote_writes(&bed), writes, "nothing written while paused");
+    assert!(bed.remote().iter().any(|r| r["id"] == id.as_str()));
+
+    // Unpaused, the deletion goes on by its policy (Delete).
+    bed.annotate("held", "kubiya.ai/paused", None).await;
+    bed.wait_gone("held").await;
+    assert!(!bed.remote().iter().any(|r| r["id"] == id.as_str()), "deleted once unpaused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_deletion_ends_with_the_orphan_annotation_and_still_writes_nothing() {
+    let bed = TestBed::start("pause-orphan", ready_now()).await;
+    bed.create("held", EnvironmentSpec::default()).await;
+    let id = id_of(&bed.wait_for("held", "Ready", is_ready).await);
+    bed.annotate("held", "kubiya.ai/paused", Some("true")).await;
+    bed.envs.delete("held", &DeleteParams::default()).await.unwrap();
+    bed.wait_for("held", "Deleting and paused", |e| {
+        phase(e) == Some(Phase::Deleting) && message(e).contains("paused")
+    })
+    .await;
+    let writes = remote_writes(&bed);
+    bed.annotate("held", "kubiya.ai/deletion-policy", Some("Orphan")).await;
+    bed.wait_gone("held").await;
+    assert_eq!(remote_writes(&bed), writes, "paused: not even the release is written");
+    assert!(bed.remote().iter().any(|r| r["id"] == id.as_str()), "left in the control plane");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_was_orphaned_is_released_and_taken_back_by_the_same_manifest() {
+    let bed = TestBed::start("take-back", ready_now()).await;
+    let first = bed.create("mover", orphan()).await;
+    let id = id_of(&bed.wait_for("mover", "Ready", is_ready).await);
+    bed.envs.delete("mover", &DeleteParams::default()).await.unwrap();
+    bed.wait_gone("mover").await;
+    let released = marker(&bed, "mover");
+    assert_eq!(released["released"], true, "{released}");
+    assert_eq!(released["uid"], json!(first.metadata.uid));
+
+    let second = bed.create("mover", orphan()).await;
+    let env = bed.wait_for("mover", "Ready", is_ready).await;
+    assert_eq!(id_of(&env), id, "the same environment, not a new one");
+    assert_eq!(bed.remote().iter().filter(|r| r["name"] == "mover").count(), 1);
+    let held = marker(&bed, "mover");
+    assert_eq!(held["uid"], json!(second.metadata.uid));
+    assert!(held.get("released").is_none(), "{held}");
+    let note = bed.wait_event("mover", "Reclaimed").await;
+    assert!(note.contains(&id), "{note}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_to_another_namespace_takes_the_annotation_and_says_so() {
+    let mut bed = TestBed::without_operator("move", ready_now()).await;
+    let target = format!("{}-b", bed.namespace);
+    bed.own_namespace(&target).await;
+    bed.operator_env.push(("KUBIYA_WATCH_NAMESPACES", format!("{},{target}", bed.namespace)));
+    bed.start_operator();
+    bed.create("mover", orphan()).await;
+    let id = id_of(&bed.wait_for("mover", "Ready", is_ready).await);
+    bed.envs.delete("mover", &DeleteParams::default()).await.unwrap();
+    bed.wait_gone("mover").await;
+
+    // The same manifest in another namespace: the environment was released by someone else.
+    let b: Api<Environment> = Api::namespaced(bed.client.clone(), &target);
+    b.create(&PostParams::default(), &Environment::new("mover", orphan())).await.unwrap();
+    let env = wait(&b, "mover", stalled_with("NameConflict")).await;
+    let text = message(&env);
+    let command = format!("kubectl annotate environment/mover -n {target} kubiya.ai/environment-id={id}");
+    assert!(text.contains(&format!("released by Environment {}/mover", bed.namespace)), "{text}");
+    assert!(text.contains(&command), "{text}");
+    assert_eq!(phase(&env), Some(Phase::Error));
+
+    let patch = json!({"metadata": {"annotations": {"kubiya.ai/environment-id": id}}});
+    b.patch("mover", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let env = wait(&b, "mover", is_ready).await;
+    assert_eq!(id_of(&env), id);
+    assert_eq!(marker(&bed, "mover")["namespace"], json!(target));
+    assert_eq!(bed.remote().iter().filter(|r| r["name"] == "mover").count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_with_a_new_uid_and_no_status_takes_the_environment_back() {
+    let mut bed = TestBed::start("restore", ready_now()).await;
+    let first = bed.create("app", EnvironmentSpec::default()).await;
+    let id = id_of(&bed.wait_for("app", "Ready", is_ready).await);
+    // Lost without a cleanup (a finalizer removed by hand while the operator was down, a
+    // namespace force-deleted): the marker still names the dead object.
+    bed.kill_operator().await;
+    let patch = json!({"metadata": {"finalizers": null}});
+    bed.envs.patch("app", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    bed.envs.delete("app", &DeleteParams::default()).await.unwrap();
+    bed.wait_gone("app").await;
+    assert_eq!(marker(&bed, "app")["uid"], json!(first.metadata.uid));
+
+    // Restored: same namespace and name, new UID, status stripped.
+    bed.create("app", EnvironmentSpec::default()).await;
+    bed.start_operator();
+    let env = bed.wait_for("app", "Ready", is_ready).await;
+    assert_eq!(id_of(&env), id);
+    assert_eq!(marker(&bed, "app")["uid"], json!(env.metadata.uid));
+    bed.wait_event("app", "Reclaimed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_whose_status_names_someone_elses_environment_never_writes_or_deletes_it() {
+    let mut bed = TestBed::start("not-mine", ready_now()).await;
+    bed.create("owner", EnvironmentSpec { description: Some("owner's".into()), ..Default::default() }).await;
+    let owner = bed.wait_for("owner", "Ready", is_ready).await;
+    let id = id_of(&owner);
+
+    // A resource restored from a backup, with a status that names the owner's environment (copied
+    // from another cluster's backup, or two resources that once adopted the same id).
+    bed.kill_operator().await;
+    bed.create("copy", EnvironmentSpec { description: Some("copy's".into()), ..Default::default() }).await;
+    let status = json!({"status": {"environmentId": id}});
+    bed.envs.patch_status("copy", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    bed.start_operator();
+    let env = bed.wait_for("copy", "Stalled with OwnedElsewhere", stalled_with("OwnedElsewhere")).await;
+    let text = message(&env);
+    assert!(
+        text.contains(&format!("managed by Environment {}/owner in this cluster", bed.namespace)),
+        "{text}"
+    );
+    let remote = bed.remote().into_iter().find(|r| r["id"] == id.as_str()).unwrap();
+    assert_eq!(remote["description"], "owner's", "never written by the copy");
+
+    // Deleting it deletes nothing remote; the owner stays Ready on its environment.
+    bed.envs.delete("copy", &DeleteParams::default()).await.unwrap();
+    bed.wait_gone("copy").await;
+    assert!(bed.remote().iter().any(|r| r["id"] == id.as_str()), "the owner's environment was deleted");
+    let left = bed.events("copy").await;
+    assert!(left.iter().any(|(reason, note)| reason == "LeftRemote" && note.contains(&id)), "{left:?}");
+    bed.annotate("owner", "kubiya.ai/reconcile-requested-at", Some("after")).await;
+    let owner = bed
+        .wait_for("owner", "Ready after the request", |e| {
+            is_ready(e)
+                && e.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("after")
+        })
+        .await;
+    assert_eq!(id_of(&owner), id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopting_an_environment_a_live_resource_manages_is_refused() {
+    let bed = TestBed::start("live-owner", ready_now()).await;
+    bed.create("owner", EnvironmentSpec::default()).await;
+    let id = id_of(&bed.wait_for("owner", "Ready", is_ready).await);
+    bed.create_annotated(
+        "thief",
+        &[("kubiya.ai/environment-id", &id)],
+        EnvironmentSpec {
+            name: Some("owner".into()),
+            description: Some("stolen".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let env = bed.wait_for("thief", "Stalled with OwnedElsewhere", stalled_with("OwnedElsewhere")).await;
+    assert!(message(&env).contains("two resources must not manage one environment"), "{}", message(&env));
+    assert!(bed.remote_named("owner").unwrap()["description"].is_null(), "not written");
+}
+
+/// Waits on an Environment in any namespace.
+async fn wait(
+    api: &Api<Environment>,
+    name: &str,
+    cond: impl Fn(&Environment) -> bool + Send + 'static,
+) -> Environment {
+    let fut = await_condition(api.clone(), name, move |o: Option<&Environment>| o.is_some_and(&cond));
+    match tokio::time::timeout(TIMEOUT, fut).await {
+        Ok(Ok(Some(env))) => env,
+        other => {
+            let now = api.get_opt(name).await.ok().flatten().map(|e| e.status);
+            panic!("timed out waiting for {name} ({other:?}); last seen: {now:?}")
+        }
+    }
+}
+
+const RESOURCES: usize = 50;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_crd_releases_every_environment_and_reinstalling_takes_them_back() {
+    let cluster = PrivateCluster::start_at("crd-delete", ["17143", "13079", "13080"]);
+    let mut bed = TestBed::on_cluster(cluster.kubeconfig(), "crd-delete", ready_now()).await;
+    bed.start_operator();
+    let name = |i: usize| format!("env-{i:02}");
+    for i in 0..RESOURCES {
+        bed.create(&name(i), EnvironmentSpec::default()).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..RESOURCES {
+        ids.push(id_of(&bed.wait_for(&name(i), "Ready", is_ready).await));
+    }
+
+    // An uninstall, or a GitOps prune: the API server deletes every Environment.
+    let crds: Api<CustomResourceDefinition> = Api::all(bed.client.clone());
+    let uid = crds.get("environments.kubiya.ai").await.unwrap().metadata.uid.unwrap_or_default();
+    crds.delete("environments.kubiya.ai", &DeleteParams::default()).await.unwrap();
+    tokio::time::timeout(
+        TIMEOUT * 2,
+        await_condition(crds, "environments.kubiya.ai", conditions::is_deleted(&uid)),
+    )
+    .await
+    .expect("the CRD is deleted once every Environment let go")
+    .unwrap();
+    for id in &ids {
+        let r = bed.remote().into_iter().find(|r| r["id"] == id.as_str());
+        let r = r.unwrap_or_else(|| panic!("environment {id} was deleted with the CRD"));
+        assert_eq!(r["settings"]["kubiya.ai/owner"]["released"], true, "{r}");
+    }
+    assert!(bed.operator_alive());
+
+    // Installed again, the same manifests applied: the same environments, none created.
+    let others = |bed: &TestBed| bed.remote().into_iter().filter(|r| r["name"] != "default").count();
+    let envs_before = others(&bed);
+    crate::support::install_crd(bed.client.clone()).await;
+    wait_until("the Environments API served again", || async {
+        bed.envs.list(&Default::default()).await.is_ok()
+    })
+    .await;
+    for i in 0..RESOURCES {
+        bed.create(&name(i), EnvironmentSpec::default()).await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let env = bed.wait_for(&name(i), "Ready", is_ready).await;
+        assert_eq!(&id_of(&env), id, "{}", name(i));
+    }
+    assert_eq!(others(&bed), envs_before, "no environment created");
+    let events = bed.events(&name(0)).await;
+    assert!(events.iter().any(|(r, _)| r == "Reclaimed"), "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_cluster_takes_over_with_the_annotation_and_the_first_lets_go() {
+    let old = TestBed::start("old-cluster", ready_now()).await;
+    old.create("app", EnvironmentSpec { description: Some("blue".into()), ..Default::default() }).await;
+    let id = id_of(&old.wait_for("app", "Ready", is_ready).await);
+
+    // A second cluster, on the same control-plane organization, told to take it over.
+    let cluster = PrivateCluster::start_at("new-cluster", ["17243", "13179", "13180"]);
+    let mut new = TestBed::on_cluster(cluster.kubeconfig(), "new-cluster", ready_now()).await;
+    new.control_plane_url = old.control_plane_url.clone();
+    new.org = old.org.clone();
+    new.start_operator();
+    new.create_annotated(
+        "app",
+        &[("kubiya.ai/environment-id", &id)],
+        EnvironmentSpec { description: Some("green".into()), ..Default::default() },
+    )
+    .await;
+    let env = new.wait_for("app", "Ready", is_ready).await;
+    assert_eq!(id_of(&env), id);
+    let note = new.wait_event("app", "Adopted").await;
+    assert!(note.contains("in another cluster"), "{note}");
+    assert_eq!(old.remote_named("app").unwrap()["description"], "green");
+
+    // The old cluster's resource lets go: Stalled, no writes, and its deletion deletes nothing.
+    old.annotate("app", "kubiya.ai/reconcile-requested-at", Some("later")).await;
+    let env = old.wait_for("app", "Stalled with OwnedElsewhere", stalled_with("OwnedElsewhere")).await;
+    assert!(message(&env).contains("managed from another cluster"), "{}", message(&env));
+    assert_eq!(condition(&env, "Ready").as_deref(), Some("False"));
+    assert_eq!(old.remote_named("app").unwrap()["description"], "green", "the old spec is not written back");
+    old.envs.delete("app", &DeleteParams::default()).await.unwrap();
+    old.wait_gone("app").await;
+    assert!(old.remote().iter().any(|r| r["id"] == id.as_str()), "deleted by the old cluster");
+    new.annotate("app", "kubiya.ai/reconcile-requested-at", Some("after")).await;
+    new.wait_for("app", "still Ready", |e| {
+        is_ready(e) && e.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("after")
+    })
+    .await;
+}
