@@ -32,8 +32,11 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features e2e --locked -- -D warnings
 
-## Regenerate the CRD from the Rust types, and its copies in the kustomize base and the Helm chart.
+## Regenerate the CRDs from the Rust types, and their copies in the kustomize base and the Helm chart.
+CRDS = environment connection clusterconnection
 crd:
-	cargo run --quiet --locked -- crd > crds/environment.yaml
-	cp crds/environment.yaml deploy/kustomize/base/environment-crd.yaml
-	cp crds/environment.yaml deploy/helm/kubiya-operator/crds/environment.yaml
+	for c in $(CRDS); do \
+		cargo run --quiet --locked -- crd $$c.yaml > crds/$$c.yaml && \
+		cp crds/$$c.yaml deploy/kustomize/base/$$c-crd.yaml && \
+		cp crds/$$c.yaml deploy/helm/kubiya-operator/crds/$$c.yaml || exit 1; \
+	done

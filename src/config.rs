@@ -44,8 +44,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator (the default).
     Run(Config),
-    /// Print the Environment CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions the operator serves, as YAML.
+    Crd {
+        /// Only the one shipped as crds/<FILE> (environment.yaml, connection.yaml,
+        /// clusterconnection.yaml).
+        file: Option<String>,
+    },
 }
 
 /// Settings of `kubiya-operator run`.
@@ -55,7 +59,8 @@ pub struct Config {
     #[arg(long, env = "KUBIYA_CONTROL_PLANE_BASE_URL", default_value = "https://control-plane.kubiya.ai")]
     pub control_plane_url: Url,
 
-    /// Kubiya API key. Prefer a file or an env var from a Secret over the command line.
+    /// Kubiya API key of the operator's own, for Environments without a connection of their own
+    /// (optional). Prefer a file or an env var from a Secret over the command line.
     #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true, hide = true, value_parser = parse_key)]
     pub api_key: Option<ApiKey>,
 
@@ -63,11 +68,22 @@ pub struct Config {
     #[arg(long, env = "KUBIYA_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
 
+    /// Whether Environments managed with the operator's own key may adopt environments made
+    /// outside Kubernetes (`kubiya.ai/environment-id`).
+    #[arg(long, env = "KUBIYA_ALLOW_ADOPTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_adoption: bool,
+
     /// Timeout of one control-plane request.
     #[arg(long, env = "KUBIYA_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
-    /// Control-plane requests in flight at once, across all reconciles.
+    /// The longest one reconcile pass may take; past it, it is abandoned and retried (a
+    /// transient error), so that nothing, on any connection, holds a pass forever.
+    #[arg(long, env = "KUBIYA_RECONCILE_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub reconcile_timeout: Duration,
+
+    /// Control-plane requests in flight at once, per connection (the operator's own key, and
+    /// connections that set no limit).
     #[arg(long, env = "KUBIYA_MAX_CONCURRENT_REQUESTS", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub max_concurrent_requests: u16,
 
@@ -130,8 +146,8 @@ pub enum LogFormat {
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no API key: set KUBIYA_API_KEY or --api-key-file")]
-    MissingApiKey,
+    #[error("the API key file {path:?} is empty")]
+    EmptyApiKeyFile { path: PathBuf },
     #[error("cannot read the API key file {path:?}")]
     ReadApiKey {
         path: PathBuf,
@@ -141,19 +157,23 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The API key from the env var, else from the file.
-    pub fn api_key(&self) -> Result<ApiKey, ConfigError> {
-        let key = match (&self.api_key, &self.api_key_file) {
-            (Some(k), _) if !k.is_empty() => k.clone(),
-            (_, Some(path)) => std::fs::read_to_string(path)
-                .map(ApiKey::new)
-                .map_err(|source| ConfigError::ReadApiKey { path: path.clone(), source })?,
-            _ => return Err(ConfigError::MissingApiKey),
-        };
-        if key.is_empty() {
-            return Err(ConfigError::MissingApiKey);
+    /// The operator's own API key: the env var, else the file, else none.
+    pub fn api_key(&self) -> Result<Option<ApiKey>, ConfigError> {
+        match (&self.api_key, &self.api_key_file) {
+            (Some(k), _) if !k.is_empty() => Ok(Some(k.clone())),
+            (_, Some(path)) => {
+                let key = std::fs::read_to_string(path)
+                    .map(ApiKey::new)
+                    .map_err(|source| ConfigError::ReadApiKey { path: path.clone(), source })?;
+                // A file that is there but empty is a mistake, not "no key".
+                if key.is_empty() {
+                    Err(ConfigError::EmptyApiKeyFile { path: path.clone() })
+                } else {
+                    Ok(Some(key))
+                }
+            }
+            _ => Ok(None),
         }
-        Ok(key)
     }
 }
 

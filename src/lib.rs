@@ -1,6 +1,7 @@
 //! kubiya-operator: makes the Kubiya control plane's Environments declarative.
 
 pub mod config;
+pub mod connection;
 pub mod controlplane;
 pub mod metrics;
 pub mod reconcile;

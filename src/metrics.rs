@@ -27,6 +27,8 @@ pub struct FieldLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// The connection: `operator`, `Connection/<namespace>/<name>` or `ClusterConnection/<name>`.
+    pub connection: String,
     /// The route template, `/api/v1/environments/{id}`: never an id.
     pub route: &'static str,
     pub method: &'static str,
@@ -36,6 +38,7 @@ pub struct RequestLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
+    pub connection: String,
     pub route: &'static str,
     pub method: &'static str,
 }
@@ -171,10 +174,22 @@ impl Metrics {
     }
 
     /// Records one control-plane request: `code` is the HTTP status, `None` when none came.
-    pub fn cp_request(&self, route: &'static str, method: &'static str, code: Option<u16>, took: Duration) {
+    pub fn cp_request(
+        &self,
+        connection: &str,
+        route: &'static str,
+        method: &'static str,
+        code: Option<u16>,
+        took: Duration,
+    ) {
         let code = code.map_or_else(|| "transport".to_owned(), |c| c.to_string());
-        self.cp_requests.get_or_create(&RequestLabels { route, method, code }).inc();
-        self.cp_request_duration.get_or_create(&RouteLabels { route, method }).observe(took.as_secs_f64());
+        let connection = connection.to_owned();
+        self.cp_requests
+            .get_or_create(&RequestLabels { connection: connection.clone(), route, method, code })
+            .inc();
+        self.cp_request_duration
+            .get_or_create(&RouteLabels { connection, route, method })
+            .observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition.
@@ -209,8 +224,8 @@ mod tests {
         let m = Metrics::default();
         m.reconciles.get_or_create(&ResultLabels { result: "ok" }).inc();
         m.drift_corrections.get_or_create(&FieldLabels { field: field_label("tags") }).inc();
-        m.cp_request("/api/v1/environments/{id}", "GET", Some(404), Duration::from_millis(3));
-        m.cp_request("/api/v1/environments", "POST", None, Duration::from_millis(3));
+        m.cp_request("operator", "/api/v1/environments/{id}", "GET", Some(404), Duration::from_millis(3));
+        m.cp_request("operator", "/api/v1/environments", "POST", None, Duration::from_millis(3));
         let mut m = m;
         m.count_phases(PhaseCounts(Box::new(|| vec![Some(Phase::Ready), None, Some(Phase::Ready)])));
         let text = m.render();
@@ -218,7 +233,7 @@ mod tests {
         assert!(text.contains("kubiya_operator_environments{phase=\"Pending\"} 1"), "{text}");
         assert!(text.contains("kubiya_operator_environments{phase=\"Error\"} 0"), "{text}");
         assert!(
-            text.contains("kubiya_operator_control_plane_requests_total{route=\"/api/v1/environments/{id}\",method=\"GET\",code=\"404\"} 1"),
+            text.contains("kubiya_operator_control_plane_requests_total{connection=\"operator\",route=\"/api/v1/environments/{id}\",method=\"GET\",code=\"404\"} 1"),
             "{text}"
         );
         assert!(text.contains("code=\"transport\"} 1"), "{text}");

@@ -227,6 +227,7 @@ fn error_answers_quote_one_bounded_line_of_any_body() {
             timeout: Duration::from_secs(5),
             max_concurrent: 1,
             metrics: Arc::default(),
+            connection: "operator".into(),
         })
         .unwrap()
     });
@@ -335,6 +336,7 @@ fn spec() -> impl Strategy<Value = EnvironmentSpec> {
                     state,
                     deletion_policy: DeletionPolicy::Delete,
                     worker_secret: None,
+                    connection_ref: None,
                 }
             },
         )

@@ -1,7 +1,8 @@
 //! The HTTP client. Talks to the control plane; every call is one `#[instrument]`ed method.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -43,6 +44,22 @@ impl ApiKey {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The organization the key names (its JWT's `organization` claim, read without verifying
+    /// anything, as the control plane reads it): for display only.
+    pub fn organization(&self) -> Option<String> {
+        use base64::Engine;
+        let payload = self.0.split('.').nth(1)?;
+        let bytes =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+        let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let org = claims.get("organization")?.as_str()?;
+        // A claim is whatever the key's maker put there: shown only if it looks like a name.
+        let plain = !org.is_empty()
+            && org.len() <= 100
+            && org.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        plain.then(|| org.to_owned())
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -63,7 +80,17 @@ pub struct ClientConfig {
     pub max_concurrent: usize,
     /// Where each request is counted and timed.
     pub metrics: Arc<Metrics>,
+    /// The connection this client serves, as metrics label it (`operator`, `Connection/ns/name`,
+    /// `ClusterConnection/name`).
+    pub connection: String,
 }
+
+/// After this many requests in a row got no answer, the control plane is taken as down: requests
+/// fail at once for [`BREAKER_PAUSE`], then one is let through to see. Without it, passes waiting
+/// on a control plane that hangs hold the controller's reconcile slots, and one organisation's
+/// outage slows every other's.
+const BREAKER_FAILURES: u32 = 3;
+const BREAKER_PAUSE: Duration = Duration::from_secs(5);
 
 /// Why a client cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -77,26 +104,43 @@ pub enum BuildError {
     Http(#[source] reqwest::Error),
 }
 
-/// A typed client for `/api/v1/environments`. Cheap to clone (one connection pool).
+/// A typed client for `/api/v1/environments`. Cheap to clone (one connection pool, one key).
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
-    auth: HeaderValue,
+    /// Swapped in place when the key rotates: no request goes out with the old key after.
+    auth: Arc<RwLock<HeaderValue>>,
     limit: Arc<Semaphore>,
+    timeout: Duration,
     metrics: Arc<Metrics>,
+    connection: Arc<str>,
+    breaker: Arc<Breaker>,
+}
+
+/// Requests in a row without an answer, and until when requests are refused.
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: AtomicU32,
+    open_until: Mutex<Option<Instant>>,
+}
+
+/// The `Authorization` header for `key`. Keys are JWTs: printable ASCII without spaces; anything
+/// else is a mistake (a line break inside the file, a pasted typographic quote) better told at
+/// once than as 401s.
+fn authorization(key: &ApiKey) -> Result<HeaderValue, BuildError> {
+    if key.is_empty() || !key.0.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(BuildError::InvalidKey);
+    }
+    let mut auth =
+        HeaderValue::from_str(&format!("UserKey {}", key.0)).map_err(|_| BuildError::InvalidKey)?;
+    auth.set_sensitive(true);
+    Ok(auth)
 }
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, BuildError> {
-        // Keys are JWTs: printable ASCII without spaces. Anything else is a mistake (a line
-        // break inside the file, a pasted typographic quote) better told at once than as 401s.
-        if config.api_key.is_empty() || !config.api_key.0.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(BuildError::InvalidKey);
-        }
-        let mut auth = HeaderValue::from_str(&format!("UserKey {}", config.api_key.0))
-            .map_err(|_| BuildError::InvalidKey)?;
-        auth.set_sensitive(true);
+        let auth = authorization(&config.api_key)?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(5)))
@@ -108,10 +152,37 @@ impl Client {
         Ok(Client {
             http,
             base: config.base_url,
-            auth,
+            auth: Arc::new(RwLock::new(auth)),
             limit: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            timeout: config.timeout,
             metrics: config.metrics,
+            connection: config.connection.into(),
+            breaker: Arc::default(),
         })
+    }
+
+    /// Sends `key` from now on (a rotated key).
+    pub fn set_key(&self, key: &ApiKey) -> Result<(), BuildError> {
+        let auth = authorization(key)?;
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = auth;
+        Ok(())
+    }
+
+    /// The control plane this client talks to.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    /// Whether the control plane accepts the key, with a request that creates nothing: a GET
+    /// of an id that does not exist answers 404 to a good key, 401 to a bad one. (A list would
+    /// create the organization's `default` environment.)
+    #[instrument(skip(self), level = "debug")]
+    pub async fn check_key(&self) -> Result<(), Error> {
+        match self.get("00000000-0000-4000-8000-000000000000").await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `GET /api/v1/environments[?status_filter=…]`. Beware: the server creates the organization's
@@ -211,19 +282,27 @@ impl Client {
         route: &'static str,
         req: RequestBuilder,
     ) -> Result<Answer, Error> {
-        // The semaphore is never closed, so acquiring cannot fail; without a permit, go ahead.
-        let _permit = self.limit.acquire().await.ok();
+        if self.breaker.is_open() {
+            return Err(Error::Down { method, route });
+        }
+        // Waiting longer than a request may take means the control plane is saturated: give the
+        // reconcile slot back rather than queue (the semaphore is never closed).
+        let Ok(Ok(_permit)) = tokio::time::timeout(self.timeout, self.limit.acquire()).await else {
+            return Err(Error::Busy { method, route });
+        };
         let started = Instant::now();
         // Timed and counted once the whole body is in: a body cut short is a transport error,
         // not a success.
         let answer = async {
-            let resp = req.header(AUTHORIZATION, self.auth.clone()).send().await?;
+            let auth = self.auth.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let resp = req.header(AUTHORIZATION, auth).send().await?;
             let (status, retry_after, location) = (resp.status(), retry_after(&resp), location(&resp));
             Ok::<_, reqwest::Error>((status, retry_after, location, read_capped(resp).await?))
         }
         .await;
         let code = answer.as_ref().ok().map(|(status, ..)| status.as_u16());
-        self.metrics.cp_request(route, method, code, started.elapsed());
+        self.metrics.cp_request(&self.connection, route, method, code, started.elapsed());
+        self.breaker.record(code.is_some());
         let (status, retry_after, location, body) =
             answer.map_err(|source| Error::Transport { method, route, source })?;
         let Some(body) = body else {
@@ -237,6 +316,32 @@ impl Client {
             return Ok(Answer { body, status, method, route });
         }
         Err(Error::api(method, route, status.as_u16(), error_detail(&body).unwrap_or_default(), retry_after))
+    }
+}
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        let mut until = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            // Half open: this request goes through; another failure opens it again.
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Records whether a request got an answer (any status).
+    fn record(&self, answered: bool) {
+        if answered {
+            self.failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= BREAKER_FAILURES {
+            *self.open_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + BREAKER_PAUSE);
+        }
     }
 }
 
@@ -321,6 +426,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_concurrent: 1,
             metrics: Arc::default(),
+            connection: "operator".into(),
         })
         .unwrap()
     }
@@ -346,9 +452,47 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 max_concurrent: 1,
                 metrics: Arc::default(),
+                connection: "operator".into(),
             });
             assert!(matches!(built, Err(BuildError::InvalidKey)), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_breaker_opens_after_requests_in_a_row_got_no_answer_and_half_opens_after_a_pause() {
+        let b = Breaker::default();
+        b.record(false);
+        b.record(false);
+        assert!(!b.is_open(), "two are not enough");
+        b.record(true);
+        b.record(false);
+        b.record(false);
+        assert!(!b.is_open(), "an answer in between starts the count again");
+        b.record(false);
+        assert!(b.is_open());
+        *b.open_until.lock().unwrap() = Some(Instant::now());
+        assert!(!b.is_open(), "half open once the pause is over");
+        b.record(false);
+        assert!(b.is_open(), "one more failure opens it again");
+        b.record(true);
+        *b.open_until.lock().unwrap() = None;
+        assert!(!b.is_open());
+    }
+
+    #[test]
+    fn the_organization_claim_is_read_for_display() {
+        let jwt = |claims: &str| {
+            use base64::Engine;
+            let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            format!("{}.{}.sig", e.encode("{}"), e.encode(claims))
+        };
+        assert_eq!(
+            ApiKey::new(jwt(r#"{"organization":"acme-1"}"#)).organization().as_deref(),
+            Some("acme-1")
+        );
+        assert_eq!(ApiKey::new(jwt(r#"{"email":"a@b"}"#)).organization(), None);
+        assert_eq!(ApiKey::new(jwt(r#"{"organization":"<script>"}"#)).organization(), None);
+        assert_eq!(ApiKey::new("not-a-jwt").organization(), None);
     }
 
     #[test]

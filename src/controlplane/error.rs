@@ -40,6 +40,14 @@ pub enum Error {
         "{method} {route}: control plane answered {status}, a redirect to {target}: set the control-plane URL to where it points, if that is right"
     )]
     Redirect { method: &'static str, route: &'static str, status: u16, target: String },
+    /// Recent requests got no answer: not sent, to be tried again in a few seconds.
+    #[error(
+        "{method} {route}: control plane unreachable (the last requests got no answer; trying again shortly)"
+    )]
+    Down { method: &'static str, route: &'static str },
+    /// Every request slot of this connection stayed taken for a whole request timeout.
+    #[error("{method} {route}: control plane busy (no request slot came free in time)")]
+    Busy { method: &'static str, route: &'static str },
     /// The answer's body is larger than the client accepts.
     #[error("{method} {route}: the answer is larger than {limit} bytes")]
     TooLarge { method: &'static str, route: &'static str, limit: usize },
@@ -85,7 +93,7 @@ impl Error {
     /// a taken name, an invalid status), which fail the same way every time.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport { .. } | Error::Decode { .. } => true,
+            Error::Transport { .. } | Error::Decode { .. } | Error::Down { .. } | Error::Busy { .. } => true,
             Error::Redirect { .. } | Error::TooLarge { .. } => false,
             Error::Api { status, detail, .. } => {
                 matches!(status, 408 | 429 | 500..=599) && !(*status == 500 && is_database_rejection(detail))

@@ -12,7 +12,8 @@ use super::plan::{self, Plan};
 use super::report::{self, publish};
 use super::status::Observation;
 use super::{Context, Error, find_named, kubectl_target, worker_secret};
-use crate::controlplane::{EnvironmentBody, RemoteEnvironment, sanitize};
+use crate::connection::Usable;
+use crate::controlplane::{self, EnvironmentBody, RemoteEnvironment, sanitize};
 use crate::metrics::{FieldLabels, field_label};
 use crate::resource::{ADOPT_ANNOTATION, Environment, Guarded, Phase};
 
@@ -31,28 +32,31 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     if env.status.is_none() && ctx.known_id(env).is_none() {
         report::status(env, Observation::Starting, ctx).await?;
     }
+    let conn = ctx.connections.for_environment(env, &ctx.kube).await?;
     let me = ctx.owner(env);
     let desired = plan::desired(env, &me);
 
     // Observe: the environment this resource manages, or may take; else create it.
-    let found = match observe(env, &me, ctx).await? {
+    let found = match observe(env, &me, &conn, ctx).await? {
         Some(found) => found,
-        None => create(env, &desired, &me, ctx).await?,
+        None => create(env, &desired, &me, &conn, ctx).await?,
     };
 
     // Plan, and act on it.
+    let cp = &conn.client;
     let remote = match plan::plan(&desired, found.remote) {
         Plan::InSync(remote) => remote,
-        Plan::Update { remote, fields } => update(env, &remote, &fields, ctx).await?,
+        Plan::Update { remote, fields } => update(env, cp, &remote, &fields, ctx).await?,
     };
     if let Some(claim) = found.claim {
         announce(env, &remote, claim, ctx).await;
     }
     let worker_secret =
-        if remote.can_register() { Some(worker_secret::ensure(env, &remote, ctx).await?) } else { None };
+        if remote.can_register() { Some(worker_secret::ensure(env, &remote, cp, ctx).await?) } else { None };
 
     // Report.
-    let phase = report::status(env, Observation::Remote { remote: &remote, worker_secret }, ctx).await?;
+    let obs = Observation::Remote { remote: &remote, worker_secret, connection: &conn.key };
+    let phase = report::status(env, obs, ctx).await?;
     let was = env.status.as_ref().and_then(|s| s.phase);
     if phase == Some(Phase::Error) && was != Some(Phase::Error) {
         let why = remote.error_message.as_deref().map(sanitize).unwrap_or_default();
@@ -68,7 +72,12 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
 /// The remote environment this object manages or is asked to adopt, if it exists: by the id in
 /// status, else by the adoption annotation. Without either, there is none yet (a lost create is
 /// recovered in [`create`], by the owner marker).
-async fn observe(env: &Environment, me: &Owner, ctx: &Context) -> Result<Option<Found>, Error> {
+async fn observe(
+    env: &Environment,
+    me: &Owner,
+    conn: &Usable,
+    ctx: &Context,
+) -> Result<Option<Found>, Error> {
     let known = ctx.known_id(env);
     let annotation = env.annotation(ADOPT_ANNOTATION).map(str::trim).filter(|a| !a.is_empty());
     let (id, route) = match (known.as_deref(), annotation) {
@@ -78,7 +87,7 @@ async fn observe(env: &Environment, me: &Owner, ctx: &Context) -> Result<Option<
         (None, Some(a)) => (a, Route::Annotation),
         (None, None) => return Ok(None),
     };
-    let remote = match ctx.cp.get(id).await {
+    let remote = match conn.client.get(id).await {
         Ok(remote) => remote,
         // Not found, or an id the database cannot even read: nothing to adopt.
         Err(e) if known.is_none() && (e.is_not_found() || !e.is_retryable()) => {
@@ -93,7 +102,7 @@ async fn observe(env: &Environment, me: &Owner, ctx: &Context) -> Result<Option<
         }
         Err(source) => return Err(Error::GetRemote { source }),
     };
-    let found = decide(env, me, remote, route, ctx, |refusal, remote| Error::OwnedElsewhere {
+    let found = decide(env, me, remote, route, conn, ctx, |refusal, remote| Error::OwnedElsewhere {
         id: remote.id,
         refusal,
         target: kubectl_target(env),
@@ -109,9 +118,10 @@ async fn create(
     env: &Environment,
     desired: &EnvironmentBody,
     me: &Owner,
+    conn: &Usable,
     ctx: &Context,
 ) -> Result<Found, Error> {
-    let conflict = match ctx.cp.create(desired).await {
+    let conflict = match conn.client.create(desired).await {
         Ok(remote) => {
             ctx.remember_id(env, Some(&remote.id));
             // No Event: the status records the new id, and each Event is one more API-server
@@ -123,10 +133,10 @@ async fn create(
         Err(source) => return Err(Error::CreateRemote { source }),
     };
     // Gone again between the two calls: the next pass creates it.
-    let Some(remote) = find_named(ctx, &desired.name).await? else {
+    let Some(remote) = find_named(&conn.client, &desired.name).await? else {
         return Err(Error::CreateRemote { source: conflict });
     };
-    let found = decide(env, me, remote, Route::Name, ctx, |refusal, remote| Error::NameConflict {
+    let found = decide(env, me, remote, Route::Name, conn, ctx, |refusal, remote| Error::NameConflict {
         name: desired.name.clone(),
         id: remote.id,
         refusal,
@@ -147,6 +157,7 @@ async fn decide(
     me: &Owner,
     remote: RemoteEnvironment,
     route: Route,
+    conn: &Usable,
     ctx: &Context,
     refused: impl FnOnce(ownership::Refusal, RemoteEnvironment) -> Error,
 ) -> Result<Found, Error> {
@@ -157,6 +168,11 @@ async fn decide(
     };
     match ownership::decide(marker.as_ref(), me, route, liveness) {
         Decision::Manage => Ok(Found { remote, claim: None }),
+        // Whoever may create an Environment where this connection serves could otherwise take any
+        // environment of the organization, and its worker token.
+        Decision::Claim(Claim::Adopted { .. }) if !conn.allow_adoption => {
+            Err(Error::AdoptionNotAllowed { connection: conn.key.to_string(), id: remote.id })
+        }
         Decision::Claim(claim) => {
             info!(environment_id = %remote.id, ?claim, namespace = %env.metadata.namespace.as_deref().unwrap_or_default(), "taking the remote environment");
             Ok(Found { remote, claim: Some(claim) })
@@ -216,12 +232,13 @@ fn cluster_note(owner: &Owner, cluster: &str) -> &'static str {
 /// an Event and counted per field. A write of the owner marker alone is neither.
 async fn update(
     env: &Environment,
+    cp: &controlplane::Client,
     remote: &RemoteEnvironment,
     fields: &Map<String, Value>,
     ctx: &Context,
 ) -> Result<RemoteEnvironment, Error> {
     let names = fields.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
-    let updated = ctx.cp.update(&remote.id, fields).await.map_err(|source| Error::UpdateRemote { source })?;
+    let updated = cp.update(&remote.id, fields).await.map_err(|source| Error::UpdateRemote { source })?;
     let settled = env.status.as_ref().is_some_and(|s| {
         s.environment_id.as_deref() == Some(remote.id.as_str())
             && s.observed_generation == env.metadata.generation

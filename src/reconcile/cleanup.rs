@@ -14,7 +14,7 @@ use super::ownership::{self, Marker, with_marker};
 use super::report::{self, publish};
 use super::status::Observation;
 use super::{Context, Error, find_named};
-use crate::controlplane::RemoteEnvironment;
+use crate::controlplane::{self, RemoteEnvironment};
 use crate::resource::{DELETION_POLICY_ANNOTATION, DeletionPolicy, Environment};
 
 /// How a cleanup ended.
@@ -37,8 +37,19 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
     }
     report::status(env, Observation::Deleting, ctx).await?;
 
+    let conn = match ctx.connections.for_environment(env, &ctx.kube).await {
+        Ok(conn) => conn,
+        // Asked to leave it (or the CRD is going): no connection is needed for that.
+        Err(e) if orphan_asked || defended => {
+            let note = format!("left the remote environment as it is: {}", e.explain());
+            publish(env, ctx, EventType::Warning, "LeftRemote", note).await;
+            return Ok(Outcome::Done);
+        }
+        Err(e) => return Err(e),
+    };
+    let cp = &conn.client;
     let me = ctx.owner(env);
-    let Some(remote) = find(env, ctx).await? else { return Ok(Outcome::Done) };
+    let Some(remote) = find(env, cp, ctx).await? else { return Ok(Outcome::Done) };
     let marker = Marker::read(&remote.settings);
     if !ownership::may_delete(marker.as_ref(), &me) {
         let holder = marker.map_or_else(|| "no owner".to_owned(), |m| m.owner.to_string());
@@ -60,7 +71,7 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
     }
     if defended {
         warn!(environment_id = %remote.id, "the Environment CRD is being deleted: releasing the remote environment instead of deleting it");
-        release(&remote, ctx).await?;
+        release(&remote, cp).await?;
         let note = format!(
             "the Environment CustomResourceDefinition is being deleted: released environment {:?} ({}) \
              instead of deleting it; re-install the CRD and apply this resource again to manage it again",
@@ -71,7 +82,7 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
     }
     match env.deletion_policy() {
         DeletionPolicy::Orphan => {
-            release(&remote, ctx).await?;
+            release(&remote, cp).await?;
             info!(environment_id = %remote.id, "deletion policy Orphan: released the remote environment");
             let note = format!(
                 "released environment {:?} ({}) and left it in the control plane (deletion policy Orphan)",
@@ -80,7 +91,7 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
             publish(env, ctx, EventType::Normal, "Orphaned", note).await;
         }
         DeletionPolicy::Delete => {
-            ctx.cp.delete(&remote.id).await.map_err(|source| Error::DeleteRemote { source })?;
+            cp.delete(&remote.id).await.map_err(|source| Error::DeleteRemote { source })?;
             info!(environment_id = %remote.id, "deleted remote environment");
             publish(env, ctx, EventType::Normal, "Deleted", format!("deleted environment {}", remote.id))
                 .await;
@@ -91,16 +102,20 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
 
 /// The remote environment as it is now: by the recorded id, else (a create whose answer was
 /// lost before the status write) by name, if its marker names this resource.
-async fn find(env: &Environment, ctx: &Context) -> Result<Option<RemoteEnvironment>, Error> {
+async fn find(
+    env: &Environment,
+    cp: &controlplane::Client,
+    ctx: &Context,
+) -> Result<Option<RemoteEnvironment>, Error> {
     match ctx.known_id(env) {
-        Some(id) => match ctx.cp.get(&id).await {
+        Some(id) => match cp.get(&id).await {
             Ok(remote) => Ok(Some(remote)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(source) => Err(Error::GetRemote { source }),
         },
         None => {
             let me = ctx.owner(env);
-            let named = find_named(ctx, env.remote_name()).await?;
+            let named = find_named(cp, env.remote_name()).await?;
             Ok(named.filter(|r| ownership::may_delete(Marker::read(&r.settings).as_ref(), &me)))
         }
     }
@@ -108,12 +123,12 @@ async fn find(env: &Environment, ctx: &Context) -> Result<Option<RemoteEnvironme
 
 /// Marks the owner marker released (one PATCH of `settings`): the same namespace and name may
 /// take it back, anyone else with the adoption annotation.
-async fn release(remote: &RemoteEnvironment, ctx: &Context) -> Result<(), Error> {
+async fn release(remote: &RemoteEnvironment, cp: &controlplane::Client) -> Result<(), Error> {
     let Some(mut marker) = Marker::read(&remote.settings) else { return Ok(()) };
     marker.released = true;
     let settings = with_marker(&remote.settings, &marker);
     let fields = Map::from_iter([("settings".to_owned(), Value::Object(settings))]);
-    match ctx.cp.update(&remote.id, &fields).await {
+    match cp.update(&remote.id, &fields).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(source) => Err(Error::ReleaseRemote { source }),

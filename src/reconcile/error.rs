@@ -59,6 +59,37 @@ pub enum Error {
     AdoptMissing { id: String },
     #[error("the Environment cannot be decoded: {error}; fix or delete it")]
     Undecodable { error: String },
+    #[error(
+        "no connection to manage it with: set spec.connectionRef, create a Connection named default in \
+         namespace {namespace}, or give the operator an API key"
+    )]
+    NoConnection { namespace: String },
+    #[error(
+        "the environment is managed through {was}, but the Environment now resolves to {now}: an \
+         environment cannot move between organisations; remove what changed the resolution (a new \
+         default Connection, say), or delete this resource and create another"
+    )]
+    ConnectionChanged { was: String, now: String },
+    #[error("{connection} does not exist: create it, or change spec.connectionRef")]
+    ConnectionNotFound { connection: String },
+    #[error("{connection} is not ready: {why}")]
+    ConnectionNotReady { connection: String, why: String, permanent: bool },
+    #[error(
+        "{connection} does not select namespace {namespace} (its namespaceSelector): label the \
+         namespace, or use another connection"
+    )]
+    NamespaceNotAllowed { connection: String, namespace: String },
+    #[error(
+        "{connection} does not allow adopting environment {id}: adopting needs allowAdoption: true on a \
+         ClusterConnection, a Connection of this namespace, or the operator's own key with \
+         --allow-adoption"
+    )]
+    AdoptionNotAllowed { connection: String, id: String },
+    #[error("reading the namespace's labels failed")]
+    ReadNamespace {
+        #[source]
+        source: kube::Error,
+    },
     #[error("reading the worker Secret failed")]
     ReadSecret {
         #[source]
@@ -131,6 +162,20 @@ impl Error {
             Error::SecretConflict { .. } => row("SecretConflict", "secret_conflict", true, ""),
             Error::AdoptMissing { .. } => row("AdoptionFailed", "adopt_missing", true, ""),
             Error::Undecodable { .. } => row("InvalidSpec", "undecodable", true, ""),
+            Error::NoConnection { .. } => row("NoConnection", "no_connection", true, ""),
+            Error::ConnectionChanged { .. } => row("ConnectionChanged", "connection_changed", true, ""),
+            Error::ConnectionNotFound { .. } => row("ConnectionNotFound", "connection_not_found", true, ""),
+            Error::ConnectionNotReady { permanent, .. } => row(
+                "ConnectionNotReady",
+                "connection_not_ready",
+                *permanent,
+                if *permanent { "" } else { RETRY },
+            ),
+            Error::NamespaceNotAllowed { .. } => {
+                row("NamespaceNotAllowed", "namespace_not_allowed", true, "")
+            }
+            Error::AdoptionNotAllowed { .. } => row("AdoptionNotAllowed", "adoption_not_allowed", true, ""),
+            Error::ReadNamespace { .. } => row("KubernetesApiError", "read_namespace", false, RETRY),
             Error::ReadSecret { .. } => row("KubernetesApiError", "read_secret", false, RETRY),
             Error::WriteSecret { .. } => row("KubernetesApiError", "write_secret", false, RETRY),
             Error::ReadOwner { .. } => row("KubernetesApiError", "read_owner", false, RETRY),
@@ -190,8 +235,8 @@ impl Error {
 /// The row for a failed control-plane call, from the answer's class. `metric` names the call.
 fn remote(e: &controlplane::Error, metric: &'static str) -> Kind {
     let (reason, advice) = match e.status() {
-        Some(401) => ("Unauthorized", " (check the API key the operator runs with: KUBIYA_API_KEY)"),
-        Some(403) => ("Forbidden", " (the operator's API key may not manage environments)"),
+        Some(401) => ("Unauthorized", " (check the API key of the Environment's connection)"),
+        Some(403) => ("Forbidden", " (the connection's API key may not manage environments)"),
         // A refused deletion has nothing to do with the spec; the Orphan hint follows it.
         Some(400 | 409 | 422 | 500) if metric == "delete_remote" && !e.is_retryable() => ("Rejected", ""),
         Some(400 | 409 | 422 | 500) if !e.is_retryable() => ("Rejected", " (fix the Environment spec)"),

@@ -1,60 +1,70 @@
-//! The finalizer that keeps an Environment until its cleanup is done. Not kube-runtime's
-//! `finalizer()`: that one removes the finalizer after any successful cleanup, and a paused
-//! deletion must hold it. Talks to the Kubernetes API.
+//! Finalizers: the one that keeps an Environment until its cleanup is done, and the one that keeps
+//! a connection while Environments use it. Not kube-runtime's `finalizer()`: that one removes the
+//! finalizer after any successful cleanup, and a paused deletion must hold it. Talks to the
+//! Kubernetes API.
+
+use std::fmt::Debug;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, TestOperation};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::{Context, Error};
-use crate::resource::{FINALIZER, Guarded};
+use super::Error;
 
-/// Whether the object carries the finalizer.
-pub fn present(obj: &Guarded) -> bool {
-    obj.finalizers().iter().any(|f| f == FINALIZER)
+/// Whether the object carries `finalizer`.
+pub fn present<K: Resource>(obj: &K, finalizer: &str) -> bool {
+    obj.finalizers().iter().any(|f| f == finalizer)
 }
 
-/// Adds the finalizer. The JSON patch tests the list it extends, so that a concurrent change fails
+/// Adds `finalizer`. The JSON patch tests the list it extends, so that a concurrent change fails
 /// the pass (and is retried) instead of being overwritten.
-pub async fn add(obj: &Guarded, ctx: &Context) -> Result<(), Error> {
+pub async fn add<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
     let list = PointerBuf::from_tokens(["metadata", "finalizers"]);
     let (test, add) = match &obj.meta().finalizers {
-        None => (json!(null), AddOperation { path: list.clone(), value: json!([FINALIZER]) }),
+        None => (json!(null), AddOperation { path: list.clone(), value: json!([finalizer]) }),
         Some(current) => (
             json!(current),
             AddOperation {
                 path: PointerBuf::from_tokens(["metadata", "finalizers", "-"]),
-                value: json!(FINALIZER),
+                value: json!(finalizer),
             },
         ),
     };
     let patch =
         vec![PatchOperation::Test(TestOperation { path: list, value: test }), PatchOperation::Add(add)];
-    write(obj, ctx, patch).await.map(drop)
+    write(api, obj, patch).await
 }
 
-/// Removes the finalizer, which lets the API server finish the deletion.
-pub async fn remove(obj: &Guarded, ctx: &Context) -> Result<(), Error> {
-    let Some(i) = obj.finalizers().iter().position(|f| f == FINALIZER) else { return Ok(()) };
+/// Removes `finalizer`, which lets the API server finish the deletion.
+pub async fn remove<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let Some(i) = obj.finalizers().iter().position(|f| f == finalizer) else { return Ok(()) };
     let path = PointerBuf::from_tokens(["metadata".to_owned(), "finalizers".to_owned(), i.to_string()]);
     let patch = vec![
-        PatchOperation::Test(TestOperation { path: path.clone(), value: json!(FINALIZER) }),
+        PatchOperation::Test(TestOperation { path: path.clone(), value: json!(finalizer) }),
         PatchOperation::Remove(RemoveOperation { path }),
     ];
-    match write(obj, ctx, patch).await {
-        Ok(_) => Ok(()),
+    match write(api, obj, patch).await {
         // Gone already: the deletion is done.
         Err(Error::Finalizer { source: kube::Error::Api(s) }) if s.code == 404 => Ok(()),
-        Err(e) => Err(e),
+        other => other,
     }
 }
 
-async fn write(obj: &Guarded, ctx: &Context, patch: Vec<PatchOperation>) -> Result<Guarded, Error> {
-    let ns = obj.namespace().ok_or(Error::Unnamed)?;
-    let api: Api<Guarded> = Api::namespaced(ctx.kube.clone(), &ns);
+async fn write<K>(api: &Api<K>, obj: &K, patch: Vec<PatchOperation>) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
     api.patch(&obj.name_any(), &PatchParams::default(), &Patch::<()>::Json(json_patch::Patch(patch)))
         .await
+        .map(drop)
         .map_err(|source| Error::Finalizer { source })
 }

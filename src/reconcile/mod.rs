@@ -4,7 +4,7 @@
 mod apply;
 mod cleanup;
 mod error;
-mod finalizer;
+pub mod finalizer;
 pub mod ownership;
 pub mod plan;
 mod report;
@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Resource, ResourceExt};
@@ -23,16 +24,17 @@ use tracing::instrument;
 pub use error::{Error, Kind, MAX_RETRY_AFTER};
 
 use self::ownership::Owner;
+use crate::connection;
 use crate::controlplane::{self, RemoteEnvironment};
 use crate::metrics::{Metrics, ResultLabels};
-use crate::resource::{Environment, Guarded, Undecodable};
+use crate::resource::{Environment, FINALIZER, Guarded, Undecodable};
 
 /// Everything a reconcile pass needs, shared by all passes.
 pub struct Context {
     /// The Kubernetes client for requests (reads time out; watches use their own client).
     pub kube: kube::Client,
-    /// The control-plane client (one connection pool, one limit on concurrent calls).
-    pub cp: controlplane::Client,
+    /// The connections: a control-plane client for each, and which one each Environment uses.
+    pub connections: Arc<connection::Registry>,
     /// Publishes Events on Environments.
     pub recorder: Recorder,
     /// Counters and histograms for `/metrics`.
@@ -164,27 +166,28 @@ pub async fn reconcile(obj: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
 /// The finalizer hand-off: deletion runs the cleanup, which may hold the finalizer (paused);
 /// anything else first makes sure the finalizer is there, then applies.
 async fn pass(obj: &Guarded, ctx: &Context) -> Result<Action, Error> {
+    let api: Api<Guarded> = Api::namespaced(ctx.kube.clone(), &obj.namespace().ok_or(Error::Unnamed)?);
     let env = match &obj.0 {
         Ok(env) => env,
-        Err(bad) => return undecodable(obj, bad, ctx).await,
+        Err(bad) => return undecodable(&api, obj, bad, ctx).await,
     };
     if env.metadata.deletion_timestamp.is_some() {
-        if !finalizer::present(obj) {
+        if !finalizer::present(obj, FINALIZER) {
             return Ok(Action::await_change());
         }
         return match cleanup::cleanup(env, ctx).await? {
             cleanup::Outcome::Done => {
-                finalizer::remove(obj, ctx).await?;
+                finalizer::remove(&api, obj, FINALIZER).await?;
                 ctx.forget(&env.uid().unwrap_or_default());
                 Ok(Action::await_change())
             }
             cleanup::Outcome::Hold(action) => Ok(action),
         };
     }
-    if !finalizer::present(obj) {
+    if !finalizer::present(obj, FINALIZER) {
         // The finalizer is in place before the first remote write. Its watch event starts the
         // next pass (and would start one anyway, right after this one, if this went on).
-        finalizer::add(obj, ctx).await?;
+        finalizer::add(&api, obj, FINALIZER).await?;
         return Ok(Action::await_change());
     }
     apply::apply(env, ctx).await
@@ -192,10 +195,15 @@ async fn pass(obj: &Guarded, ctx: &Context) -> Result<Action, Error> {
 
 /// An Environment that cannot be decoded is reported (status, Event) and never touched remotely;
 /// deleting it lets its finalizer go, leaving its remote environment, if any, where it is.
-async fn undecodable(obj: &Guarded, bad: &Undecodable, ctx: &Context) -> Result<Action, Error> {
+async fn undecodable(
+    api: &Api<Guarded>,
+    obj: &Guarded,
+    bad: &Undecodable,
+    ctx: &Context,
+) -> Result<Action, Error> {
     if bad.metadata.deletion_timestamp.is_some() {
-        if finalizer::present(obj) {
-            finalizer::remove(obj, ctx).await?;
+        if finalizer::present(obj, FINALIZER) {
+            finalizer::remove(api, obj, FINALIZER).await?;
             let note = "deleted without touching the control plane: the Environment could not be \
                         decoded, so its remote environment (if any) was left as it is"
                 .to_owned();
@@ -220,8 +228,8 @@ pub fn error_policy(obj: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Acti
 }
 
 /// The environment named `name`, if there is one (names are unique per organization).
-async fn find_named(ctx: &Context, name: &str) -> Result<Option<RemoteEnvironment>, Error> {
-    let all = ctx.cp.list(None).await.map_err(|source| Error::FindRemote { source })?;
+async fn find_named(cp: &controlplane::Client, name: &str) -> Result<Option<RemoteEnvironment>, Error> {
+    let all = cp.list(None).await.map_err(|source| Error::FindRemote { source })?;
     Ok(all.into_iter().find(|r| r.name == name))
 }
 

@@ -4,6 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::error::Error;
+use crate::connection::ConnKey;
 use crate::controlplane::{RemoteEnvironment, sanitize};
 use crate::resource::{Environment, EnvironmentStatus, Phase, RECONCILE_REQUEST_ANNOTATION};
 
@@ -15,8 +16,8 @@ pub const STALLED: &str = "Stalled";
 pub enum Observation<'a> {
     /// First sight of the object: nothing has been sent to the control plane yet.
     Starting,
-    /// The remote environment as it is after this pass's writes.
-    Remote { remote: &'a RemoteEnvironment, worker_secret: Option<String> },
+    /// The remote environment as it is after this pass's writes, through `connection`.
+    Remote { remote: &'a RemoteEnvironment, worker_secret: Option<String>, connection: &'a ConnKey },
     /// The resource is being deleted.
     Deleting,
     /// The resource is being deleted, and paused: the finalizer stays, nothing remote is written.
@@ -74,8 +75,9 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
             reason: "Creating",
             message: "creating the environment in the control plane".into(),
         },
-        Observation::Remote { remote, worker_secret } => {
+        Observation::Remote { remote, worker_secret, connection } => {
             s.environment_id = Some(remote.id.clone());
+            s.connection = Some(connection.label());
             s.remote_name = Some(remote.name.clone());
             s.remote_status = Some(remote.status.clone());
             s.can_register = Some(remote.can_register());
@@ -324,13 +326,22 @@ mod tests {
     #[test]
     fn time_to_ready_counts_from_the_start_of_reconciling_or_creation() {
         let r = remote("ready");
-        let ready =
-            |e: &Environment| next(e, Observation::Remote { remote: &r, worker_secret: None }, &t(100));
+        let ready = |e: &Environment| {
+            next(
+                e,
+                Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
+                &t(100),
+            )
+        };
         let mut e = env();
         e.metadata.creation_timestamp = Some(t(10));
         assert_eq!(time_to_ready(&e, &ready(&e), &t(100)), Some(std::time::Duration::from_secs(90)));
         let p = remote("provisioning");
-        e.status = Some(next(&e, Observation::Remote { remote: &p, worker_secret: None }, &t(40)));
+        e.status = Some(next(
+            &e,
+            Observation::Remote { remote: &p, worker_secret: None, connection: &ConnKey::Operator },
+            &t(40),
+        ));
         assert_eq!(time_to_ready(&e, &ready(&e), &t(100)), Some(std::time::Duration::from_secs(60)));
         e.status = Some(ready(&e));
         assert_eq!(time_to_ready(&e, &ready(&e), &t(200)), None, "already Ready");
@@ -339,7 +350,15 @@ mod tests {
     #[test]
     fn ready_remote_is_ready_and_not_reconciling() {
         let r = remote("ready");
-        let s = next(&env(), Observation::Remote { remote: &r, worker_secret: Some("w".into()) }, &t(1));
+        let s = next(
+            &env(),
+            Observation::Remote {
+                remote: &r,
+                worker_secret: Some("w".into()),
+                connection: &ConnKey::Operator,
+            },
+            &t(1),
+        );
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(s.observed_generation, Some(2));
         assert_eq!(s.environment_id.as_deref(), Some("id-1"));
@@ -352,11 +371,19 @@ mod tests {
     #[test]
     fn provisioning_is_reconciling_and_remote_error_is_stalled() {
         let r = remote("provisioning");
-        let s = next(&env(), Observation::Remote { remote: &r, worker_secret: None }, &t(1));
+        let s = next(
+            &env(),
+            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
+            &t(1),
+        );
         assert_eq!(s.phase, Some(Phase::Provisioning));
         assert_eq!(cond(&s, RECONCILING).status, "True");
         let r = remote("error");
-        let s = next(&env(), Observation::Remote { remote: &r, worker_secret: None }, &t(1));
+        let s = next(
+            &env(),
+            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
+            &t(1),
+        );
         assert_eq!(s.phase, Some(Phase::Error));
         assert_eq!(cond(&s, STALLED).status, "True");
         assert!(cond(&s, STALLED).message.contains("namespace provisioning failed"));
@@ -366,12 +393,24 @@ mod tests {
     fn transition_time_moves_only_when_a_condition_flips() {
         let r = remote("provisioning");
         let mut e = env();
-        e.status = Some(next(&e, Observation::Remote { remote: &r, worker_secret: None }, &t(1)));
-        let same = next(&e, Observation::Remote { remote: &r, worker_secret: None }, &t(5));
+        e.status = Some(next(
+            &e,
+            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
+            &t(1),
+        ));
+        let same = next(
+            &e,
+            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
+            &t(5),
+        );
         assert!(!changed(e.status.as_ref(), &same));
         assert_eq!(cond(&same, READY).last_transition_time, t(1));
         let r = remote("ready");
-        let s = next(&e, Observation::Remote { remote: &r, worker_secret: None }, &t(9));
+        let s = next(
+            &e,
+            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
+            &t(9),
+        );
         assert!(changed(e.status.as_ref(), &s));
         assert_eq!(cond(&s, READY).last_transition_time, t(9));
         assert_eq!(cond(&s, STALLED).last_transition_time, t(1));
@@ -381,7 +420,11 @@ mod tests {
     fn transient_failure_keeps_ready_and_reports_reconciling() {
         let r = remote("ready");
         let mut e = env();
-        e.status = Some(next(&e, Observation::Remote { remote: &r, worker_secret: None }, &t(1)));
+        e.status = Some(next(
+            &e,
+            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
+            &t(1),
+        ));
         let err = Error::GetRemote {
             source: controlplane::Error::Api {
                 method: "GET",

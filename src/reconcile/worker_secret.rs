@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 
 use super::Context;
 use super::error::Error;
-use crate::controlplane::{RemoteEnvironment, WorkerCommand};
+use crate::controlplane::{self, RemoteEnvironment, WorkerCommand};
 use crate::resource::{Environment, MANAGER};
 
 pub const TOKEN_KEY: &str = "KUBIYA_WORKER_TOKEN";
@@ -92,7 +92,12 @@ pub fn was_owned_before(secret: &Secret, env: &Environment) -> bool {
 
 /// Makes the worker Secret current; returns its name. Asks the control plane for the worker
 /// command only when the Secret is missing or stale, and never overwrites a Secret it does not own.
-pub async fn ensure(env: &Environment, remote: &RemoteEnvironment, ctx: &Context) -> Result<String, Error> {
+pub async fn ensure(
+    env: &Environment,
+    remote: &RemoteEnvironment,
+    cp: &controlplane::Client,
+    ctx: &Context,
+) -> Result<String, Error> {
     let ns = env.namespace().ok_or(Error::Unnamed)?;
     let name = env.worker_secret_name();
     let api: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
@@ -105,7 +110,7 @@ pub async fn ensure(env: &Environment, remote: &RemoteEnvironment, ctx: &Context
             return Ok(name);
         }
     }
-    let cmd = ctx.cp.worker_command(&remote.id).await.map_err(|source| Error::WorkerCommand { source })?;
+    let cmd = cp.worker_command(&remote.id).await.map_err(|source| Error::WorkerCommand { source })?;
     let secret = build(env, &remote.id, &cmd);
     api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
         .await

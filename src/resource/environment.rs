@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DELETION_POLICY_ANNOTATION, PAUSED_ANNOTATION};
+use super::{ConnectionRef, DELETION_POLICY_ANNOTATION, PAUSED_ANNOTATION};
 
 /// Desired state of a Kubiya control-plane environment.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -32,6 +32,8 @@ use super::{DELETION_POLICY_ANNOTATION, PAUSED_ANNOTATION};
     selectable = ".status.phase",
     validation = Rule::new("has(self.spec.name) || (size(self.metadata.name) >= 2 && size(self.metadata.name) <= 100)")
         .message("metadata.name is used as the control-plane name and must be 2..100 characters; set spec.name"),
+    validation = Rule::new("has(self.spec.connectionRef) == has(oldSelf.spec.connectionRef) && (!has(self.spec.connectionRef) || self.spec.connectionRef == oldSelf.spec.connectionRef)")
+        .message("spec.connectionRef cannot change: an environment cannot move between organisations; create another Environment instead"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
@@ -86,6 +88,11 @@ pub struct EnvironmentSpec {
     /// The Secret that receives the worker registration command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_secret: Option<WorkerSecretRef>,
+
+    /// The connection (control plane and API key) to manage it with. Unset: the `Connection`
+    /// named `default` in this namespace, else the operator's own key. Cannot change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_ref: Option<ConnectionRef>,
 }
 
 /// Settings of the workers' execution environment.
@@ -162,6 +169,11 @@ pub struct EnvironmentStatus {
     /// The control plane's id of the environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_id: Option<String>,
+    /// The connection the environment is managed through (`Connection/<name>`,
+    /// `ClusterConnection/<name>`, or `operator` for the operator's own key); it stays the same
+    /// for the environment's life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
     /// The environment's name in the control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_name: Option<String>,

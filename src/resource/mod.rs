@@ -2,16 +2,21 @@
 //!
 //! Pure types: no client.
 
+mod connection;
 mod environment;
 mod guard;
 
+pub use connection::*;
 pub use environment::*;
 pub use guard::{Guarded, Undecodable};
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 /// The finalizer that guards the remote environment.
 pub const FINALIZER: &str = "kubiya.ai/environment";
+/// The finalizer that keeps a connection while Environments use it.
+pub const CONNECTION_FINALIZER: &str = "kubiya.ai/connection";
 /// Field manager for everything this operator writes.
 pub const MANAGER: &str = "kubiya-operator";
 
@@ -26,20 +31,34 @@ pub const RECONCILE_REQUEST_ANNOTATION: &str = "kubiya.ai/reconcile-requested-at
 /// plane refuses, or of a paused one.
 pub const DELETION_POLICY_ANNOTATION: &str = "kubiya.ai/deletion-policy";
 
-/// The CRD as YAML, as shipped in `crds/environment.yaml`.
-pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
-    serde_yaml_ng::to_string(&Environment::crd())
+/// Every CRD the operator serves, with the file it is shipped as in `crds/`.
+pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+    vec![
+        ("environment.yaml", Environment::crd()),
+        ("connection.yaml", Connection::crd()),
+        ("clusterconnection.yaml", ClusterConnection::crd()),
+    ]
+}
+
+/// A CRD as YAML, as shipped in `crds/`.
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(crd)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// `crds/environment.yaml` must be what the types generate.
+    /// `crds/` must hold what the types generate.
     #[test]
-    fn committed_crd_is_current() {
-        let committed = include_str!("../../crds/environment.yaml");
-        let generated = crd_yaml().unwrap();
-        assert!(committed == generated, "crds/environment.yaml is stale: run `make crd`");
+    fn committed_crds_are_current() {
+        let committed = [
+            include_str!("../../crds/environment.yaml"),
+            include_str!("../../crds/connection.yaml"),
+            include_str!("../../crds/clusterconnection.yaml"),
+        ];
+        for ((file, crd), committed) in crds().into_iter().zip(committed) {
+            assert!(committed == crd_yaml(&crd).unwrap(), "crds/{file} is stale: run `make crd`");
+        }
     }
 }

@@ -1,26 +1,27 @@
-//! The controller over `Environment`, watching the owned worker Secrets too, the HTTP server
-//! beside it, and the leader election in front of it.
+//! Running the operator: the leader election in front, the HTTP server beside, and while leading
+//! the connection controllers and then the Environment controllers.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Future, FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use futures::{Future, FutureExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
-use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::connections;
+use super::environments::{self, mark_synced, prune, synced};
 use super::http::{self, Probe, Stage};
 use super::leader::{self, Candidate, LeaseConfig};
 use crate::config::Config;
+use crate::connection::{self, ConnKey, Live, Registry};
 use crate::controlplane;
 use crate::metrics::{Metrics, PhaseCounts};
-use crate::reconcile::{self, Context, worker_secret};
+use crate::reconcile::Context;
 use crate::resource::Guarded;
 
 /// How long in-flight reconciles get after SIGTERM (within Kubernetes' default 30 s).
@@ -78,7 +79,8 @@ pub async fn run(
     };
     let kube = with_timeout(REQUEST_READ_TIMEOUT)?;
     let lease_kube = with_timeout(LEASE_READ_TIMEOUT)?;
-    let scopes = scopes(&watch_kube, &config);
+    let scopes = environments::scopes(&watch_kube, &config);
+    let connection_watches = connections::watches(&watch_kube, &config);
     let stores: Vec<Store<Guarded>> = scopes.iter().map(|s| s.store.clone()).collect();
     let mut metrics = Metrics::default();
     let counted = stores.clone();
@@ -90,14 +92,40 @@ pub async fn run(
             .collect()
     })));
     let metrics = Arc::new(metrics);
-    let cp = controlplane::Client::new(controlplane::ClientConfig {
+    let defaults = connection::Defaults {
         base_url: config.control_plane_url.clone(),
-        api_key: config.api_key()?,
         timeout: config.request_timeout,
         max_concurrent: usize::from(config.max_concurrent_requests),
         metrics: metrics.clone(),
-    })
-    .map_err(StartError::ControlPlane)?;
+    };
+    // The operator's own key, if it has one: Environments without a connection of their own.
+    let operator = match config.api_key()? {
+        Some(api_key) => {
+            let client = controlplane::Client::new(controlplane::ClientConfig {
+                base_url: defaults.base_url.clone(),
+                api_key: api_key.clone(),
+                timeout: defaults.timeout,
+                max_concurrent: defaults.max_concurrent,
+                metrics: metrics.clone(),
+                connection: ConnKey::Operator.metric(),
+            })
+            .map_err(StartError::ControlPlane)?;
+            let mut live = Live::new(ConnKey::Operator, Some(client), config.allow_adoption);
+            live.organization = api_key.organization();
+            Some(live)
+        }
+        None => {
+            info!("no API key of its own: Environments need a Connection or ClusterConnection");
+            None
+        }
+    };
+    let registry = Arc::new(Registry::new(
+        operator,
+        connection_watches.connection_stores.clone(),
+        connection_watches.cluster_store.clone(),
+        stores.clone(),
+        defaults,
+    ));
     let cluster = Api::<Namespace>::all(kube.clone())
         .get(CLUSTER_NAMESPACE)
         .await
@@ -131,15 +159,21 @@ pub async fn run(
     probe.set(Stage::Syncing);
 
     let reporter = Reporter { controller: "kubiya-operator".into(), instance: Some(identity) };
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(kube.clone(), reporter),
+    let recorder = Recorder::new(kube.clone(), reporter);
+    let connection_ctx = Arc::new(connection::reconcile::Context {
         kube: kube.clone(),
-        cp,
+        registry: registry.clone(),
+        recorder: recorder.clone(),
+    });
+    let ctx = Arc::new(Context {
+        recorder,
+        kube: kube.clone(),
+        connections: registry,
         metrics: metrics.clone(),
         cluster,
         provisioning_poll: config.provisioning_poll,
         resync: config.resync_interval,
-        pass_timeout: config.request_timeout * PASS_TIMEOUT_REQUESTS,
+        pass_timeout: config.reconcile_timeout,
         objects: Mutex::new(HashMap::new()),
     });
     info!(
@@ -150,9 +184,20 @@ pub async fn run(
     );
     tokio::spawn(mark_synced(stores.clone(), probe.clone()));
     tokio::spawn(prune(stores, ctx.clone()));
-    let controllers = futures::future::join_all(
-        scopes.into_iter().map(|scope| scope.run(&config, ctx.clone(), shutdown.clone())),
-    );
+    // Connections first: an Environment resolved before their caches hold every Connection would
+    // fall back to the operator's key, and to another organisation.
+    let connection_stores: (Vec<Store<_>>, Store<_>) =
+        (connection_watches.connection_stores.clone(), connection_watches.cluster_store.clone());
+    let connection_controllers = connection_watches.run(connection_ctx, shutdown.clone());
+    let environment_controllers = async {
+        if synced(&connection_stores.0).await && synced(std::slice::from_ref(&connection_stores.1)).await {
+            futures::future::join_all(
+                scopes.into_iter().map(|scope| scope.run(&config, ctx.clone(), shutdown.clone())),
+            )
+            .await;
+        }
+    };
+    let controllers = futures::future::join(connection_controllers, environment_controllers);
     // In-flight reconciles finish after the signal; but a controller whose watch is failing
     // (API server unreachable, CRD missing) may not notice it, so the wait is bounded.
     let grace = async {
@@ -180,150 +225,4 @@ pub async fn run(
     metrics.leader.set(0);
     leader.resign().await;
     Ok(())
-}
-
-/// A pass may take as long as this many control-plane requests (each with its own timeout and
-/// retries): a get, a list, a create, an update, the worker command, with room to spare.
-const PASS_TIMEOUT_REQUESTS: u32 = 8;
-
-/// One watched scope: all namespaces, or one of the listed ones. Each has its own watches and
-/// cache (kube's caches hold one list-watch), all share the context.
-struct Scope {
-    envs: Api<Guarded>,
-    secrets: Api<Secret>,
-    store: Store<Guarded>,
-    writer: reflector::store::Writer<Guarded>,
-}
-
-fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
-    let scope = |namespace: Option<&String>| {
-        let (store, writer) = reflector::store();
-        let (envs, secrets) = match namespace {
-            Some(ns) => (Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)),
-            None => (Api::all(kube.clone()), Api::all(kube.clone())),
-        };
-        Scope { envs, secrets, store, writer }
-    };
-    if config.watch_namespaces.is_empty() {
-        return vec![scope(None)];
-    }
-    config.watch_namespaces.iter().map(|ns| scope(Some(ns))).collect()
-}
-
-impl Scope {
-    async fn run(
-        self,
-        config: &Config,
-        ctx: Arc<Context>,
-        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-    ) {
-        let Scope { envs, secrets, store, writer } = self;
-        let mut selected = watcher::Config::default();
-        if let Some(selector) = &config.label_selector {
-            selected = selected.labels(selector);
-        }
-        let forget = ctx.clone();
-        // Only changes a user makes wake the controller: our own status writes do not.
-        let changes = watcher(envs, selected)
-            .default_backoff()
-            // managedFields are most of an object's bytes and the operator never reads them.
-            .modify(|env| env.managed_fields_mut().clear())
-            .reflect(writer)
-            // Per-object state goes with the object: deleted, or relabelled out of the selector
-            // (the watch reports both as deletions). What slips through is pruned periodically.
-            .inspect(move |event| {
-                if let Ok(watcher::Event::Delete(obj)) = event {
-                    forget.forget(&obj.uid().unwrap_or_default());
-                }
-            })
-            .applied_objects()
-            .predicate_filter(user_intent, Default::default());
-        // Worker Secrets wake their Environment when deleted or edited by hand, not on our own
-        // writes (each would cost a pass: a control-plane read and perhaps a status write).
-        let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
-        let secret_changes = watcher(secrets, owned).default_backoff().filter_map(|event| async move {
-            match event {
-                Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
-                    if !worker_secret::is_untouched(&s) =>
-                {
-                    Some(Ok(s))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            }
-        });
-        Controller::for_stream(changes, store)
-            .owns_stream(secret_changes)
-            .with_config(controller::Config::default().concurrency(config.concurrency))
-            .graceful_shutdown_on(shutdown)
-            .run(reconcile::reconcile, reconcile::error_policy, ctx)
-            .for_each(|res| async move {
-                match res {
-                    Ok((obj, _)) => {
-                        tracing::debug!(namespace = obj.namespace, environment = obj.name, "reconciled")
-                    }
-                    Err(controller::Error::ReconcilerFailed(_, obj)) => {
-                        tracing::debug!(namespace = obj.namespace, environment = obj.name, "reconcile failed")
-                    }
-                    Err(e) => warn!(error = %e, "controller"),
-                }
-            })
-            .await
-    }
-}
-
-/// Marks the probe ready once every cache has synced.
-async fn mark_synced(stores: Vec<Store<Guarded>>, probe: Arc<Probe>) {
-    if synced(&stores).await {
-        probe.advance(Stage::Syncing, Stage::Running);
-    }
-}
-
-/// Waits until every cache has synced; false if one never will (its writer is gone).
-async fn synced(stores: &[Store<Guarded>]) -> bool {
-    for store in stores {
-        // Polled again every second: the store's readiness signal wakes only one of its
-        // waiters, and the controller waits on it too.
-        loop {
-            match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
-                Ok(Ok(())) => break,
-                Ok(Err(_)) => return false,
-                Err(_) => continue,
-            }
-        }
-    }
-    true
-}
-
-/// Every so often, forgets the per-object state of objects no longer in any cache. Starts once
-/// every cache is synced (before, a cache may not hold objects that are being reconciled).
-async fn prune(stores: Vec<Store<Guarded>>, ctx: Arc<Context>) {
-    if !synced(&stores).await {
-        return;
-    }
-    loop {
-        tokio::time::sleep(PRUNE_EVERY).await;
-        let present: HashSet<String> =
-            stores.iter().flat_map(|s| s.state()).filter_map(|o| o.uid()).collect();
-        ctx.prune(&present);
-    }
-}
-
-/// How often per-object state is checked against the caches.
-const PRUNE_EVERY: Duration = Duration::from_secs(30);
-
-/// What a user can change that needs a pass: spec (generation), deletion, finalizers and our
-/// annotations. Status and managed fields are left out.
-fn user_intent(env: &Guarded) -> Option<u64> {
-    let mut h = DefaultHasher::new();
-    env.meta().generation.hash(&mut h);
-    env.meta().deletion_timestamp.is_some().hash(&mut h);
-    env.finalizers().hash(&mut h);
-    for (k, v) in env.annotations() {
-        if k.starts_with("kubiya.ai/") {
-            (k, v).hash(&mut h);
-        }
-    }
-    Some(h.finish())
 }

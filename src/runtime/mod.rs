@@ -1,7 +1,9 @@
 //! Running the operator: telemetry, the controller and shutdown. Wiring only; decisions live in
 //! `reconcile`.
 
+mod connections;
 mod controller;
+mod environments;
 mod http;
 mod leader;
 pub mod telemetry;

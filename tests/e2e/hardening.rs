@@ -196,29 +196,34 @@ async fn an_api_key_that_cannot_be_sent_stops_the_start_with_the_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_that_runs_too_long_is_abandoned_as_transient_and_retried() {
-    // One request at a time, each slow: passes queue for the control plane past their deadline
-    // (8 request timeouts).
-    let emulator = EmulatorConfig { faults: Faults { latency_ms: 900, ..Faults::default() }, ..ready_now() };
+    // Each answer slower than the whole pass may take.
+    let emulator = EmulatorConfig { faults: Faults { latency_ms: 1500, ..Faults::default() }, ..ready_now() };
     let mut bed = TestBed::without_operator("timeout", emulator).await;
-    bed.operator_env.push(("KUBIYA_REQUEST_TIMEOUT", "1s".into()));
-    bed.operator_env.push(("KUBIYA_MAX_CONCURRENT_REQUESTS", "1".into()));
+    bed.operator_env.push(("KUBIYA_RECONCILE_TIMEOUT", "1s".into()));
     bed.start_operator();
-    for i in 0..20 {
-        bed.create(&format!("t-{i:02}"), EnvironmentSpec::default()).await;
-    }
-    wait_until_within("a pass to time out", TIMEOUT * 2, || async {
-        metric_sum(&bed.metrics().await, "kubiya_operator_reconciles_total{result=\"timeout\"}") > 0.0
-    })
-    .await;
+    bed.create("slow", EnvironmentSpec::default()).await;
+    let env = bed
+        .wait_for("slow", "Reconciling after a timeout", |e| {
+            e.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Reconciling" && c.status == "True" && c.reason == "Timeout")
+            })
+        })
+        .await;
+    assert!(
+        message(&env).contains("took longer than 1s and was abandoned (will retry)"),
+        "{}",
+        message(&env)
+    );
+    assert_eq!(crate::support::condition(&env, "Stalled").as_deref(), Some("False"), "transient");
     bed.emulator.set_faults(Faults::default());
-    for i in 0..20 {
-        let env = bed.wait_for(&format!("t-{i:02}"), "Ready", is_ready).await;
-        assert_eq!(
-            bed.remote().iter().filter(|r| r["name"] == format!("t-{i:02}").as_str()).count(),
-            1,
-            "{env:?}"
-        );
-    }
+    bed.wait_for("slow", "Ready", is_ready).await;
+    assert_eq!(
+        bed.remote().iter().filter(|r| r["name"] == "slow").count(),
+        1,
+        "no duplicate from the abandoned passes"
+    );
 }
 
 /// The operator's per-object state (backoff, recorded ids), by its gauge.

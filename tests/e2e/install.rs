@@ -94,12 +94,20 @@ const NEEDS: &[(&str, &str, &[&str])] = &[
     ("kubiya.ai", "environments/status", &["patch"]),
     ("", "secrets", &["get", "list", "watch", "patch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
+    ("kubiya.ai", "connections", &["list", "watch", "patch"]),
+    ("kubiya.ai", "connections/status", &["patch"]),
 ];
 
-/// What it reads of the cluster, by name: (group, resource, verb, name).
-const CLUSTER_NEEDS: &[(&str, &str, &str, &str)] = &[
-    ("", "namespaces", "get", "kube-system"),
-    ("apiextensions.k8s.io", "customresourcedefinitions", "get", "environments.kubiya.ai"),
+/// What it does with cluster objects: (group, resource, verb, name if only that one).
+const CLUSTER_NEEDS: &[(&str, &str, &str, Option<&str>)] = &[
+    ("", "namespaces", "get", None),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", Some("environments.kubiya.ai")),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", Some("connections.kubiya.ai")),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", Some("clusterconnections.kubiya.ai")),
+    ("kubiya.ai", "clusterconnections", "list", None),
+    ("kubiya.ai", "clusterconnections", "watch", None),
+    ("kubiya.ai", "clusterconnections", "patch", None),
+    ("kubiya.ai", "clusterconnections/status", "patch", None),
 ];
 
 fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str, name: Option<&str>) -> bool {
@@ -175,17 +183,23 @@ fn rbac_covers_the_operator(objects: &[Value], source: &str) {
     }
     let cluster = granted(None);
     for (group, resource, verb, name) in CLUSTER_NEEDS {
-        assert!(
-            allows(&cluster, group, resource, verb, Some(name)),
-            "{source}: no {verb} on {resource} {name}"
-        );
+        assert!(allows(&cluster, group, resource, verb, *name), "{source}: no {verb} on {resource} {name:?}");
     }
     if !watched.is_empty() {
+        // Cluster-wide, only cluster objects: nothing of the namespaced kinds.
         for r in &cluster {
-            assert!(
-                r.resource_names.as_ref().is_some_and(|n| !n.is_empty()),
-                "{source}: cluster-wide access: {r:?}"
-            );
+            for res in r.resources.iter().flatten() {
+                assert!(
+                    [
+                        "namespaces",
+                        "customresourcedefinitions",
+                        "clusterconnections",
+                        "clusterconnections/status"
+                    ]
+                    .contains(&res.as_str()),
+                    "{source}: cluster-wide access to {res}: {r:?}"
+                );
+            }
         }
     }
     let rules = granted(Some(&namespace));
@@ -327,13 +341,16 @@ async fn kustomize_bases_render_valid_objects() {
     let _ = std::fs::remove_file(&file);
     checked.unwrap_or_else(|e| panic!("dashboard queries: {e}"));
 
-    // The CRD copies are the generated one.
-    let crd = std::fs::read_to_string(format!("{ROOT}/crds/environment.yaml")).expect("crd");
-    for copy in
-        ["deploy/kustomize/base/environment-crd.yaml", "deploy/helm/kubiya-operator/crds/environment.yaml"]
-    {
-        let text = std::fs::read_to_string(format!("{ROOT}/{copy}")).expect("copy");
-        assert!(text == crd, "{copy} differs from crds/environment.yaml: copy it again after `make crd`");
+    // The CRD copies are the generated ones.
+    for kind in ["environment", "connection", "clusterconnection"] {
+        let crd = std::fs::read_to_string(format!("{ROOT}/crds/{kind}.yaml")).expect("crd");
+        for copy in [
+            format!("deploy/kustomize/base/{kind}-crd.yaml"),
+            format!("deploy/helm/kubiya-operator/crds/{kind}.yaml"),
+        ] {
+            let text = std::fs::read_to_string(format!("{ROOT}/{copy}")).expect("copy");
+            assert!(text == crd, "{copy} differs from crds/{kind}.yaml: run `make crd`");
+        }
     }
 
     // The examples are valid Environments (the CRD's schema, server side).

@@ -34,6 +34,7 @@ fn full_spec() -> EnvironmentSpec {
         state: None,
         deletion_policy: DeletionPolicy::Delete,
         worker_secret: Some(WorkerSecretRef { name: "production-worker".into() }),
+        connection_ref: None,
     }
 }
 

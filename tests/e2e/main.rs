@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cluster;
+mod connections;
 mod crash;
 mod faults;
 mod gitops;

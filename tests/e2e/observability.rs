@@ -68,15 +68,15 @@ async fn the_named_series_move_and_the_dashboard_and_alerts_use_only_exported_on
     moved("kubiya_operator_reconciles_total{result=\"ok\"}", 3.0);
     moved("kubiya_operator_reconcile_duration_seconds_count", 3.0);
     moved(
-        "kubiya_operator_control_plane_requests_total{route=\"/api/v1/environments\",method=\"POST\",code=\"201\"}",
+        "kubiya_operator_control_plane_requests_total{connection=\"operator\",route=\"/api/v1/environments\",method=\"POST\",code=\"201\"}",
         3.0,
     );
     moved(
-        "kubiya_operator_control_plane_request_duration_seconds_count{route=\"/api/v1/environments\",method=\"POST\"}",
+        "kubiya_operator_control_plane_request_duration_seconds_count{connection=\"operator\",route=\"/api/v1/environments\",method=\"POST\"}",
         3.0,
     );
     moved(
-        "kubiya_operator_control_plane_requests_total{route=\"/api/v1/environments/{id}\",method=\"PATCH\",code=\"200\"}",
+        "kubiya_operator_control_plane_requests_total{connection=\"operator\",route=\"/api/v1/environments/{id}\",method=\"PATCH\",code=\"200\"}",
         1.0,
     );
     moved("kubiya_operator_time_to_ready_seconds_count", 3.0);

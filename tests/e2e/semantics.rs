@@ -83,7 +83,7 @@ async fn a_create_whose_answer_was_lost_is_recovered_not_duplicated() {
         metric_sum(
             &metrics,
             &format!(
-                "kubiya_operator_control_plane_requests_total{{route=\"/api/v1/environments\",method=\"{method}\",code=\"{code}\"}}"
+                "kubiya_operator_control_plane_requests_total{{connection=\"operator\",route=\"/api/v1/environments\",method=\"{method}\",code=\"{code}\"}}"
             ),
         )
     };

@@ -495,15 +495,23 @@ pub async fn test_client(path: &std::path::Path) -> Client {
     Client::try_from(config).expect("client")
 }
 
-/// Installs the CRD users install, `crds/environment.yaml`, once per test process.
+/// Installs the CRDs users install, from `crds/`, once per test process.
 pub async fn install_crd(client: Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd: CustomResourceDefinition =
-        serde_yaml_ng::from_str(include_str!("../../crds/environment.yaml")).expect("crds/environment.yaml");
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(&name, &PatchParams::apply("kubiya-operator-tests").force(), &Patch::Apply(&crd))
-        .await
-        .expect("install CRD");
-    let established = await_condition(crds, &name, conditions::is_crd_established());
-    tokio::time::timeout(TIMEOUT, established).await.expect("CRD established in time").expect("watch CRD");
+    for text in [
+        include_str!("../../crds/environment.yaml"),
+        include_str!("../../crds/connection.yaml"),
+        include_str!("../../crds/clusterconnection.yaml"),
+    ] {
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(text).expect("a CRD of crds/");
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("kubiya-operator-tests").force(), &Patch::Apply(&crd))
+            .await
+            .expect("install CRD");
+        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(TIMEOUT, established)
+            .await
+            .expect("CRD established in time")
+            .expect("watch CRD");
+    }
 }

@@ -79,19 +79,33 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# Connections: the control plane and Secret an Environment's organisation is reached with (the
+# Secrets are read with the get above); patch sets their finalizer while they are in use.
+- apiGroups: [kubiya.ai]
+  resources: [connections]
+  verbs: [list, watch, patch]
+- apiGroups: [kubiya.ai]
+  resources: [connections/status]
+  verbs: [patch]
 {{- end }}
 
 {{/* RBAC rules for the cluster objects it reads by name. */}}
 {{- define "kubiya-operator.clusterRules" -}}
-# Cluster objects it reads by name: the kube-system namespace, whose UID names this cluster in
-# the owner markers of remote environments, and its own CRD (while the CRD is being deleted,
-# deletions release remote environments instead of deleting them).
+# Cluster objects it reads: namespaces (kube-system's UID names this cluster in the owner markers
+# of remote environments; a ClusterConnection's namespaceSelector is matched against namespace
+# labels), its own CRDs (while the Environment CRD is being deleted, deletions release remote
+# environments instead of deleting them), and ClusterConnections.
 - apiGroups: [""]
   resources: [namespaces]
-  resourceNames: [kube-system]
   verbs: [get]
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
-  resourceNames: [environments.kubiya.ai]
+  resourceNames: [environments.kubiya.ai, connections.kubiya.ai, clusterconnections.kubiya.ai]
   verbs: [get]
+- apiGroups: [kubiya.ai]
+  resources: [clusterconnections]
+  verbs: [list, watch, patch]
+- apiGroups: [kubiya.ai]
+  resources: [clusterconnections/status]
+  verbs: [patch]
 {{- end }}

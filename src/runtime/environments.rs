@@ -1,0 +1,189 @@
+//! The Environment controllers, one per watched scope (all namespaces, or each listed one), each
+//! with its own watches and cache (kube's caches hold one list-watch), all sharing the context.
+//! Worker Secrets and connection changes wake them too.
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Future, Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::warn;
+
+use crate::config::Config;
+use crate::reconcile::{self, Context, worker_secret};
+use crate::resource::Guarded;
+
+/// One watched scope.
+pub struct Scope {
+    envs: Api<Guarded>,
+    secrets: Api<Secret>,
+    pub store: Store<Guarded>,
+    writer: reflector::store::Writer<Guarded>,
+}
+
+/// The scopes `config` asks for: all namespaces, or each listed one.
+pub fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
+    let scope = |namespace: Option<&String>| {
+        let (store, writer) = reflector::store();
+        let (envs, secrets) = match namespace {
+            Some(ns) => (Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)),
+            None => (Api::all(kube.clone()), Api::all(kube.clone())),
+        };
+        Scope { envs, secrets, store, writer }
+    };
+    if config.watch_namespaces.is_empty() {
+        return vec![scope(None)];
+    }
+    config.watch_namespaces.iter().map(|ns| scope(Some(ns))).collect()
+}
+
+impl Scope {
+    pub async fn run(
+        self,
+        config: &Config,
+        ctx: Arc<Context>,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ) {
+        let Scope { envs, secrets, store, writer } = self;
+        let mut selected = watcher::Config::default();
+        if let Some(selector) = &config.label_selector {
+            selected = selected.labels(selector);
+        }
+        let forget = ctx.clone();
+        // Only changes a user makes wake the controller: our own status writes do not.
+        let changes = watcher(envs, selected)
+            .default_backoff()
+            // managedFields are most of an object's bytes and the operator never reads them.
+            .modify(|env| env.managed_fields_mut().clear())
+            .reflect(writer)
+            // Per-object state goes with the object: deleted, or relabelled out of the selector
+            // (the watch reports both as deletions). What slips through is pruned periodically.
+            .inspect(move |event| {
+                if let Ok(watcher::Event::Delete(obj)) = event {
+                    forget.forget(&obj.uid().unwrap_or_default());
+                }
+            })
+            .applied_objects()
+            .predicate_filter(user_intent, Default::default());
+        // Worker Secrets wake their Environment when deleted or edited by hand, not on our own
+        // writes (each would cost a pass: a control-plane read and perhaps a status write).
+        let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
+        let secret_changes = watcher(secrets, owned).default_backoff().filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
+                    if !worker_secret::is_untouched(&s) =>
+                {
+                    Some(Ok(s))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        });
+        let connection_changes = connection_changes(&ctx, store.clone());
+        Controller::for_stream(changes, store)
+            .owns_stream(secret_changes)
+            .reconcile_on(connection_changes)
+            .with_config(controller::Config::default().concurrency(config.concurrency))
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile::reconcile, reconcile::error_policy, ctx)
+            .for_each(|res| async move {
+                match res {
+                    Ok((obj, _)) => {
+                        tracing::debug!(namespace = obj.namespace, environment = obj.name, "reconciled")
+                    }
+                    Err(controller::Error::ReconcilerFailed(_, obj)) => {
+                        tracing::debug!(namespace = obj.namespace, environment = obj.name, "reconcile failed")
+                    }
+                    Err(e) => warn!(error = %e, "controller"),
+                }
+            })
+            .await
+    }
+}
+
+/// The Environments of `store` that use a connection whose state or key changed, as it changes:
+/// a fixed key, a Secret created, a connection that came back bring them back without an edit.
+fn connection_changes(
+    ctx: &Context,
+    store: Store<Guarded>,
+) -> impl Stream<Item = ObjectRef<Guarded>> + use<> {
+    let registry = ctx.connections.clone();
+    let changes = futures::stream::unfold(registry.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(key) => return Some((key, rx)),
+                // Too many at once: some were missed, which the resync catches up with.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    changes.flat_map(move |key| futures::stream::iter(registry.users_in(&store, &key)))
+}
+
+/// Marks the probe ready once every cache has synced.
+pub async fn mark_synced(stores: Vec<Store<Guarded>>, probe: Arc<super::http::Probe>) {
+    if synced(&stores).await {
+        probe.advance(super::http::Stage::Syncing, super::http::Stage::Running);
+    }
+}
+
+/// Waits until every cache has synced; false if one never will (its writer is gone).
+pub async fn synced<K>(stores: &[Store<K>]) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + Hash + Clone,
+{
+    for store in stores {
+        // Polled again every second: the store's readiness signal wakes only one of its
+        // waiters, and the controller waits on it too.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return false,
+                Err(_) => continue,
+            }
+        }
+    }
+    true
+}
+
+/// Every so often, forgets the per-object state of objects no longer in any cache. Starts once
+/// every cache is synced (before, a cache may not hold objects that are being reconciled).
+pub async fn prune(stores: Vec<Store<Guarded>>, ctx: Arc<Context>) {
+    if !synced(&stores).await {
+        return;
+    }
+    loop {
+        tokio::time::sleep(PRUNE_EVERY).await;
+        let present: HashSet<String> =
+            stores.iter().flat_map(|s| s.state()).filter_map(|o| o.uid()).collect();
+        ctx.prune(&present);
+    }
+}
+
+/// How often per-object state is checked against the caches.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+/// What a user can change that needs a pass: spec (generation), deletion, finalizers and our
+/// annotations. Status and managed fields are left out.
+fn user_intent(env: &Guarded) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    env.meta().generation.hash(&mut h);
+    env.meta().deletion_timestamp.is_some().hash(&mut h);
+    env.finalizers().hash(&mut h);
+    for (k, v) in env.annotations() {
+        if k.starts_with("kubiya.ai/") {
+            (k, v).hash(&mut h);
+        }
+    }
+    Some(h.finish())
+}

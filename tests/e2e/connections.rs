@@ -1,0 +1,301 @@
+//! Several organisations in one cluster: Connections and ClusterConnections, each Environment in
+//! its own organisation, keys rotated without a restart, namespaces a ClusterConnection does not
+//! select, adoption only where allowed, connections kept while in use, and an Environment that
+//! cannot move between organisations.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kubiya_cp_emulator::Config as EmulatorConfig;
+use kubiya_operator::resource::{
+    ClusterConnection, ClusterConnectionSpec, Connection, ConnectionKind, ConnectionRef, ConnectionSpec,
+    Environment, EnvironmentSpec, NamespacedSecretKeyRef, SecretKeyRef,
+};
+use serde_json::json;
+
+use crate::support::{TIMEOUT, TestBed, is_ready, wait_until};
+
+fn ready_now() -> EmulatorConfig {
+    EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
+}
+
+/// An operator with no API key of its own: every Environment needs a connection.
+async fn keyless(name: &str) -> TestBed {
+    let mut bed = TestBed::without_operator(name, ready_now()).await;
+    bed.operator_env.push(("KUBIYA_API_KEY", String::new()));
+    bed.operator_env.push(("KUBIYA_RESYNC_INTERVAL", "2s".into()));
+    bed.start_operator();
+    bed
+}
+
+async fn put_secret(bed: &TestBed, namespace: &str, name: &str, key: &str) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        string_data: Some(BTreeMap::from([("api-key".to_owned(), key.to_owned())])),
+        ..Default::default()
+    };
+    let api: Api<Secret> = Api::namespaced(bed.client.clone(), namespace);
+    api.patch(name, &PatchParams::apply("tests").force(), &Patch::Apply(&secret)).await.expect("secret");
+}
+
+async fn connection(bed: &TestBed, name: &str, secret: &str) {
+    let spec = ConnectionSpec {
+        base_url: Some(bed.control_plane_url.clone()),
+        api_key_secret_ref: SecretKeyRef { name: secret.into(), key: "api-key".into() },
+        max_concurrent_requests: None,
+    };
+    let api: Api<Connection> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    api.create(&PostParams::default(), &Connection::new(name, spec)).await.expect("connection");
+}
+
+fn using(kind: ConnectionKind, name: &str) -> EnvironmentSpec {
+    EnvironmentSpec { connection_ref: Some(ConnectionRef { kind, name: name.into() }), ..Default::default() }
+}
+
+fn condition_is(
+    c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> bool {
+    c.iter().any(|c| c.type_ == type_ && c.status == status && (reason.is_empty() || c.reason == reason))
+}
+
+fn stalled_with(reason: &'static str) -> impl Fn(&Environment) -> bool {
+    move |e| e.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Stalled", "True", reason))
+}
+
+fn message(e: &Environment) -> String {
+    e.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
+}
+
+/// Waits until the Connection `name` satisfies `cond`.
+async fn wait_connection(
+    bed: &TestBed,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&Connection) -> bool,
+) -> Connection {
+    let api: Api<Connection> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let now = api.get_opt(name).await.expect("get connection");
+        if let Some(c) = now.as_ref().filter(|c| cond(c)) {
+            return c.clone();
+        }
+        last = now.or(last);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Connection {name} never {what}: {:?}\n{}",
+            last.and_then(|c| c.status),
+            bed.operator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn connection_ready(c: &Connection) -> bool {
+    c.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Ready", "True", ""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_organisations_each_environment_lands_in_its_own() {
+    let bed = keyless("two-orgs").await;
+    let (org_a, org_b) = (bed.org.clone(), format!("{}-b", bed.org));
+    put_secret(&bed, &bed.namespace, "key-a", &kubiya_cp_emulator::token(&org_a)).await;
+    put_secret(&bed, &bed.namespace, "key-b", &kubiya_cp_emulator::token(&org_b)).await;
+    connection(&bed, "org-a", "key-a").await;
+    connection(&bed, "org-b", "key-b").await;
+    bed.create("in-a", using(ConnectionKind::Connection, "org-a")).await;
+    bed.create("in-b", using(ConnectionKind::Connection, "org-b")).await;
+    let a = bed.wait_for("in-a", "Ready", is_ready).await;
+    let b = bed.wait_for("in-b", "Ready", is_ready).await;
+    assert_eq!(a.status.as_ref().and_then(|s| s.connection.as_deref()), Some("Connection/org-a"));
+    let names = |org: &str| -> Vec<String> {
+        bed.emulator.environments(org).iter().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect()
+    };
+    assert_eq!(names(&org_a), ["in-a"], "org a holds only its own");
+    assert_eq!(names(&org_b), ["in-b"], "org b holds only its own");
+    assert_ne!(a.status.and_then(|s| s.environment_id), b.status.and_then(|s| s.environment_id));
+
+    let c = wait_connection(&bed, "org-a", "Ready with its user counted", |c| {
+        connection_ready(c) && c.status.as_ref().and_then(|s| s.environments) == Some(1)
+    })
+    .await;
+    let status = c.status.unwrap();
+    assert_eq!(status.organization.as_deref(), Some(org_a.as_str()));
+    assert!(status.last_checked_time.is_some());
+    // Metrics say which connection each request went through.
+    let metrics = bed.metrics().await;
+    let series = format!("connection=\"Connection/{}/org-b\"", bed.namespace);
+    assert!(metrics.contains(&series), "{metrics}");
+    // Without a key of its own, an Environment that names no connection says what to do.
+    bed.create("nowhere", EnvironmentSpec::default()).await;
+    let env = bed.wait_for("nowhere", "Stalled with NoConnection", stalled_with("NoConnection")).await;
+    assert!(message(&env).contains("create a Connection named default"), "{}", message(&env));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_valid_refused_valid_takes_effect_without_a_restart() {
+    let mut bed = keyless("rotate").await;
+    let good = kubiya_cp_emulator::token(&bed.org);
+    put_secret(&bed, &bed.namespace, "kubiya-api-key", &good).await;
+    connection(&bed, "default", "kubiya-api-key").await;
+    // The namespace's `default` Connection serves Environments that name none.
+    bed.create("app", EnvironmentSpec::default()).await;
+    let env = bed.wait_for("app", "Ready", is_ready).await;
+    assert_eq!(env.status.as_ref().and_then(|s| s.connection.as_deref()), Some("Connection/default"));
+
+    put_secret(&bed, &bed.namespace, "kubiya-api-key", "not-a-key").await;
+    let c = wait_connection(&bed, "default", "Stalled KeyRefused", |c| {
+        c.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Stalled", "True", "KeyRefused"))
+    })
+    .await;
+    assert!(!serde_json::to_string(&c.status).unwrap().contains("not-a-key"), "the key shows in status");
+    let env = bed.wait_for("app", "Stalled ConnectionNotReady", stalled_with("ConnectionNotReady")).await;
+    assert!(
+        message(&env).contains(&format!("Connection {}/default is not ready", bed.namespace)),
+        "{}",
+        message(&env)
+    );
+    assert!(bed.operator_alive(), "no crash loop");
+
+    put_secret(&bed, &bed.namespace, "kubiya-api-key", &good).await;
+    wait_connection(&bed, "default", "Ready again", connection_ready).await;
+    bed.wait_for("app", "Ready again without an edit", is_ready).await;
+    assert!(bed.operator_alive(), "the same process throughout");
+    bed.assert_no_secret_leaked().await;
+    bed.kill_operator().await;
+    assert!(!bed.operator_log().contains("not-a-key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_connection_serves_only_the_namespaces_it_selects_and_adopts_only_if_allowed() {
+    let bed = keyless("cluster-conn").await;
+    let name = format!("{}-acme", bed.namespace);
+    put_secret(&bed, &bed.namespace, "acme-key", &kubiya_cp_emulator::token(&bed.org)).await;
+    let spec = ClusterConnectionSpec {
+        base_url: Some(bed.control_plane_url.clone()),
+        api_key_secret_ref: NamespacedSecretKeyRef {
+            namespace: bed.namespace.clone(),
+            name: "acme-key".into(),
+            key: "api-key".into(),
+        },
+        namespace_selector: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+            match_labels: Some(BTreeMap::from([("kubiya.ai/org".to_owned(), name.clone())])),
+            ..Default::default()
+        }),
+        allow_adoption: false,
+        max_concurrent_requests: None,
+    };
+    let clusters: Api<ClusterConnection> = Api::all(bed.client.clone());
+    clusters.create(&PostParams::default(), &ClusterConnection::new(&name, spec)).await.unwrap();
+
+    // Not selected: nothing is created.
+    bed.create("shared", using(ConnectionKind::ClusterConnection, &name)).await;
+    let env =
+        bed.wait_for("shared", "Stalled NamespaceNotAllowed", stalled_with("NamespaceNotAllowed")).await;
+    assert!(message(&env).contains("label the namespace"), "{}", message(&env));
+    assert!(bed.remote_named("shared").is_none());
+    let label = json!({"metadata": {"labels": {"kubiya.ai/org": name}}});
+    Api::<Namespace>::all(bed.client.clone())
+        .patch(&bed.namespace, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    bed.wait_for("shared", "Ready once selected", is_ready).await;
+
+    // Adoption through it: refused, until the ClusterConnection allows it.
+    let (_, legacy) = bed.cp("POST", "/api/v1/environments", Some(json!({"name": "legacy"}))).await;
+    let id = legacy["id"].as_str().unwrap().to_owned();
+    bed.create_annotated(
+        "legacy",
+        &[("kubiya.ai/environment-id", &id)],
+        using(ConnectionKind::ClusterConnection, &name),
+    )
+    .await;
+    let env = bed.wait_for("legacy", "Stalled AdoptionNotAllowed", stalled_with("AdoptionNotAllowed")).await;
+    assert!(message(&env).contains("allowAdoption: true"), "{}", message(&env));
+    assert!(
+        bed.remote_named("legacy").unwrap()["settings"].get("kubiya.ai/owner").is_none(),
+        "nothing written"
+    );
+    let allow = json!({"spec": {"allowAdoption": true}});
+    clusters.patch(&name, &PatchParams::default(), &Patch::Merge(&allow)).await.unwrap();
+    let env = bed.wait_for("legacy", "Ready, adopted", is_ready).await;
+    assert_eq!(env.status.and_then(|s| s.environment_id), Some(id));
+
+    // Clean up the cluster-scoped object: it goes once its Environments are gone.
+    bed.envs.delete("shared", &DeleteParams::default()).await.unwrap();
+    bed.envs.delete("legacy", &DeleteParams::default()).await.unwrap();
+    bed.wait_gone("shared").await;
+    bed.wait_gone("legacy").await;
+    clusters.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_until("the ClusterConnection to go", || async { clusters.get_opt(&name).await.unwrap().is_none() })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_in_use_is_kept_until_its_environments_are_gone() {
+    let bed = keyless("in-use").await;
+    put_secret(&bed, &bed.namespace, "k", &kubiya_cp_emulator::token(&bed.org)).await;
+    connection(&bed, "org", "k").await;
+    bed.create("user", using(ConnectionKind::Connection, "org")).await;
+    bed.wait_for("user", "Ready", is_ready).await;
+    let api: Api<Connection> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    api.delete("org", &DeleteParams::default()).await.unwrap();
+    let c = wait_connection(&bed, "org", "held, naming its user", |c| {
+        c.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Stalled", "True", "InUse"))
+    })
+    .await;
+    let text = c.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(text.contains(&format!("{}/user", bed.namespace)), "{text}");
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(bed.client.clone(), &bed.namespace);
+    wait_until("a Warning Event InUse", || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("InUse"))
+    })
+    .await;
+    // Its Environment still works through it meanwhile, and deleting it lets the connection go.
+    bed.envs.delete("user", &DeleteParams::default()).await.unwrap();
+    bed.wait_gone("user").await;
+    assert!(bed.remote_named("user").is_none(), "deleted remotely through the connection being deleted");
+    wait_until("the Connection to go", || async { api.get_opt("org").await.unwrap().is_none() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_cannot_move_between_organisations() {
+    let bed = TestBed::start("no-move", ready_now()).await;
+    bed.create("app", EnvironmentSpec::default()).await;
+    let env = bed.wait_for("app", "Ready", is_ready).await;
+    assert_eq!(env.status.as_ref().and_then(|s| s.connection.as_deref()), Some("operator"));
+
+    // The reference cannot change (the schema refuses it).
+    let patch = json!({"spec": {"connectionRef": {"kind": "Connection", "name": "other"}}});
+    let refused = bed.envs.patch("app", &PatchParams::default(), &Patch::Merge(&patch)).await;
+    match refused {
+        Err(kube::Error::Api(s)) => {
+            assert!(s.message.contains("cannot move between organisations"), "{}", s.message)
+        }
+        other => panic!("a changed connectionRef was accepted: {other:?}"),
+    }
+    // Nor can a `default` Connection created later take it to another organisation.
+    put_secret(&bed, &bed.namespace, "other", &kubiya_cp_emulator::token(&format!("{}-x", bed.org))).await;
+    connection(&bed, "default", "other").await;
+    bed.annotate("app", "kubiya.ai/reconcile-requested-at", Some("now")).await;
+    let env = bed.wait_for("app", "Stalled ConnectionChanged", stalled_with("ConnectionChanged")).await;
+    assert!(message(&env).contains("managed through operator"), "{}", message(&env));
+    assert_eq!(
+        bed.emulator.environments(&format!("{}-x", bed.org)).len(),
+        0,
+        "nothing created in the other organisation"
+    );
+}
