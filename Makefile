@@ -1,5 +1,5 @@
 # Entry points; the scripts they call say more.
-.PHONY: demo demo-stop test conformance conformance-bless bench lint crd
+.PHONY: demo demo-stop test conformance conformance-bless bench bench-isolation lint crd
 
 ## Run the operator end to end on the local test bed, with the examples (leaves it running).
 demo:
@@ -22,10 +22,15 @@ conformance:
 conformance-bless:
 	CONFORMANCE_BLESS=1 bash tests/conformance.sh
 
-## Load benchmark: N Environments at once (default 1000; N=10000 for the large run).
+## Load benchmark: N Environments at once (default 1000; N=10000 for the large run), then a
+## restart of the operator over one (short) resync interval.
 N ?= 1000
 bench:
-	bash hack/bench.sh --n $(N)
+	bash hack/bench.sh --n $(N) --resync 3m --restart
+
+## Isolation benchmark: N Environments over three connections, then again with one control plane hanging.
+bench-isolation:
+	bash hack/bench.sh --phase isolation --n $(N) --out .bench/isolation.json
 
 ## Formatting and lints, as CI runs them.
 lint:

@@ -48,9 +48,9 @@ up() {
 	kubectl=$($APISERVER kubectl)
 	export KUBECONFIG=$TA_RUN/kubeconfig
 
-	log "installing the CRD"
-	"$kubectl" apply --server-side -f crds/environment.yaml >/dev/null
-	"$kubectl" wait --for=condition=Established crd/environments.kubiya.ai --timeout=60s >/dev/null
+	log "installing the CRDs"
+	"$kubectl" apply --server-side -f crds/ >/dev/null
+	"$kubectl" wait --for=condition=Established crd --all --timeout=60s >/dev/null
 
 	log "starting the control-plane emulator on 127.0.0.1:$EMULATOR_PORT"
 	target/release/kubiya-cp-emulator --listen "127.0.0.1:$EMULATOR_PORT" >"$STATE/emulator.log" 2>&1 &
@@ -64,7 +64,11 @@ up() {
 		target/release/kubiya-operator run >"$STATE/operator.log" 2>&1 &
 	echo $! >"$STATE/operator.pid"
 
-	log "applying deploy/examples"
+	log "applying deploy/examples (with the API keys of two more organisations, for its connections)"
+	local emulator=target/release/kubiya-cp-emulator
+	"$kubectl" create secret generic team-b-kubiya-key --from-literal=api-key="$($emulator token team-b)" >/dev/null
+	"$kubectl" create namespace kubiya-system >/dev/null
+	"$kubectl" -n kubiya-system create secret generic acme-kubiya-key --from-literal=api-key="$($emulator token acme)" >/dev/null
 	"$kubectl" apply -f deploy/examples/
 	if ! "$kubectl" wait --for=condition=Ready kenv --all --timeout=90s; then
 		"$kubectl" get kenv -o wide
@@ -72,6 +76,8 @@ up() {
 		exit 1
 	fi
 	"$kubectl" get kenv -o wide
+	"$kubectl" wait --for=condition=Ready kconn,kcconn --all --timeout=30s >/dev/null || true
+	"$kubectl" get kconn,kcconn
 	cat <<EOT
 
 The operator is running. Try:
@@ -80,6 +86,8 @@ The operator is running. Try:
   kubectl describe kenv production
   kubectl get secret production-worker -o jsonpath='{.data.KUBIYA_WORKER_COMMAND}' | base64 -d; echo
   kubectl delete kenv staging
+  kubectl describe kconn team-b          # organisation, Environments using it
+  kubectl label namespace default kubiya.ai/org=acme   # the ClusterConnection acme may now serve it
   curl -s http://127.0.0.1:$METRICS_PORT/metrics
 Stop it all with: make demo-stop
 EOT

@@ -26,9 +26,23 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
 
+mod isolation;
+
+/// Which measurement to run.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Phase {
+    /// N Environments at once: time to Ready, API economy, steady state, memory.
+    Load,
+    /// N Environments over three connections, once with all answering, once with one hanging.
+    Isolation,
+}
+
 #[derive(Parser)]
 #[command(name = "kubiya-bench", about = "Load benchmark of kubiya-operator on the local test bed")]
-struct Args {
+pub(crate) struct Args {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Phase::Load)]
+    phase: Phase,
     /// Environments applied at once.
     #[arg(long, default_value_t = 1000)]
     n: usize,
@@ -56,15 +70,27 @@ struct Args {
     /// Operator log file.
     #[arg(long, default_value = ".bench/operator.log")]
     log: PathBuf,
+    /// After the steady state, restart the operator (SIGTERM, start again) and measure what the
+    /// restart costs the control plane, over one resync interval.
+    #[arg(long)]
+    restart: bool,
 }
 
-type Failure = Box<dyn std::error::Error + Send + Sync>;
+/// Where the bench's operator serves /readyz (the restart phase polls it).
+const METRICS_ADDR: &str = "127.0.0.1:18791";
+
+pub(crate) type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     let args = Args::parse();
     let client = client(&args.kubeconfig).await?;
     install_crd(&client).await?;
+    if let Phase::Isolation = args.phase {
+        let report = isolation::isolation(&args, &client).await?;
+        std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+        return Ok(());
+    }
     for ns in ["bench-floor", "bench"] {
         let obj = Namespace {
             metadata: ObjectMeta { name: Some(ns.into()), ..Default::default() },
@@ -122,21 +148,8 @@ async fn main() -> Result<(), Failure> {
 
     // Process start → first reconcile, on one canary applied before the start.
     envs.create(&PostParams::default(), &environment("canary")).await?;
-    let log = std::fs::File::create(&args.log)?;
     let started = Instant::now();
-    let mut operator = tokio::process::Command::new(&args.operator)
-        .arg("run")
-        .env("KUBECONFIG", &args.kubeconfig)
-        .env("KUBIYA_API_KEY", kubiya_cp_emulator::token("bench"))
-        .env("KUBIYA_CONTROL_PLANE_BASE_URL", emulator.base_url())
-        .env("KUBIYA_WATCH_NAMESPACES", "bench")
-        .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
-        .env("KUBIYA_RESYNC_INTERVAL", &args.resync)
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut operator = start_operator(&args, &emulator)?;
     let pid = operator.id().unwrap_or_default();
     let rss = Arc::new(RssSampler::default());
     let sampler = tokio::spawn(rss.clone().run(pid));
@@ -220,7 +233,12 @@ async fn main() -> Result<(), Failure> {
     let settled_rss = rss.current.load(Ordering::Relaxed);
     let peak_rss = rss.peak.load(Ordering::Relaxed);
     sampler.abort();
-    let _ = operator.kill().await;
+    let restart = if args.restart {
+        Some(restart(&args, operator, &emulator, &envs).await?)
+    } else {
+        let _ = operator.kill().await;
+        None
+    };
 
     // The bench's own traffic during the apply: n creates, and its watch.
     let n = args.n as f64;
@@ -272,10 +290,119 @@ async fn main() -> Result<(), Failure> {
                 "all_ready_over_floor": all_ready.as_secs_f64() / floor_for_needed,
         "floor_custom_resource_writes_per_second": cr_floor_rate,
         "all_ready_over_custom_resource_floor": all_ready.as_secs_f64() / (needed_writes / cr_floor_rate),
+        "restart": restart,
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
     print_table(&report);
     Ok(())
+}
+
+/// The operator, as the bench runs it: the emulator's `bench` organization, the `bench` namespace.
+fn start_operator(args: &Args, emulator: &Emulator) -> Result<tokio::process::Child, Failure> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&args.log)?;
+    Ok(tokio::process::Command::new(&args.operator)
+        .arg("run")
+        .env("KUBECONFIG", &args.kubeconfig)
+        .env("KUBIYA_API_KEY", kubiya_cp_emulator::token("bench"))
+        .env("KUBIYA_CONTROL_PLANE_BASE_URL", emulator.base_url())
+        .env("KUBIYA_WATCH_NAMESPACES", "bench")
+        .env("KUBIYA_LEASE_NAMESPACE", "bench")
+        .env("KUBIYA_METRICS_ADDR", METRICS_ADDR)
+        .env("KUBIYA_RESYNC_INTERVAL", &args.resync)
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// The restart phase: SIGTERM, a new process, a user's change right away; then one resync
+/// interval of drift checks, counted per minute.
+async fn restart(
+    args: &Args,
+    mut old: tokio::process::Child,
+    emulator: &Emulator,
+    envs: &Api<DynamicObject>,
+) -> Result<Value, Failure> {
+    if let Some(pid) = old.id() {
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+    }
+    old.wait().await?;
+    let interval = humantime_secs(&args.resync)?;
+    let total = |calls: &BTreeMap<String, u64>| calls.values().sum::<u64>();
+    let checks =
+        |calls: &BTreeMap<String, u64>| calls.get("GET /api/v1/environments/{id}").copied().unwrap_or(0);
+    let before = emulator.calls();
+    let restarted = Instant::now();
+    let mut operator = start_operator(args, emulator)?;
+    let patch = json!({"spec": {"description": "changed during the restart"}});
+    envs.patch("env-00000", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let mut synced = None;
+    let mut change = None;
+    let mut first_minute_calls = None;
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    while restarted.elapsed().as_secs_f64() < interval + 10.0 {
+        let now = restarted.elapsed().as_secs_f64();
+        if synced.is_none() && http_get(METRICS_ADDR, "/readyz").await.as_deref() == Some("ok: leading") {
+            synced = Some(now);
+        }
+        if change.is_none()
+            && emulator
+                .environments("bench")
+                .iter()
+                .any(|e| e["name"] == "env-00000" && e["description"] == "changed during the restart")
+        {
+            change = Some(now);
+        }
+        let calls = emulator.calls();
+        if first_minute_calls.is_none() && now >= 60.0 {
+            first_minute_calls = Some(total(&calls) - total(&before));
+        }
+        samples.push((now, checks(&calls) - checks(&before)));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = operator.kill().await;
+    // The highest number of drift checks in any 60 s window of the interval.
+    let per_minute = samples
+        .iter()
+        .map(|(t, c)| {
+            let start = samples.iter().rev().find(|(u, _)| *u <= t - 60.0).map_or(0, |(_, c0)| *c0);
+            c - start
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(json!({
+        "resync_interval_seconds": interval,
+        "control_plane_calls_first_60s": first_minute_calls,
+        "control_plane_calls_first_60s_share_of_n": first_minute_calls.map(|c| c as f64 / args.n as f64),
+        "max_drift_checks_per_minute": per_minute,
+        "limit_drift_checks_per_minute": 2.0 * args.n as f64 / (interval / 60.0),
+        "restart_to_caches_synced_seconds": synced,
+        "restart_to_user_change_at_control_plane_seconds": change,
+        "caches_synced_to_user_change_seconds": change.zip(synced).map(|(c, s)| c - s),
+    }))
+}
+
+/// "3m", "600s", "1h" as seconds.
+fn humantime_secs(text: &str) -> Result<f64, Failure> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: f64 = number.parse()?;
+    Ok(n * match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?}").into()),
+    })
+}
+
+/// GET `path` from a local HTTP server, without a client library: the answer's body, if any.
+async fn http_get(addr: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
 }
 
 fn print_table(r: &Value) {
@@ -319,9 +446,30 @@ fn print_table(r: &Value) {
     for (route, v) in r["steady_control_plane_calls_per_minute_by_route"].as_object().into_iter().flatten() {
         println!("  steady {route:<33} {:>8.3} / min", v.as_f64().unwrap_or(0.0));
     }
+    let restart = &r["restart"];
+    if restart.is_object() {
+        let rows = [
+            ("restart: resync interval", "resync_interval_seconds", "s"),
+            ("restart: calls in first 60 s", "control_plane_calls_first_60s", ""),
+            ("restart: … as a share of N", "control_plane_calls_first_60s_share_of_n", ""),
+            ("restart: max drift checks / min", "max_drift_checks_per_minute", ""),
+            ("restart: limit 2 × N / interval", "limit_drift_checks_per_minute", "/ min"),
+            ("restart: → caches synced", "restart_to_caches_synced_seconds", "s"),
+            ("restart: → user change at CP", "restart_to_user_change_at_control_plane_seconds", "s"),
+            ("restart: synced → change at CP", "caches_synced_to_user_change_seconds", "s"),
+        ];
+        for (label, key, unit) in rows {
+            let v = &restart[key];
+            let text = v.as_f64().map_or_else(
+                || v.to_string(),
+                |f| if f.fract() == 0.0 { format!("{f}") } else { format!("{f:.3}") },
+            );
+            println!("{label:<32} {text:>8} {unit}");
+        }
+    }
 }
 
-fn resource() -> ApiResource {
+pub(crate) fn resource() -> ApiResource {
     ApiResource {
         group: "kubiya.ai".into(),
         version: "v1alpha1".into(),
@@ -331,13 +479,13 @@ fn resource() -> ApiResource {
     }
 }
 
-fn environment(name: &str) -> DynamicObject {
+pub(crate) fn environment(name: &str) -> DynamicObject {
     let mut o = DynamicObject::new(name, &resource());
     o.data = json!({"spec": {"description": "bench", "tags": ["bench"]}});
     o
 }
 
-fn is_ready(o: &DynamicObject) -> bool {
+pub(crate) fn is_ready(o: &DynamicObject) -> bool {
     o.data["status"]["conditions"]
         .as_array()
         .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
@@ -351,14 +499,20 @@ async fn client(kubeconfig: &std::path::Path) -> Result<Client, Failure> {
 
 async fn install_crd(client: &Client) -> Result<(), Failure> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition = serde_yaml_ng::from_str(include_str!("../../crds/environment.yaml"))?;
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(&name, &PatchParams::apply("kubiya-bench").force(), &Patch::Apply(&crd)).await?;
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(crds, &name, conditions::is_crd_established()),
-    )
-    .await??;
+    for text in [
+        include_str!("../../crds/environment.yaml"),
+        include_str!("../../crds/connection.yaml"),
+        include_str!("../../crds/clusterconnection.yaml"),
+    ] {
+        let crd: CustomResourceDefinition = serde_yaml_ng::from_str(text)?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("kubiya-bench").force(), &Patch::Apply(&crd)).await?;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await??;
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The HTTP client. Talks to the control plane; every call is one `#[instrument]`ed method.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tracing::instrument;
 use url::Url;
 
@@ -111,7 +111,9 @@ pub struct Client {
     base: Url,
     /// Swapped in place when the key rotates: no request goes out with the old key after.
     auth: Arc<RwLock<HeaderValue>>,
-    limit: Arc<Semaphore>,
+    limit: Arc<Limit>,
+    /// Requests of passes nobody waits for (drift checks) yield to the others.
+    background: bool,
     timeout: Duration,
     metrics: Arc<Metrics>,
     connection: Arc<str>,
@@ -153,12 +155,19 @@ impl Client {
             http,
             base: config.base_url,
             auth: Arc::new(RwLock::new(auth)),
-            limit: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            limit: Arc::new(Limit::new(config.max_concurrent.max(1))),
+            background: false,
             timeout: config.timeout,
             metrics: config.metrics,
             connection: config.connection.into(),
             breaker: Arc::default(),
         })
+    }
+
+    /// The same client, for a pass nobody waits for (a drift check), or not: its requests take a
+    /// request slot only while no other request waits for one.
+    pub fn in_background(&self, background: bool) -> Client {
+        Client { background, ..self.clone() }
     }
 
     /// Sends `key` from now on (a rotated key).
@@ -287,7 +296,8 @@ impl Client {
         }
         // Waiting longer than a request may take means the control plane is saturated: give the
         // reconcile slot back rather than queue (the semaphore is never closed).
-        let Ok(Ok(_permit)) = tokio::time::timeout(self.timeout, self.limit.acquire()).await else {
+        let Ok(Some(_permit)) = tokio::time::timeout(self.timeout, self.limit.acquire(self.background)).await
+        else {
             return Err(Error::Busy { method, route });
         };
         let started = Instant::now();
@@ -316,6 +326,47 @@ impl Client {
             return Ok(Answer { body, status, method, route });
         }
         Err(Error::api(method, route, status.as_u16(), error_detail(&body).unwrap_or_default(), retry_after))
+    }
+}
+
+/// Request slots, with a priority: a background request takes one only while no other waits.
+/// Not a second queue: background requests use what the others leave, and go on as soon as none
+/// waits.
+#[derive(Debug)]
+struct Limit {
+    permits: Semaphore,
+    urgent_waiting: AtomicUsize,
+    calm: Notify,
+}
+
+impl Limit {
+    fn new(n: usize) -> Self {
+        Limit { permits: Semaphore::new(n), urgent_waiting: AtomicUsize::new(0), calm: Notify::new() }
+    }
+
+    /// A slot (`None` only if the semaphore were closed, which it never is).
+    async fn acquire(&self, background: bool) -> Option<SemaphorePermit<'_>> {
+        if !background {
+            self.urgent_waiting.fetch_add(1, Ordering::SeqCst);
+            let permit = self.permits.acquire().await.ok();
+            if self.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.calm.notify_waiters();
+            }
+            return permit;
+        }
+        loop {
+            // Registered before the check, so that a notification in between is not missed.
+            let calm = self.calm.notified();
+            if self.urgent_waiting.load(Ordering::SeqCst) > 0 {
+                calm.await;
+                continue;
+            }
+            let permit = self.permits.acquire().await.ok()?;
+            // Someone urgent queued meanwhile: the slot is theirs.
+            if self.urgent_waiting.load(Ordering::SeqCst) == 0 {
+                return Some(permit);
+            }
+        }
     }
 }
 
@@ -456,6 +507,38 @@ mod tests {
             });
             assert!(matches!(built, Err(BuildError::InvalidKey)), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn background_requests_wait_while_urgent_ones_wait() {
+        let limit = Arc::new(Limit::new(1));
+        let held = limit.acquire(false).await.unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let background = tokio::spawn({
+            let (limit, order) = (limit.clone(), order.clone());
+            async move {
+                let _p = limit.acquire(true).await;
+                order.lock().unwrap().push("background");
+            }
+        });
+        tokio::task::yield_now().await;
+        let urgent = tokio::spawn({
+            let (limit, order) = (limit.clone(), order.clone());
+            async move {
+                let _p = limit.acquire(false).await;
+                order.lock().unwrap().push("urgent");
+                tokio::task::yield_now().await;
+            }
+        });
+        // Both wait now; the background one queued first.
+        while limit.urgent_waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        urgent.await.unwrap();
+        background.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["urgent", "background"]);
+        assert!(limit.acquire(true).await.is_some(), "alone, a background request goes at once");
     }
 
     #[test]

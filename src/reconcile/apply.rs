@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::ownership::{self, Claim, Decision, Liveness, Marker, Owner, Route};
 use super::plan::{self, Plan};
 use super::report::{self, publish};
-use super::status::Observation;
+use super::status::{self, Observation};
 use super::{Context, Error, find_named, kubectl_target, worker_secret};
 use crate::connection::Usable;
 use crate::controlplane::{self, EnvironmentBody, RemoteEnvironment, sanitize};
@@ -28,11 +28,22 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
         report::status(env, Observation::Paused, ctx).await?;
         return Ok(Action::await_change());
     }
+    // A settled Environment at start (or after a failover) is not fetched now: its turn comes
+    // within the resync interval, and the passes users wait for go first.
+    let settled = status::settled(env);
+    if ctx.first_sight(env)
+        && settled
+        && worker_secret::is_in_place(ctx.cached_worker_secret(env).as_deref(), env)
+    {
+        return Ok(ctx.first_check());
+    }
     // First sight: say that work has started before talking to the control plane.
     if env.status.is_none() && ctx.known_id(env).is_none() {
         report::status(env, Observation::Starting, ctx).await?;
     }
     let conn = ctx.connections.for_environment(env, &ctx.kube).await?;
+    // A drift check: nobody waits for it, so its requests yield to those of passes someone does.
+    let conn = Usable { client: conn.client.in_background(settled), ..conn };
     let me = ctx.owner(env);
     let desired = plan::desired(env, &me);
 

@@ -15,9 +15,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
@@ -50,11 +52,16 @@ pub struct Context {
     pub pass_timeout: Duration,
     /// What this process remembers per object, by UID; forgotten when the object goes.
     pub objects: Mutex<HashMap<String, Tracked>>,
+    /// The caches of worker Secrets (one per watched scope).
+    pub worker_secrets: Vec<Store<Secret>>,
 }
 
 /// What this process remembers about one object between passes.
 #[derive(Debug, Default)]
 pub struct Tracked {
+    /// This process has looked at it (a settled object's first look is put off: see
+    /// [`Context::first_check`]).
+    seen: bool,
     /// Consecutive failures, for exponential backoff (kube-runtime has none).
     failures: u32,
     /// The remote id this process created or adopted. A pass can start from a cached object that
@@ -109,6 +116,30 @@ impl Context {
         self.tracked(env, id.is_some(), |t| t.known_id = id.map(str::to_owned));
     }
 
+    /// Whether this is the first time this process looks at `env` (and, from now on, it is not).
+    fn first_sight(&self, env: &Environment) -> bool {
+        self.tracked(env, true, |t| !std::mem::replace(&mut t.seen, true)).unwrap_or(false)
+    }
+
+    /// The worker Secret `env`'s status names, from the cache.
+    fn cached_worker_secret(&self, env: &Environment) -> Option<Arc<Secret>> {
+        let name = env.status.as_ref()?.worker_secret_name.clone()?;
+        let r = ObjectRef::<Secret>::new(&name).within(&env.namespace()?);
+        self.worker_secrets.iter().find_map(|s| s.get(&r))
+    }
+
+    /// When a settled Environment seen for the first time (at start, after a failover) is first
+    /// checked: at a random point of the resync interval, after a grace that leaves the first
+    /// minute to the work users wait for. A restart costs the control plane nothing up front, and
+    /// drift checks are spread evenly; each is still within one interval.
+    fn first_check(&self) -> Action {
+        if self.resync.is_zero() {
+            return Action::await_change();
+        }
+        let grace = (self.resync / 2).min(Duration::from_secs(60));
+        Action::requeue(grace + (self.resync - grace).mul_f64(fastrand::f64()))
+    }
+
     /// A pass succeeded: the backoff starts again from the beginning.
     fn succeeded<K: Resource>(&self, obj: &K) {
         self.tracked(obj, false, |t| t.failures = 0);
@@ -129,10 +160,15 @@ impl Context {
         self.metrics.tracked_objects.set(objects.len() as i64);
     }
 
-    /// When to look at a settled environment, or a permanent failure, again: the jittered resync
-    /// interval, or never.
+    /// When to look at a settled environment, or a permanent failure, again: within the resync
+    /// interval (jittered down to 75 % of it, never beyond, so that drift is corrected within
+    /// one interval), or never.
     fn resync_action(&self) -> Action {
-        if self.resync.is_zero() { Action::await_change() } else { Action::requeue(jitter(self.resync)) }
+        if self.resync.is_zero() {
+            Action::await_change()
+        } else {
+            Action::requeue(self.resync.mul_f64(0.75 + fastrand::f64() * 0.25))
+        }
     }
 }
 
@@ -220,7 +256,10 @@ async fn undecodable(
 /// off exponentially per object, or as long as the server asked (capped).
 pub fn error_policy(obj: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     let deleting = obj.meta().deletion_timestamp.is_some();
-    if error.is_permanent() && !deleting {
+    // Waiting for its connection: the connection's next change wakes it (retrying meanwhile
+    // would only write Events, hundreds at a time when an organisation is down).
+    let waits_for_connection = matches!(error, Error::ConnectionNotReady { .. });
+    if (error.is_permanent() && !deleting) || waits_for_connection {
         return ctx.resync_action();
     }
     let wait = ctx.backoff(obj.as_ref());

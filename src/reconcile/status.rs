@@ -219,6 +219,21 @@ fn remote_verdict(remote: &RemoteEnvironment) -> Verdict {
     }
 }
 
+/// Whether nothing is waiting on `env`: Ready at its current generation, its last reconcile
+/// request handled, not being deleted. A pass over it is a drift check, which yields to the
+/// passes users wait for, and at start it is not looked at before its turn.
+pub fn settled(env: &Environment) -> bool {
+    let Some(s) = env.status.as_ref() else { return false };
+    let requested = env.annotation(RECONCILE_REQUEST_ANNOTATION);
+    env.metadata.deletion_timestamp.is_none()
+        && s.phase == Some(Phase::Ready)
+        && find(&s.conditions, READY).is_some_and(|c| c.status == "True")
+        && s.observed_generation.is_some()
+        && s.observed_generation == env.metadata.generation
+        && s.environment_id.is_some()
+        && requested.is_none_or(|r| s.last_handled_reconcile_at.as_deref() == Some(r))
+}
+
 /// Whether `new` says something `old` did not (the sync time aside).
 pub fn changed(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus) -> bool {
     let Some(old) = old else { return true };
@@ -440,6 +455,42 @@ mod tests {
         assert_eq!(cond(&s, RECONCILING).status, "True");
         assert_eq!(cond(&s, STALLED).status, "False");
         assert_eq!(s.environment_id.as_deref(), Some("id-1"));
+    }
+
+    #[test]
+    fn settled_means_nothing_waits() {
+        let r = remote("ready");
+        let mut e = env();
+        assert!(!settled(&e), "never reconciled");
+        e.status = Some(next(
+            &e,
+            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
+            &t(1),
+        ));
+        assert!(settled(&e));
+        let mut newer = e.clone();
+        newer.metadata.generation = Some(3);
+        assert!(!settled(&newer), "a new generation");
+        let mut asked = e.clone();
+        asked.metadata.annotations =
+            Some([(RECONCILE_REQUEST_ANNOTATION.to_owned(), "now".to_owned())].into());
+        assert!(!settled(&asked), "a reconcile request not handled");
+        asked.status.as_mut().unwrap().last_handled_reconcile_at = Some("now".into());
+        assert!(settled(&asked), "handled");
+        let mut deleting = e.clone();
+        deleting.metadata.deletion_timestamp = Some(t(2));
+        assert!(!settled(&deleting));
+        let p = remote("provisioning");
+        let mut busy = e.clone();
+        busy.status = Some(next(
+            &e,
+            Observation::Remote { remote: &p, worker_secret: None, connection: &ConnKey::Operator },
+            &t(3),
+        ));
+        assert!(!settled(&busy), "not Ready");
+        let mut no_id = e.clone();
+        no_id.status.as_mut().unwrap().environment_id = None;
+        assert!(!settled(&no_id));
     }
 
     #[test]

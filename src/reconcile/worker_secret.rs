@@ -69,6 +69,21 @@ pub fn is_untouched(secret: &Secret) -> bool {
     secret.data.as_ref().map(data_hash).as_deref() == secret.annotations().get(DATA_HASH).map(String::as_str)
 }
 
+/// Whether the worker Secret `env`'s status names is there as the operator wrote it, for the
+/// environment in status: what a settled Environment needs no control-plane call to confirm.
+pub fn is_in_place(secret: Option<&Secret>, env: &Environment) -> bool {
+    let status = env.status.as_ref();
+    if status.and_then(|s| s.can_register) != Some(true) {
+        return true;
+    }
+    let id = status.and_then(|s| s.environment_id.as_deref()).map(str::as_bytes);
+    secret.is_some_and(|s| {
+        is_owned(s, env)
+            && is_untouched(s)
+            && s.data.as_ref().and_then(|d| d.get(ENVIRONMENT_ID_KEY)).map(|b| b.0.as_slice()) == id
+    })
+}
+
 /// Whether `secret` is controlled by `env`.
 pub fn is_owned(secret: &Secret, env: &Environment) -> bool {
     let uid = env.uid();
@@ -180,6 +195,26 @@ mod tests {
         assert!(is_current(&s, &env(), &remote("tok")));
         s.data.as_mut().unwrap().insert(COMMAND_KEY.into(), bytes("something else"));
         assert!(!is_current(&s, &env(), &remote("tok")));
+    }
+
+    #[test]
+    fn a_settled_environment_needs_its_secret_untouched_and_for_its_environment() {
+        let mut e = env();
+        e.status = Some(crate::resource::EnvironmentStatus {
+            environment_id: Some("id-1".into()),
+            can_register: Some(true),
+            ..Default::default()
+        });
+        let s = build(&e, "id-1", &cmd());
+        assert!(is_in_place(Some(&s), &e));
+        assert!(!is_in_place(None, &e), "deleted while the operator was away");
+        let mut edited = s.clone();
+        edited.data.as_mut().unwrap().insert(COMMAND_KEY.into(), bytes("x"));
+        assert!(!is_in_place(Some(&edited), &e), "edited by hand");
+        let other = build(&e, "id-2", &cmd());
+        assert!(!is_in_place(Some(&other), &e), "for another environment");
+        e.status.as_mut().unwrap().can_register = Some(false);
+        assert!(is_in_place(None, &e), "none needed");
     }
 
     #[test]

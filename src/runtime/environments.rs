@@ -26,17 +26,21 @@ pub struct Scope {
     secrets: Api<Secret>,
     pub store: Store<Guarded>,
     writer: reflector::store::Writer<Guarded>,
+    /// The worker Secrets, cached: a settled Environment's is checked there, not fetched.
+    pub secret_store: Store<Secret>,
+    secret_writer: reflector::store::Writer<Secret>,
 }
 
 /// The scopes `config` asks for: all namespaces, or each listed one.
 pub fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
     let scope = |namespace: Option<&String>| {
         let (store, writer) = reflector::store();
+        let (secret_store, secret_writer) = reflector::store();
         let (envs, secrets) = match namespace {
             Some(ns) => (Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)),
             None => (Api::all(kube.clone()), Api::all(kube.clone())),
         };
-        Scope { envs, secrets, store, writer }
+        Scope { envs, secrets, store, writer, secret_store, secret_writer }
     };
     if config.watch_namespaces.is_empty() {
         return vec![scope(None)];
@@ -51,7 +55,7 @@ impl Scope {
         ctx: Arc<Context>,
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
-        let Scope { envs, secrets, store, writer } = self;
+        let Scope { envs, secrets, store, writer, secret_writer, .. } = self;
         let mut selected = watcher::Config::default();
         if let Some(selector) = &config.label_selector {
             selected = selected.labels(selector);
@@ -75,18 +79,22 @@ impl Scope {
         // Worker Secrets wake their Environment when deleted or edited by hand, not on our own
         // writes (each would cost a pass: a control-plane read and perhaps a status write).
         let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
-        let secret_changes = watcher(secrets, owned).default_backoff().filter_map(|event| async move {
-            match event {
-                Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
-                    if !worker_secret::is_untouched(&s) =>
-                {
-                    Some(Ok(s))
+        let secret_changes = watcher(secrets, owned)
+            .default_backoff()
+            .modify(|s| s.managed_fields_mut().clear())
+            .reflect(secret_writer)
+            .filter_map(|event| async move {
+                match event {
+                    Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
+                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
+                        if !worker_secret::is_untouched(&s) =>
+                    {
+                        Some(Ok(s))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
                 }
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            }
-        });
+            });
         let connection_changes = connection_changes(&ctx, store.clone());
         Controller::for_stream(changes, store)
             .owns_stream(secret_changes)

@@ -358,7 +358,9 @@ async fn kustomize_bases_render_valid_objects() {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("read");
         for mut obj in documents(&text) {
-            obj["metadata"]["namespace"] = bed.namespace.clone().into();
+            if obj["kind"] != "ClusterConnection" {
+                obj["metadata"]["namespace"] = bed.namespace.clone().into();
+            }
             dry_run(&bed.client, &obj, &path.display().to_string()).await;
         }
     }
@@ -370,7 +372,7 @@ async fn the_helm_chart_renders_valid_objects_for_each_value_set() {
     for ns in ["kubiya-system", "team-a", "team-b"] {
         ensure_namespace(&bed.client, ns).await;
     }
-    let sets: [&[&str]; 3] = [
+    let sets: [&[&str]; 4] = [
         &["--set", "apiKey.existingSecret=kubiya-api-key"],
         &[
             "--set",
@@ -387,12 +389,29 @@ async fn the_helm_chart_renders_valid_objects_for_each_value_set() {
             "dashboards.enabled=true",
         ],
         &["--set", "apiKey.create=true", "--set", "apiKey.value=not-a-real-key", "--set", "replicaCount=3"],
+        // No key of its own: organisations through ClusterConnections only.
+        &[
+            "--set",
+            "clusterConnections[0].name=acme",
+            "--set",
+            "clusterConnections[0].apiKeySecretRef.name=acme-key",
+            "--set",
+            "clusterConnections[0].namespaceSelector.matchLabels.kubiya\\.ai/org=acme",
+        ],
     ];
     for set in sets {
         let source = format!("helm template {}", set.join(" "));
         let objects = helm(set).unwrap_or_else(|e| panic!("{source}: {e}"));
         let kinds = check(&bed.client, &objects, &source).await;
         rbac_covers_the_operator(&objects, &source);
+        let keyless = set.iter().any(|s| s.starts_with("clusterConnections"));
+        let deployment = objects.iter().find(|o| o["kind"] == "Deployment").expect("a Deployment");
+        let has_key = deployment.to_string().contains("KUBIYA_API_KEY_FILE");
+        assert_eq!(
+            has_key, !keyless,
+            "{source}: the operator's own key is mounted when, and only when, given"
+        );
+        assert_eq!(kinds.iter().any(|k| k == "ClusterConnection"), keyless, "{source}");
         assert!(kinds.iter().any(|k| k == "Deployment"), "{source}: {kinds:?}");
         let scoped = set.iter().any(|s| s.starts_with("watchNamespaces"));
         assert!(kinds.iter().any(|k| k == "ClusterRole"), "{source}: the cluster reads, by name");
@@ -409,7 +428,7 @@ async fn the_helm_chart_renders_valid_objects_for_each_value_set() {
         }
     }
     let refused = helm(&[]).expect_err("rendering without an API key must fail");
-    assert!(refused.contains("no Kubiya API key"), "{refused}");
+    assert!(refused.contains("no Kubiya API key") && refused.contains("clusterConnections"), "{refused}");
 }
 
 /// One request the operator made: (API group, resource[/subresource], verb, object name).

@@ -15,6 +15,7 @@ mod observability;
 mod ownership;
 mod real_server;
 mod restart;
+mod restart_cost;
 mod scope;
 mod semantics;
 mod support;

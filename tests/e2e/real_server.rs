@@ -108,3 +108,66 @@ async fn ownership_moves_on_the_real_server_orphan_release_take_back_and_a_pause
         http.delete(format!("{url}/api/v1/environments/{id}")).header("Authorization", &auth).send();
     assert_eq!(deleted.await.unwrap().status(), 204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control-plane server: run `make conformance`"]
+async fn two_organisations_through_connections_on_the_real_server() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    use kubiya_operator::resource::{
+        Connection, ConnectionKind, ConnectionRef, ConnectionSpec, SecretKeyRef,
+    };
+
+    let url = std::env::var("KUBIYA_CONFORMANCE_REAL_URL").expect("KUBIYA_CONFORMANCE_REAL_URL");
+    let url = url.trim_end_matches('/').to_owned();
+    let mut bed = TestBed::without_operator("real-orgs", EmulatorConfig::default()).await;
+    bed.control_plane_url = url.clone();
+    // No key of its own: each Environment through its organisation's Connection.
+    bed.operator_env.push(("KUBIYA_API_KEY", String::new()));
+    bed.start_operator();
+    let http = reqwest::Client::new();
+    let orgs = [format!("{}-a", bed.org), format!("{}-b", bed.org)];
+    let secrets: Api<Secret> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    let connections: Api<Connection> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    for org in &orgs {
+        let key = kubiya_cp_emulator::token(org);
+        // The real server fails an organization's first environment without a workflow engine; a
+        // list creates `default` first, as on any organization in use.
+        let listed =
+            http.get(format!("{url}/api/v1/environments")).header("Authorization", format!("UserKey {key}"));
+        assert_eq!(listed.send().await.unwrap().status(), 200);
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta { name: Some(org.clone()), ..Default::default() },
+            string_data: Some(BTreeMap::from([("api-key".to_owned(), key)])),
+            ..Default::default()
+        };
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+        let spec = ConnectionSpec {
+            base_url: Some(url.clone()),
+            api_key_secret_ref: SecretKeyRef { name: org.clone(), key: "api-key".into() },
+            max_concurrent_requests: None,
+        };
+        connections.create(&PostParams::default(), &Connection::new(org, spec)).await.unwrap();
+        let spec = EnvironmentSpec {
+            connection_ref: Some(ConnectionRef { kind: ConnectionKind::Connection, name: org.clone() }),
+            ..Default::default()
+        };
+        bed.create(&format!("env-of-{org}"), spec).await;
+    }
+    for (i, org) in orgs.iter().enumerate() {
+        let env = bed.wait_for(&format!("env-of-{org}"), "Ready", is_ready).await;
+        let id = env.status.as_ref().and_then(|s| s.environment_id.clone()).expect("environment id");
+        let get = |who: &str| {
+            http.get(format!("{url}/api/v1/environments/{id}"))
+                .header("Authorization", format!("UserKey {}", kubiya_cp_emulator::token(who)))
+                .send()
+        };
+        let own: Value = get(org).await.unwrap().json().await.unwrap();
+        assert_eq!(own["organization_id"], org.as_str(), "in its own organisation");
+        assert_eq!(get(&orgs[1 - i]).await.unwrap().status(), 404, "invisible to the other");
+    }
+    for org in &orgs {
+        bed.envs.delete(&format!("env-of-{org}"), &DeleteParams::default()).await.unwrap();
+        bed.wait_gone(&format!("env-of-{org}")).await;
+    }
+}

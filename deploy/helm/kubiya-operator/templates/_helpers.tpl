@@ -42,7 +42,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The Secret holding the API key; fails when the values name none. */}}
+{{/* "true" when the operator has an API key of its own; fails when it has none and no
+ClusterConnection is configured either (it could manage nothing until a Connection is made). */}}
+{{- define "kubiya-operator.hasApiKey" -}}
+{{- if or .Values.apiKey.create .Values.apiKey.existingSecret }}true
+{{- else if not .Values.clusterConnections }}
+{{- fail (printf "kubiya-operator: no Kubiya API key. Create a Secret (kubectl -n %s create secret generic kubiya-api-key --from-literal=api-key=...) and set apiKey.existingSecret=kubiya-api-key, or set apiKey.create=true and apiKey.value, or configure clusterConnections" .Release.Namespace) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the API key. */}}
 {{- define "kubiya-operator.apiKeySecretName" -}}
 {{- if and .Values.apiKey.create .Values.apiKey.existingSecret }}
 {{- fail "kubiya-operator: set either apiKey.existingSecret or apiKey.create, not both" }}
