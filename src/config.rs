@@ -44,6 +44,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator (the default).
     Run(Config),
+    /// Print an organisation's environments as Environment manifests (for kubectl apply and Git).
+    Export(ExportArgs),
     /// Print the CustomResourceDefinitions the operator serves, as YAML.
     Crd {
         /// Only the one shipped as crds/<FILE> (environment.yaml, connection.yaml,
@@ -137,6 +139,80 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// Settings of `kubiya-operator export`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// Base URL of the Kubiya control plane.
+    #[arg(long, env = "KUBIYA_CONTROL_PLANE_BASE_URL", default_value = "https://control-plane.kubiya.ai")]
+    pub control_plane_url: Url,
+
+    /// Kubiya API key (prefer the env var or a file).
+    #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true, hide = true, value_parser = parse_key)]
+    pub api_key: Option<ApiKey>,
+
+    /// File holding the Kubiya API key; used when KUBIYA_API_KEY is unset.
+    #[arg(long, env = "KUBIYA_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Use the control plane and key of this Connection of the cluster (NAMESPACE/NAME), through
+    /// the kubeconfig.
+    #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "cluster_connection")]
+    pub connection: Option<String>,
+
+    /// Use the control plane and key of this ClusterConnection of the cluster.
+    #[arg(long, value_name = "NAME")]
+    pub cluster_connection: Option<String>,
+
+    /// Namespace of the manifests (default: none, kubectl's current namespace).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+
+    /// Manage nothing yet: managementPolicy Observe on every manifest.
+    #[arg(long)]
+    pub observe: bool,
+
+    /// Deletion policy of the manifests.
+    #[arg(long, value_enum, default_value_t = ExportDeletionPolicy::Orphan)]
+    pub deletion_policy: ExportDeletionPolicy,
+
+    /// Also environments already managed from a cluster (an owner marker that was not released).
+    #[arg(long)]
+    pub include_managed: bool,
+
+    /// Also the organisation's `default` environment.
+    #[arg(long)]
+    pub include_default: bool,
+
+    /// Output format: multi-document YAML, or a JSON List.
+    #[arg(long, short = 'o', value_enum, default_value_t = ExportFormat::Yaml)]
+    pub output: ExportFormat,
+
+    /// Timeout of one control-plane request.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportDeletionPolicy {
+    #[value(name = "Orphan")]
+    Orphan,
+    #[value(name = "Delete")]
+    Delete,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Yaml,
+    Json,
+}
+
+impl ExportArgs {
+    /// The API key from the env var, else from the file, else none.
+    pub fn api_key(&self) -> Result<Option<ApiKey>, ConfigError> {
+        read_key(&self.api_key, &self.api_key_file)
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Human,
@@ -159,21 +235,26 @@ pub enum ConfigError {
 impl Config {
     /// The operator's own API key: the env var, else the file, else none.
     pub fn api_key(&self) -> Result<Option<ApiKey>, ConfigError> {
-        match (&self.api_key, &self.api_key_file) {
-            (Some(k), _) if !k.is_empty() => Ok(Some(k.clone())),
-            (_, Some(path)) => {
-                let key = std::fs::read_to_string(path)
-                    .map(ApiKey::new)
-                    .map_err(|source| ConfigError::ReadApiKey { path: path.clone(), source })?;
-                // A file that is there but empty is a mistake, not "no key".
-                if key.is_empty() {
-                    Err(ConfigError::EmptyApiKeyFile { path: path.clone() })
-                } else {
-                    Ok(Some(key))
-                }
+        read_key(&self.api_key, &self.api_key_file)
+    }
+}
+
+/// A key from the flag or env var, else from the file, else none.
+fn read_key(key: &Option<ApiKey>, file: &Option<PathBuf>) -> Result<Option<ApiKey>, ConfigError> {
+    match (key, file) {
+        (Some(k), _) if !k.is_empty() => Ok(Some(k.clone())),
+        (_, Some(path)) => {
+            let key = std::fs::read_to_string(path)
+                .map(ApiKey::new)
+                .map_err(|source| ConfigError::ReadApiKey { path: path.clone(), source })?;
+            // A file that is there but empty is a mistake, not "no key".
+            if key.is_empty() {
+                Err(ConfigError::EmptyApiKeyFile { path: path.clone() })
+            } else {
+                Ok(Some(key))
             }
-            _ => Ok(None),
         }
+        _ => Ok(None),
     }
 }
 

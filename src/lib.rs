@@ -1,8 +1,10 @@
 //! kubiya-operator: makes the Kubiya control plane's Environments declarative.
 
+pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod controlplane;
+pub mod export;
 pub mod metrics;
 pub mod reconcile;
 pub mod resource;

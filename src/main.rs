@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kubiya_operator::config::{Cli, Command};
-use kubiya_operator::{resource, runtime};
+use kubiya_operator::{commands, runtime};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match cli.command {
-        Some(Command::Crd { file }) => return print_crds(file.as_deref()),
+        Some(Command::Crd { file }) => return commands::crd(file.as_deref()),
+        Some(Command::Export(args)) => return commands::export(args).await,
         Some(Command::Run(config)) => config,
         None => cli.run,
     };
@@ -40,25 +41,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Prints every CRD (or the one shipped as `crds/<file>`), as multi-document YAML.
-fn print_crds(file: Option<&str>) -> ExitCode {
-    let crds = resource::crds().into_iter().filter(|(f, _)| file.is_none_or(|want| *f == want));
-    let mut printed = 0;
-    for (_, crd) in crds {
-        match resource::crd_yaml(&crd) {
-            Ok(yaml) => print!("{}{yaml}", if printed > 0 { "---\n" } else { "" }),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-        printed += 1;
-    }
-    if printed == 0 {
-        eprintln!("error: no CRD is shipped as {file:?}");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
 }

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// Remote fields put back to the spec's value after someone changed them outside Kubernetes.
     pub drift_corrections: Family<FieldLabels, Counter>,
+    /// Remote fields found to differ from the spec of an observed (not managed) Environment.
+    pub drift_observed: Family<FieldLabels, Counter>,
     /// Control-plane requests (each attempt) by route, method and status code.
     pub cp_requests: Family<RequestLabels, Counter>,
     /// Control-plane request latency until the whole answer is in, in seconds.
@@ -118,6 +120,12 @@ impl Default for Metrics {
             "drift_corrections",
             "Remote fields corrected back to the spec after an out-of-band change",
             drift_corrections.clone(),
+        );
+        let drift_observed = Family::<FieldLabels, Counter>::default();
+        registry.register(
+            "drift_observed",
+            "Remote fields found to differ from the spec of an Environment with managementPolicy Observe (reported, not corrected)",
+            drift_observed.clone(),
         );
         let cp_requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -152,6 +160,7 @@ impl Default for Metrics {
             reconciles,
             reconcile_duration,
             drift_corrections,
+            drift_observed,
             cp_requests,
             cp_request_duration,
             time_to_ready,

@@ -335,6 +335,7 @@ fn spec() -> impl Strategy<Value = EnvironmentSpec> {
                     execution_environment,
                     state,
                     deletion_policy: DeletionPolicy::Delete,
+                    management_policy: Default::default(),
                     worker_secret: None,
                     connection_ref: None,
                 }

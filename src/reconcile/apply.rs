@@ -11,11 +11,11 @@ use super::ownership::{self, Claim, Decision, Liveness, Marker, Owner, Route};
 use super::plan::{self, Plan};
 use super::report::{self, publish};
 use super::status::{self, Observation};
-use super::{Context, Error, find_named, kubectl_target, worker_secret};
+use super::{Context, Error, find_named, kubectl_target, observe, worker_secret};
 use crate::connection::Usable;
 use crate::controlplane::{self, EnvironmentBody, RemoteEnvironment, sanitize};
 use crate::metrics::{FieldLabels, field_label};
-use crate::resource::{ADOPT_ANNOTATION, Environment, Guarded, Phase};
+use crate::resource::{ADOPT_ANNOTATION, Environment, Guarded, ManagementPolicy, Phase};
 
 /// A remote environment this resource may write to, and whether it takes it in this pass.
 struct Found {
@@ -45,6 +45,9 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     // A drift check: nobody waits for it, so its requests yield to those of passes someone does.
     let conn = Usable { client: conn.client.in_background(settled), ..conn };
     let me = ctx.owner(env);
+    if env.spec.management_policy == ManagementPolicy::Observe {
+        return observe::observe(env, &conn, &me, ctx).await;
+    }
     let desired = plan::desired(env, &me);
 
     // Observe: the environment this resource manages, or may take; else create it.
@@ -91,9 +94,13 @@ async fn observe(
 ) -> Result<Option<Found>, Error> {
     let known = ctx.known_id(env);
     let annotation = env.annotation(ADOPT_ANNOTATION).map(str::trim).filter(|a| !a.is_empty());
+    // Observed until now (its status has Observe's condition): taking it over is an adoption.
+    let was_observing =
+        env.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == status::SYNCED));
     let (id, route) = match (known.as_deref(), annotation) {
         // The annotation naming the recorded id is a standing consent to take it over.
         (Some(id), Some(a)) if a == id => (id, Route::Annotation),
+        (Some(id), _) if was_observing => (id, Route::Annotation),
         (Some(id), _) => (id, Route::Status),
         (None, Some(a)) => (a, Route::Annotation),
         (None, None) => return Ok(None),

@@ -15,7 +15,7 @@ use super::report::{self, publish};
 use super::status::Observation;
 use super::{Context, Error, find_named};
 use crate::controlplane::{self, RemoteEnvironment};
-use crate::resource::{DELETION_POLICY_ANNOTATION, DeletionPolicy, Environment};
+use crate::resource::{DELETION_POLICY_ANNOTATION, DeletionPolicy, Environment, ManagementPolicy};
 
 /// How a cleanup ended.
 pub enum Outcome {
@@ -31,6 +31,13 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
     let defended = crd_is_going(ctx).await?;
     let orphan_asked = env.annotation(DELETION_POLICY_ANNOTATION) == Some("Orphan");
     let paused = env.is_paused();
+    if env.spec.management_policy == ManagementPolicy::Observe {
+        // Only ever read: nothing to delete or release.
+        let note =
+            "observed only (managementPolicy Observe): the remote environment is left as it is".to_owned();
+        publish(env, ctx, EventType::Normal, "Orphaned", note).await;
+        return Ok(Outcome::Done);
+    }
     if paused && !defended && !orphan_asked {
         report::status(env, Observation::DeletionPaused, ctx).await?;
         return Ok(Outcome::Hold(Action::await_change()));
@@ -123,7 +130,7 @@ async fn find(
 
 /// Marks the owner marker released (one PATCH of `settings`): the same namespace and name may
 /// take it back, anyone else with the adoption annotation.
-async fn release(remote: &RemoteEnvironment, cp: &controlplane::Client) -> Result<(), Error> {
+pub(super) async fn release(remote: &RemoteEnvironment, cp: &controlplane::Client) -> Result<(), Error> {
     let Some(mut marker) = Marker::read(&remote.settings) else { return Ok(()) };
     marker.released = true;
     let settings = with_marker(&remote.settings, &marker);

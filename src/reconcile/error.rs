@@ -85,6 +85,12 @@ pub enum Error {
          --allow-adoption"
     )]
     AdoptionNotAllowed { connection: String, id: String },
+    #[error(
+        "there is no environment {name:?} (nor with the id of kubiya.ai/environment-id) in the control \
+         plane: managementPolicy Observe never creates one; create it, fix the name or id, or set \
+         managementPolicy: Full"
+    )]
+    ObservedMissing { name: String },
     #[error("reading the namespace's labels failed")]
     ReadNamespace {
         #[source]
@@ -176,6 +182,7 @@ impl Error {
             }
             Error::AdoptionNotAllowed { .. } => row("AdoptionNotAllowed", "adoption_not_allowed", true, ""),
             Error::ReadNamespace { .. } => row("KubernetesApiError", "read_namespace", false, RETRY),
+            Error::ObservedMissing { .. } => row("NotFound", "observed_missing", true, ""),
             Error::ReadSecret { .. } => row("KubernetesApiError", "read_secret", false, RETRY),
             Error::WriteSecret { .. } => row("KubernetesApiError", "write_secret", false, RETRY),
             Error::ReadOwner { .. } => row("KubernetesApiError", "read_owner", false, RETRY),

@@ -5,6 +5,7 @@ mod apply;
 mod cleanup;
 mod error;
 pub mod finalizer;
+mod observe;
 pub mod ownership;
 pub mod plan;
 mod report;

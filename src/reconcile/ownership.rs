@@ -182,6 +182,11 @@ pub fn decide(marker: Option<&Marker>, me: &Owner, route: Route, liveness: Liven
     })
 }
 
+/// Whether the marker names `me`, released or not.
+pub fn names(marker: Option<&Marker>, me: &Owner) -> bool {
+    marker.is_some_and(|m| m.owner.is(me))
+}
+
 /// Whether `env`'s remote environment may be deleted by `me`: only if its marker names `me` and
 /// was not released.
 pub fn may_delete(marker: Option<&Marker>, me: &Owner) -> bool {

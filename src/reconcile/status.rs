@@ -11,6 +11,8 @@ use crate::resource::{Environment, EnvironmentStatus, Phase, RECONCILE_REQUEST_A
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+/// Under `managementPolicy: Observe` only: whether the remote environment matches the spec.
+pub const SYNCED: &str = "Synced";
 
 /// What a pass learnt, from which the status follows.
 pub enum Observation<'a> {
@@ -18,6 +20,14 @@ pub enum Observation<'a> {
     Starting,
     /// The remote environment as it is after this pass's writes, through `connection`.
     Remote { remote: &'a RemoteEnvironment, worker_secret: Option<String>, connection: &'a ConnKey },
+    /// Under `managementPolicy: Observe`: the remote environment as it is, and the fields where
+    /// it differs from the spec (reported, not corrected).
+    Observed {
+        remote: &'a RemoteEnvironment,
+        worker_secret: Option<String>,
+        connection: &'a ConnKey,
+        drift: &'a [String],
+    },
     /// The resource is being deleted.
     Deleting,
     /// The resource is being deleted, and paused: the finalizer stays, nothing remote is written.
@@ -66,6 +76,19 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
     };
     let deleting = env.metadata.deletion_timestamp.is_some();
     let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
+    let mut drift: Option<&[String]> = None;
+    let seen = |s: &mut EnvironmentStatus,
+                remote: &RemoteEnvironment,
+                worker_secret: Option<String>,
+                connection: &ConnKey| {
+        s.environment_id = Some(remote.id.clone());
+        s.connection = Some(connection.label());
+        s.remote_name = Some(remote.name.clone());
+        s.remote_status = Some(remote.status.clone());
+        s.can_register = Some(remote.can_register());
+        s.worker_secret_name = worker_secret.or(old.worker_secret_name.clone());
+        remote_verdict(remote)
+    };
     let v = match obs {
         Observation::Starting => Verdict {
             phase: Some(Phase::Pending),
@@ -76,13 +99,11 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
             message: "creating the environment in the control plane".into(),
         },
         Observation::Remote { remote, worker_secret, connection } => {
-            s.environment_id = Some(remote.id.clone());
-            s.connection = Some(connection.label());
-            s.remote_name = Some(remote.name.clone());
-            s.remote_status = Some(remote.status.clone());
-            s.can_register = Some(remote.can_register());
-            s.worker_secret_name = worker_secret.or(old.worker_secret_name);
-            remote_verdict(remote)
+            seen(&mut s, remote, worker_secret, connection)
+        }
+        Observation::Observed { remote, worker_secret, connection, drift: fields } => {
+            drift = Some(fields);
+            seen(&mut s, remote, worker_secret, connection)
         }
         Observation::Deleting => Verdict {
             phase: Some(Phase::Deleting),
@@ -155,7 +176,25 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
         },
     };
     s.conditions = vec![ready, cond(RECONCILING, v.reconciling), cond(STALLED, v.stalled)];
+    if let Some(fields) = drift {
+        s.conditions.push(synced(&old.conditions, fields, observed, now));
+    }
     s
+}
+
+/// Observe's own condition: `Synced` False, reason `Drifted`, naming the fields where the remote
+/// environment differs from the spec.
+fn synced(old: &[Condition], drift: &[String], generation: Option<i64>, now: &Time) -> Condition {
+    if drift.is_empty() {
+        let message = "the remote environment matches the spec (observed, not managed)";
+        condition(old, SYNCED, true, "InSync", message, generation, now)
+    } else {
+        let message = format!(
+            "the remote environment differs from the spec in {} (observed, not corrected: managementPolicy is Observe)",
+            drift.join(", ")
+        );
+        condition(old, SYNCED, false, "Drifted", &message, generation, now)
+    }
 }
 
 /// The status patch for an Environment that cannot be decoded: Stalled `InvalidSpec`, with the

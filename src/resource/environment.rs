@@ -26,6 +26,7 @@ use super::{ConnectionRef, DELETION_POLICY_ANNOTATION, PAUSED_ANNOTATION};
     printcolumn(name = "Remote", type_ = "string", description = "Name in the control plane", json_path = ".status.remoteName"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Policy", type_ = "string", description = "Full: managed; Observe: only read", json_path = ".spec.managementPolicy", priority = 1),
     printcolumn(name = "Environment ID", type_ = "string", json_path = ".status.environmentId", priority = 1),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -85,6 +86,12 @@ pub struct EnvironmentSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
+    /// `Full`: the operator creates, corrects and deletes the remote environment. `Observe`: it
+    /// only reads it: status mirrors it, differences from the spec are reported (condition
+    /// Synced), nothing is ever written to it.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+
     /// The Secret that receives the worker registration command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_secret: Option<WorkerSecretRef>,
@@ -130,6 +137,16 @@ pub enum DeletionPolicy {
     Delete,
     /// Leave the remote environment in the control plane.
     Orphan,
+}
+
+/// How much of the remote environment the operator manages.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ManagementPolicy {
+    /// Create it, keep it as the spec says, delete it by the deletion policy.
+    #[default]
+    Full,
+    /// Only read it: never create, update or delete it, write no owner marker.
+    Observe,
 }
 
 /// The enabled state of a remote environment.

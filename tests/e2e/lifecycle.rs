@@ -33,6 +33,7 @@ fn full_spec() -> EnvironmentSpec {
         }),
         state: None,
         deletion_policy: DeletionPolicy::Delete,
+        management_policy: Default::default(),
         worker_secret: Some(WorkerSecretRef { name: "production-worker".into() }),
         connection_ref: None,
     }

@@ -5,6 +5,7 @@ mod bad_input;
 mod cluster;
 mod connections;
 mod crash;
+mod export;
 mod faults;
 mod gitops;
 mod ha;

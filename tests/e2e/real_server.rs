@@ -171,3 +171,82 @@ async fn two_organisations_through_connections_on_the_real_server() {
         bed.wait_gone(&format!("env-of-{org}")).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control-plane server: run `make conformance`"]
+async fn an_organisation_exported_observed_then_managed_on_the_real_server() {
+    use kube::api::ListParams;
+
+    let url = std::env::var("KUBIYA_CONFORMANCE_REAL_URL").expect("KUBIYA_CONFORMANCE_REAL_URL");
+    let url = url.trim_end_matches('/').to_owned();
+    let mut bed = TestBed::without_operator("real-export", EmulatorConfig::default()).await;
+    bed.control_plane_url = url.clone();
+    let http = reqwest::Client::new();
+    let auth = format!("UserKey {}", kubiya_cp_emulator::token(&bed.org));
+    let list = || async {
+        let all: Vec<Value> = http
+            .get(format!("{url}/api/v1/environments"))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.into_iter().filter(|e| e["name"] != "default").collect::<Vec<_>>()
+    };
+    assert!(list().await.is_empty(), "a fresh organisation (the list made its default)");
+    for body in [
+        json!({"name": "Team A", "description": "d", "tags": ["b", "a"], "settings": {"n": 1.5, "x": "y", "deep": {"l": [1, {"k": "v"}]}},
+               "execution_environment": {"env_vars": {"A": "1"}, "secrets": ["S"], "integration_ids": ["i"], "mcp_servers": {"m": {"c": "x"}}}}),
+        json!({"name": "prod eu", "display_name": "Production EU"}),
+        json!({"name": "Prod EU"}),
+    ] {
+        let created = http
+            .post(format!("{url}/api/v1/environments"))
+            .header("Authorization", &auth)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+    let before = list().await;
+
+    let manifests = crate::export::export(&bed, &["--observe", "--namespace", &bed.namespace.clone()]).await;
+    assert_eq!(manifests.matches("kind: Environment").count(), 3, "{manifests}");
+    crate::export::kubectl_apply(&bed, &manifests);
+    bed.start_operator();
+    let synced = |e: &kubiya_operator::resource::Environment, status: &str| {
+        e.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Synced" && c.status == status))
+    };
+    crate::support::wait_until("all 3 observed, in sync", || async {
+        let all = bed.envs.list(&ListParams::default()).await.unwrap().items;
+        all.len() == 3 && all.iter().all(|e| synced(e, "True"))
+    })
+    .await;
+    assert_eq!(list().await, before, "observing changed the real server (updated_at included)");
+
+    for e in bed.envs.list(&ListParams::default()).await.unwrap().items {
+        let patch = json!({"spec": {"managementPolicy": "Full"}});
+        bed.envs
+            .patch(e.metadata.name.as_deref().unwrap(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    crate::support::wait_until("all 3 marked", || async {
+        list().await.iter().all(|e| e["settings"].get("kubiya.ai/owner").is_some())
+    })
+    .await;
+    let strip = |mut all: Vec<Value>| {
+        for e in &mut all {
+            let o = e.as_object_mut().unwrap();
+            o.remove("updated_at");
+            o.get_mut("settings").and_then(Value::as_object_mut).map(|s| s.remove("kubiya.ai/owner"));
+        }
+        all
+    };
+    assert_eq!(strip(list().await), strip(before), "managing wrote more than the owner marker");
+}

@@ -1,0 +1,446 @@
+//! `kubiya-operator export`: an organisation's environments as Environment manifests, ready for
+//! `kubectl apply` and a Git repository. Each manifest is exactly what the server stores, so that
+//! applying it changes nothing remotely; names are derived from remote names, the same on every
+//! run. Building manifests is pure; [`run`] lists and prints.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use kube::api::ObjectMeta;
+use serde_json::Value;
+
+use crate::controlplane::{self, RemoteEnvironment};
+use crate::reconcile::ownership::{Marker, OWNER_KEY};
+use crate::resource::{
+    ADOPT_ANNOTATION, DeletionPolicy, Environment, EnvironmentSpec, ExecutionEnvironment, ManagementPolicy,
+    RemoteState,
+};
+
+/// What the manifests say beyond the remote environments themselves.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub namespace: Option<String>,
+    pub observe: bool,
+    pub deletion_policy: DeletionPolicy,
+    pub include_managed: bool,
+    pub include_default: bool,
+}
+
+/// Why an environment was left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skipped {
+    /// The organisation's `default` environment (without `--include-default`).
+    Default,
+    /// Managed from a cluster already (without `--include-managed`).
+    Managed(String),
+    /// Something the Environment schema cannot hold.
+    Inexpressible(String),
+}
+
+/// The manifest of `remote`, or why there is none.
+pub fn manifest(remote: &RemoteEnvironment, opts: &Options) -> Result<Environment, Skipped> {
+    if remote.name == "default" && !opts.include_default {
+        return Err(Skipped::Default);
+    }
+    if let Some(m) = Marker::read(&remote.settings).filter(|m| !m.released)
+        && !opts.include_managed
+    {
+        return Err(Skipped::Managed(m.owner.to_string()));
+    }
+    check(remote).map_err(Skipped::Inexpressible)?;
+    let mut settings = remote.settings.clone();
+    settings.remove(OWNER_KEY);
+    let exec = &remote.execution_environment;
+    let execution_environment = ExecutionEnvironment {
+        env_vars: exec.env_vars.clone(),
+        secrets: set(&exec.secrets),
+        integration_ids: set(&exec.integration_ids),
+        mcp_servers: Some(exec.mcp_servers.clone()).filter(|m| !m.is_empty()),
+    };
+    let spec = EnvironmentSpec {
+        name: Some(remote.name.clone()),
+        // The server defaults it to the name, and so does the operator.
+        display_name: remote.display_name.clone().filter(|d| *d != remote.name),
+        description: remote.description.clone(),
+        tags: set(&remote.tags),
+        settings: Some(settings).filter(|s| !s.is_empty()),
+        execution_environment: Some(execution_environment).filter(|e| *e != ExecutionEnvironment::default()),
+        state: match remote.status.as_str() {
+            "active" => Some(RemoteState::Active),
+            "inactive" => Some(RemoteState::Inactive),
+            _ => None,
+        },
+        deletion_policy: opts.deletion_policy,
+        management_policy: if opts.observe { ManagementPolicy::Observe } else { ManagementPolicy::Full },
+        ..Default::default()
+    };
+    let mut env = Environment::new(&metadata_name(&remote.name), spec);
+    env.metadata = ObjectMeta {
+        name: env.metadata.name.take(),
+        namespace: opts.namespace.clone(),
+        annotations: Some(BTreeMap::from([(ADOPT_ANNOTATION.to_owned(), remote.id.clone())])),
+        ..Default::default()
+    };
+    Ok(env)
+}
+
+/// What the Environment schema refuses, said once.
+fn check(remote: &RemoteEnvironment) -> Result<(), String> {
+    let chars = remote.name.chars().count();
+    if !(2..=100).contains(&chars) {
+        return Err(format!("its name has {chars} characters (2 to 100 can be managed)"));
+    }
+    if remote.display_name.as_ref().is_some_and(|d| d.chars().count() > 255) {
+        return Err("its display name is longer than 255 characters".into());
+    }
+    if remote.description.as_ref().is_some_and(|d| d.chars().count() > 4096) {
+        return Err("its description is longer than 4096 characters".into());
+    }
+    if set(&remote.tags).len() > 64 {
+        return Err("it has more than 64 tags".into());
+    }
+    let exec = &remote.execution_environment;
+    if let Some(bad) = exec.env_vars.keys().find(|k| !is_env_var_name(k)) {
+        return Err(format!("its env var {bad:?} is not a shell variable name"));
+    }
+    if exec.env_vars.len() > 256 || set(&exec.secrets).len() > 256 || set(&exec.integration_ids).len() > 256 {
+        return Err("its execution environment has more than 256 env vars, secrets or integrations".into());
+    }
+    Ok(())
+}
+
+fn is_env_var_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn set(items: &[String]) -> Vec<String> {
+    let mut v = items.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// A DNS-1123 label for the remote name, the same on every run and whatever else the
+/// organisation holds: the name itself when it is one; otherwise the name lowercased, with runs
+/// of other characters as one `-`, plus a hash of the exact name, so that names that differ only
+/// in case or punctuation stay apart.
+pub fn metadata_name(remote: &str) -> String {
+    let lowered: String = remote
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    let words: Vec<&str> = lowered.split('-').filter(|w| !w.is_empty()).collect();
+    let joined = words.join("-");
+    let starts = joined.starts_with(|c: char| c.is_ascii_lowercase());
+    if joined == remote && starts && joined.len() <= 63 {
+        return joined;
+    }
+    let mut base = if joined.is_empty() || !starts { format!("env-{joined}") } else { joined };
+    base.truncate(54);
+    let base = base.trim_end_matches('-');
+    format!("{base}-{:08x}", fnv1a(remote.as_bytes()) as u32)
+}
+
+/// FNV-1a: a hash that is the same in every build and version, unlike std's.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// What the export did, for the summary on stderr.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub written: usize,
+    pub skipped: Vec<(String, Skipped)>,
+    /// Exported, with a caveat: (remote name, what).
+    pub caveats: Vec<(String, String)>,
+}
+
+/// Where `v` holds a null: Kubernetes drops nulls inside free-form fields, so a manifest cannot
+/// carry them, and managing the environment would remove those keys.
+fn nulls(v: &Value, path: &str, found: &mut Vec<String>) {
+    match v {
+        Value::Null => found.push(path.to_owned()),
+        Value::Object(o) => o.iter().for_each(|(k, v)| nulls(v, &format!("{path}.{k}"), found)),
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| nulls(v, &format!("{path}[{i}]"), found)),
+        _ => {}
+    }
+}
+
+/// The manifests of `remotes` as multi-document YAML, or a JSON `List`; sorted by name.
+pub fn render(
+    remotes: &[RemoteEnvironment],
+    opts: &Options,
+    json: bool,
+) -> Result<(String, Summary), serde_json::Error> {
+    let mut summary = Summary::default();
+    let mut envs = Vec::new();
+    for r in remotes {
+        match manifest(r, opts) {
+            Ok(env) => {
+                let mut found = Vec::new();
+                nulls(&Value::Object(r.settings.clone()), "settings", &mut found);
+                nulls(
+                    &Value::Object(r.execution_environment.mcp_servers.clone()),
+                    "execution_environment.mcp_servers",
+                    &mut found,
+                );
+                if !found.is_empty() {
+                    let what = format!(
+                        "null at {} cannot be kept in Kubernetes: managing it (Full) removes those keys",
+                        found.join(", ")
+                    );
+                    summary.caveats.push((r.name.clone(), what));
+                }
+                envs.push(env);
+            }
+            Err(why) => summary.skipped.push((r.name.clone(), why)),
+        }
+    }
+    envs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    summary.written = envs.len();
+    let values: Vec<Value> = envs.iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
+    let text = if json {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values});
+        serde_json::to_string_pretty(&list)? + "\n"
+    } else {
+        values.iter().map(yaml).collect::<Vec<_>>().join("---\n")
+    };
+    Ok((text, summary))
+}
+
+/// `v` as block YAML that every YAML reader takes the same way. kubectl reads YAML 1.1, where a
+/// plain `y`, `n`, `on` or `off` is a boolean (`x: y` arrives as `x: true`): every string that is
+/// not plainly a word is quoted (JSON's escaping is YAML's double-quoted style).
+pub fn yaml(v: &Value) -> String {
+    let mut out = String::new();
+    block(v, 0, &mut out);
+    out
+}
+
+fn block(v: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Object(o) if !o.is_empty() => {
+            for (k, v) in o {
+                out.push_str(&format!("{pad}{}:", scalar(&Value::String(k.clone()))));
+                nested(v, indent + 2, out);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for item in a {
+                out.push_str(&format!("{pad}-"));
+                nested(item, indent + 2, out);
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+    }
+}
+
+/// What follows a `key:` or a `-`: a scalar on the same line, else a block below.
+fn nested(v: &Value, indent: usize, out: &mut String) {
+    match v {
+        Value::Object(o) if !o.is_empty() => {
+            out.push('\n');
+            block(v, indent, out);
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            block(v, indent, out);
+        }
+        other => out.push_str(&format!(" {}\n", scalar(other))),
+    }
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) if is_plain_word(s) => s.clone(),
+        Value::Object(_) => "{}".into(),
+        Value::Array(_) => "[]".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A string no YAML reader takes for anything else: a word of letters, digits, `_`, `.`, `-`,
+/// `/`, starting with a letter, that is not a YAML 1.1 boolean or null.
+fn is_plain_word(s: &str) -> bool {
+    const SPECIAL: [&str; 12] =
+        ["y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf", "infinity"];
+    s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
+        && !SPECIAL.contains(&s.to_ascii_lowercase().as_str())
+}
+
+/// Lists the organisation's environments and prints their manifests on stdout; progress and the
+/// summary on stderr.
+pub async fn run(
+    client: &controlplane::Client,
+    opts: &Options,
+    json: bool,
+) -> Result<Summary, controlplane::Error> {
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "listing the environments of {} …", client.base_url());
+    let remotes = client.list(None).await?;
+    let _ = writeln!(err, "{} found", remotes.len());
+    let (text, summary) = match render(&remotes, opts, json) {
+        Ok(done) => done,
+        Err(source) => {
+            return Err(controlplane::Error::Decode { method: "GET", route: "/api/v1/environments", source });
+        }
+    };
+    print!("{text}");
+    let _ = writeln!(err, "wrote {} manifest(s)", summary.written);
+    for (name, what) in &summary.caveats {
+        let _ = writeln!(err, "note {name:?}: {what}");
+    }
+    for (name, why) in &summary.skipped {
+        let why = match why {
+            Skipped::Default => {
+                "the organisation's default environment (--include-default to export it)".to_owned()
+            }
+            Skipped::Managed(owner) => {
+                format!("managed already, by {owner} (--include-managed to export it)")
+            }
+            Skipped::Inexpressible(reason) => format!("cannot be managed: {reason}"),
+        };
+        let _ = writeln!(err, "skipped {name:?}: {why}");
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn remote(v: Value) -> RemoteEnvironment {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn opts() -> Options {
+        Options {
+            namespace: Some("imported".into()),
+            observe: true,
+            deletion_policy: DeletionPolicy::Orphan,
+            include_managed: false,
+            include_default: false,
+        }
+    }
+
+    #[test]
+    fn names_are_dns_labels_stable_and_apart() {
+        assert_eq!(metadata_name("prod-eu-1"), "prod-eu-1", "a DNS label stays as it is");
+        let a = metadata_name("Prod EU");
+        let b = metadata_name("prod eu");
+        let c = metadata_name("prod-eu");
+        assert!(a.starts_with("prod-eu-") && b.starts_with("prod-eu-"), "{a} {b}");
+        assert_ne!(a, b, "case apart");
+        assert_ne!(a, c);
+        assert_ne!(b, c);
+        assert_eq!(a, metadata_name("Prod EU"), "the same on every run");
+        assert_eq!(a, "prod-eu-aac6180a", "the same in every version");
+        for odd in ["生产", "9lives", "-x-", "a".repeat(200).as_str(), "__", "ÄÖÜ team"] {
+            let n = metadata_name(odd);
+            let label = n.len() <= 63
+                && n.starts_with(|c: char| c.is_ascii_lowercase())
+                && !n.ends_with('-')
+                && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            assert!(label, "{odd:?} → {n:?}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_is_what_the_server_stores() {
+        let r = remote(json!({
+            "id": "id-1", "name": "Team A", "display_name": "Team A", "description": "d", "tags": ["b", "a"],
+            "settings": {"k": {"n": 1}}, "status": "inactive",
+            "execution_environment": {"env_vars": {"A": "1"}, "secrets": ["S"], "integration_ids": [], "mcp_servers": {}},
+        }));
+        let env = manifest(&r, &opts()).unwrap();
+        let v = serde_json::to_value(&env).unwrap();
+        assert_eq!(v["metadata"]["annotations"]["kubiya.ai/environment-id"], "id-1");
+        assert_eq!(v["metadata"]["namespace"], "imported");
+        assert_eq!(
+            v["spec"],
+            json!({"name": "Team A", "description": "d", "tags": ["a", "b"], "settings": {"k": {"n": 1}},
+                   "executionEnvironment": {"envVars": {"A": "1"}, "secrets": ["S"]}, "state": "Inactive",
+                   "deletionPolicy": "Orphan", "managementPolicy": "Observe"})
+        );
+        assert!(v.get("status").is_none());
+        // Managed as is, the operator would write nothing but its marker.
+        let owner = crate::reconcile::ownership::Owner {
+            cluster: "c".into(),
+            uid: "u".into(),
+            namespace: "imported".into(),
+            name: env.metadata.name.clone().unwrap(),
+        };
+        let desired = crate::reconcile::plan::desired(&env, &owner);
+        let fields = crate::reconcile::plan::diff(&desired, &r);
+        assert_eq!(fields.keys().collect::<Vec<_>>(), ["settings"]);
+        assert!(crate::reconcile::plan::only_the_marker(&fields, &r));
+    }
+
+    #[test]
+    fn default_managed_and_inexpressible_ones_are_left_out_unless_asked() {
+        let default = remote(json!({"id": "d", "name": "default", "status": "active"}));
+        assert_eq!(manifest(&default, &opts()).unwrap_err(), Skipped::Default);
+        assert!(manifest(&default, &Options { include_default: true, ..opts() }).is_ok());
+        let managed = remote(json!({"id": "m", "name": "m1", "status": "ready",
+            "settings": {"kubiya.ai/owner": {"cluster": "c", "uid": "u", "namespace": "ns", "name": "x"}}}));
+        assert!(matches!(manifest(&managed, &opts()), Err(Skipped::Managed(o)) if o == "Environment ns/x"));
+        assert!(manifest(&managed, &Options { include_managed: true, ..opts() }).is_ok());
+        let released = remote(json!({"id": "r", "name": "r1", "status": "ready",
+            "settings": {"kubiya.ai/owner": {"cluster": "c", "uid": "u", "namespace": "ns", "name": "x", "released": true}}}));
+        let env = manifest(&released, &opts()).unwrap();
+        assert!(env.spec.settings.is_none(), "the marker is not part of the spec");
+        for (bad, why) in [
+            (json!({"id": "x", "name": "x", "status": "ready"}), "1 characters"),
+            (
+                json!({"id": "x", "name": "ok", "status": "ready", "execution_environment": {"env_vars": {"1-BAD": "v"}}}),
+                "not a shell variable name",
+            ),
+        ] {
+            match manifest(&remote(bad), &opts()) {
+                Err(Skipped::Inexpressible(reason)) => assert!(reason.contains(why), "{reason}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn yaml_reads_back_the_same_and_quotes_what_yaml_1_1_would_misread() {
+        let v = json!({"apiVersion": "kubiya.ai/v1alpha1", "metadata": {"annotations": {"kubiya.ai/environment-id": "5da3"}},
+            "spec": {"settings": {"n": 1.5, "y": "n", "on": "off", "list": [1, {"x": "y", "deep": [[1, 2], []]}, "plain"],
+                "empty": {}, "none": null, "flag": true, "text": "two words: and # more", "num": "0123", "e": ""}}});
+        let text = yaml(&v);
+        let back: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(back, v, "{text}");
+        for quoted in ["\"n\": 1.5", "\"y\": \"n\"", "\"on\": \"off\"", "x: \"y\"", "num: \"0123\""] {
+            assert!(text.contains(quoted), "{quoted} in\n{text}");
+        }
+        assert!(text.contains("apiVersion: kubiya.ai/v1alpha1\n"), "{text}");
+    }
+
+    #[test]
+    fn output_is_sorted_and_the_same_twice() {
+        let rs = vec![
+            remote(json!({"id": "2", "name": "zeta", "status": "ready"})),
+            remote(json!({"id": "1", "name": "alpha", "status": "ready"})),
+        ];
+        let (yaml, summary) = render(&rs, &opts(), false).unwrap();
+        assert_eq!(summary.written, 2);
+        assert!(yaml.find("name: alpha").unwrap() < yaml.find("name: zeta").unwrap());
+        assert_eq!(render(&rs, &opts(), false).unwrap().0, yaml);
+        let (json, _) = render(&rs, &opts(), true).unwrap();
+        let with_null = vec![remote(
+            json!({"id": "3", "name": "nully", "status": "ready", "settings": {"a": {"b": [null]}}}),
+        )];
+        let (_, summary) = render(&with_null, &opts(), false).unwrap();
+        assert_eq!(summary.written, 1);
+        assert!(summary.caveats[0].1.contains("settings.a.b[0]"), "{:?}", summary.caveats);
+        let list: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(list["kind"], "List");
+        assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    }
+}
