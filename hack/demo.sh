@@ -69,7 +69,8 @@ up() {
 	"$kubectl" create secret generic team-b-kubiya-key --from-literal=api-key="$($emulator token team-b)" >/dev/null
 	"$kubectl" create namespace kubiya-system >/dev/null
 	"$kubectl" -n kubiya-system create secret generic acme-kubiya-key --from-literal=api-key="$($emulator token acme)" >/dev/null
-	"$kubectl" apply -f deploy/examples/
+	"$kubectl" apply -k deploy/examples
+	"$kubectl" apply -f deploy/examples/organisations.yaml
 	if ! "$kubectl" wait --for=condition=Ready kenv --all --timeout=90s; then
 		"$kubectl" get kenv -o wide
 		log "not Ready in time; see .demo/operator.log"

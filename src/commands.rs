@@ -103,7 +103,10 @@ async fn try_export(args: ExportArgs) -> Result<(), ExportError> {
 async fn credentials(args: &ExportArgs) -> Result<(Url, ApiKey), ExportError> {
     let (base_url, namespace, secret) = match (&args.connection, &args.cluster_connection) {
         (None, None) => {
-            return Ok((args.control_plane_url.clone(), args.api_key()?.ok_or(ExportError::NoKey)?));
+            return Ok((
+                args.control_plane.url.clone(),
+                args.control_plane.api_key()?.ok_or(ExportError::NoKey)?,
+            ));
         }
         (Some(full), _) => {
             let (ns, name) = full.split_once('/').ok_or_else(|| ExportError::ConnectionName(full.clone()))?;
@@ -138,7 +141,7 @@ async fn credentials(args: &ExportArgs) -> Result<(Url, ApiKey), ExportError> {
         .ok_or_else(|| ExportError::Secret(format!("{what} has no key {:?}", secret.1)))?;
     let base_url = match base_url {
         Some(u) => Url::parse(&u).map_err(|_| ExportError::Url(u))?,
-        None => args.control_plane_url.clone(),
+        None => args.control_plane.url.clone(),
     };
     Ok((base_url, ApiKey::new(String::from_utf8_lossy(&value.0))))
 }

@@ -57,18 +57,10 @@ pub enum Command {
 /// Settings of `kubiya-operator run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
-    /// Base URL of the Kubiya control plane.
-    #[arg(long, env = "KUBIYA_CONTROL_PLANE_BASE_URL", default_value = "https://control-plane.kubiya.ai")]
-    pub control_plane_url: Url,
-
-    /// Kubiya API key of the operator's own, for Environments without a connection of their own
-    /// (optional). Prefer a file or an env var from a Secret over the command line.
-    #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true, hide = true, value_parser = parse_key)]
-    pub api_key: Option<ApiKey>,
-
-    /// File holding the Kubiya API key (e.g. a mounted Secret); used when KUBIYA_API_KEY is unset.
-    #[arg(long, env = "KUBIYA_API_KEY_FILE")]
-    pub api_key_file: Option<PathBuf>,
+    /// The control plane, and the operator's own API key (optional: Environments without a
+    /// connection of their own use it).
+    #[command(flatten)]
+    pub control_plane: ControlPlane,
 
     /// Whether Environments managed with the operator's own key may adopt environments made
     /// outside Kubernetes (`kubiya.ai/environment-id`).
@@ -121,7 +113,7 @@ pub struct Config {
     pub provisioning_poll: Duration,
 
     /// How often a settled environment is compared with its spec and drift corrected (jittered
-    /// ±25 %); 0s turns the periodic check off.
+    /// down to 75 %, never beyond one interval); 0s turns the periodic check off.
     #[arg(long, env = "KUBIYA_RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
 
@@ -142,17 +134,9 @@ pub struct Config {
 /// Settings of `kubiya-operator export`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExportArgs {
-    /// Base URL of the Kubiya control plane.
-    #[arg(long, env = "KUBIYA_CONTROL_PLANE_BASE_URL", default_value = "https://control-plane.kubiya.ai")]
-    pub control_plane_url: Url,
-
-    /// Kubiya API key (prefer the env var or a file).
-    #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true, hide = true, value_parser = parse_key)]
-    pub api_key: Option<ApiKey>,
-
-    /// File holding the Kubiya API key; used when KUBIYA_API_KEY is unset.
-    #[arg(long, env = "KUBIYA_API_KEY_FILE")]
-    pub api_key_file: Option<PathBuf>,
+    /// The control plane and its API key (unless a connection of the cluster is named).
+    #[command(flatten)]
+    pub control_plane: ControlPlane,
 
     /// Use the control plane and key of this Connection of the cluster (NAMESPACE/NAME), through
     /// the kubeconfig.
@@ -206,13 +190,6 @@ pub enum ExportFormat {
     Json,
 }
 
-impl ExportArgs {
-    /// The API key from the env var, else from the file, else none.
-    pub fn api_key(&self) -> Result<Option<ApiKey>, ConfigError> {
-        read_key(&self.api_key, &self.api_key_file)
-    }
-}
-
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Human,
@@ -232,29 +209,44 @@ pub enum ConfigError {
     },
 }
 
-impl Config {
-    /// The operator's own API key: the env var, else the file, else none.
-    pub fn api_key(&self) -> Result<Option<ApiKey>, ConfigError> {
-        read_key(&self.api_key, &self.api_key_file)
-    }
+/// Where the control plane is, and the key to it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControlPlane {
+    /// Base URL of the Kubiya control plane.
+    #[arg(
+        long = "control-plane-url",
+        env = "KUBIYA_CONTROL_PLANE_BASE_URL",
+        default_value = "https://control-plane.kubiya.ai"
+    )]
+    pub url: Url,
+
+    /// Kubiya API key. Prefer a file or an env var from a Secret over the command line.
+    #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true, hide = true, value_parser = parse_key)]
+    pub api_key: Option<ApiKey>,
+
+    /// File holding the Kubiya API key (e.g. a mounted Secret); used when KUBIYA_API_KEY is unset.
+    #[arg(long, env = "KUBIYA_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
 }
 
-/// A key from the flag or env var, else from the file, else none.
-fn read_key(key: &Option<ApiKey>, file: &Option<PathBuf>) -> Result<Option<ApiKey>, ConfigError> {
-    match (key, file) {
-        (Some(k), _) if !k.is_empty() => Ok(Some(k.clone())),
-        (_, Some(path)) => {
-            let key = std::fs::read_to_string(path)
-                .map(ApiKey::new)
-                .map_err(|source| ConfigError::ReadApiKey { path: path.clone(), source })?;
-            // A file that is there but empty is a mistake, not "no key".
-            if key.is_empty() {
-                Err(ConfigError::EmptyApiKeyFile { path: path.clone() })
-            } else {
-                Ok(Some(key))
+impl ControlPlane {
+    /// The API key: the env var (or flag), else the file, else none.
+    pub fn api_key(&self) -> Result<Option<ApiKey>, ConfigError> {
+        match (&self.api_key, &self.api_key_file) {
+            (Some(k), _) if !k.is_empty() => Ok(Some(k.clone())),
+            (_, Some(path)) => {
+                let key = std::fs::read_to_string(path)
+                    .map(ApiKey::new)
+                    .map_err(|source| ConfigError::ReadApiKey { path: path.clone(), source })?;
+                // A file that is there but empty is a mistake, not "no key".
+                if key.is_empty() {
+                    Err(ConfigError::EmptyApiKeyFile { path: path.clone() })
+                } else {
+                    Ok(Some(key))
+                }
             }
+            _ => Ok(None),
         }
-        _ => Ok(None),
     }
 }
 

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::{info, instrument, warn};
@@ -20,6 +20,7 @@ use url::Url;
 use super::status::{self, Observed};
 use super::{ConnKey, Live, Registry, State};
 use crate::controlplane::{self, ApiKey};
+use crate::reconcile::report::publish_with;
 use crate::reconcile::{Error, finalizer};
 use crate::resource::{CONNECTION_FINALIZER, ClusterConnection, Connection, ConnectionStatus};
 
@@ -111,7 +112,7 @@ where
         let next = status::next(old, &observed, &Time(Timestamp::now()));
         let note = next.message.clone().unwrap_or_default();
         write_status(api, obj, old, next).await?;
-        publish(obj, ctx, EventType::Warning, "InUse", note).await;
+        publish_with(&ctx.recorder, obj, EventType::Warning, "InUse", note).await;
         // Its users' deletions do not wake it: look again.
         return Ok(Action::requeue(POLL));
     }
@@ -130,7 +131,7 @@ where
     let observed = observed(obj, &source, &state, &users, checked, ctx, false);
     let next = status::next(old, &observed, &Time(Timestamp::now()));
     if let (State::Broken { reason, message }, false) = (&state, was.as_ref() == Some(&state)) {
-        publish(obj, ctx, EventType::Warning, reason, message.clone()).await;
+        publish_with(&ctx.recorder, obj, EventType::Warning, reason, message.clone()).await;
     }
     write_status(api, obj, old, next).await?;
     Ok(Action::requeue(POLL))
@@ -267,24 +268,4 @@ where
         .await
         .map(drop)
         .map_err(|source| Error::WriteStatus { source })
-}
-
-async fn publish<K: Resource<DynamicType = ()>>(
-    obj: &K,
-    ctx: &Context,
-    type_: EventType,
-    reason: &str,
-    mut note: String,
-) {
-    crate::truncate_at_char_boundary(&mut note, 1000);
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(error = %e, "could not publish event");
-    }
 }

@@ -1,9 +1,10 @@
 //! The status of a Connection or ClusterConnection: kstatus conditions and what was observed.
 //! Pure: no client.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::State;
+use crate::reconcile::status::condition;
 use crate::resource::ConnectionStatus;
 
 /// What a pass over a connection learnt.
@@ -44,21 +45,8 @@ pub fn next(old: Option<&ConnectionStatus>, obs: &Observed<'_>, now: &Time) -> C
         State::Broken { reason, message } => (false, false, true, *reason, message.clone()),
         State::Waiting { reason, message } => (false, true, false, *reason, message.clone()),
     };
-    let cond = |type_: &str, is: bool| {
-        let status = if is { "True" } else { "False" };
-        let last_transition_time = match old_conditions.iter().find(|c| c.type_ == type_) {
-            Some(c) if c.status == status => c.last_transition_time.clone(),
-            _ => now.clone(),
-        };
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message: message.clone(),
-            observed_generation: obs.generation,
-            last_transition_time,
-        }
-    };
+    let cond =
+        |type_: &str, is: bool| condition(old_conditions, type_, is, reason, &message, obs.generation, now);
     ConnectionStatus {
         observed_generation: obs.generation,
         organization: obs.organization.clone().or_else(|| old.and_then(|s| s.organization.clone())),
@@ -103,7 +91,10 @@ mod tests {
         }
     }
 
-    fn cond<'a>(s: &'a ConnectionStatus, type_: &str) -> &'a Condition {
+    fn cond<'a>(
+        s: &'a ConnectionStatus,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         s.conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
 

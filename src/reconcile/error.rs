@@ -241,16 +241,26 @@ impl Error {
 
 /// The row for a failed control-plane call, from the answer's class. `metric` names the call.
 fn remote(e: &controlplane::Error, metric: &'static str) -> Kind {
-    let (reason, advice) = match e.status() {
+    let (reason, advice) = match e {
+        // Refused by the client itself: a human decides (the messages say what to look at).
+        controlplane::Error::Redirect { .. } => ("Redirected", ""),
+        controlplane::Error::TooLarge { .. } => ("AnswerTooLarge", ""),
+        _ => classify(e, metric),
+    };
+    Kind { reason, metric, permanent: !e.is_retryable(), advice }
+}
+
+/// Reason and advice for an answer, from its status.
+fn classify(e: &controlplane::Error, metric: &'static str) -> (&'static str, &'static str) {
+    match e.status() {
         Some(401) => ("Unauthorized", " (check the API key of the Environment's connection)"),
         Some(403) => ("Forbidden", " (the connection's API key may not manage environments)"),
         // A refused deletion has nothing to do with the spec; the Orphan hint follows it.
         Some(400 | 409 | 422 | 500) if metric == "delete_remote" && !e.is_retryable() => ("Rejected", ""),
         Some(400 | 409 | 422 | 500) if !e.is_retryable() => ("Rejected", " (fix the Environment spec)"),
-        Some(404) => ("NotFound", " (check the control-plane URL the operator runs with)"),
+        Some(404) => ("NotFound", " (check the control-plane URL of the Environment's connection)"),
         _ => ("ControlPlaneUnavailable", RETRY),
-    };
-    Kind { reason, metric, permanent: !e.is_retryable(), advice }
+    }
 }
 
 /// The command that hands an environment to the resource `target` (`environment/x -n ns`).
@@ -390,6 +400,24 @@ mod tests {
             years.explain()
         );
         assert_eq!(Error::CreateRemote { source: cp(503) }.retry_after(), None);
+    }
+
+    #[test]
+    fn refusals_of_the_client_itself_are_permanent_and_named() {
+        let redirected = Error::GetRemote {
+            source: controlplane::Error::Redirect {
+                method: "GET",
+                route: "/x",
+                status: 307,
+                target: "http://else".into(),
+            },
+        };
+        assert_eq!((redirected.reason(), redirected.is_permanent()), ("Redirected", true));
+        assert!(!redirected.explain().contains("will retry"));
+        let big = Error::FindRemote {
+            source: controlplane::Error::TooLarge { method: "GET", route: "/x", limit: 1 },
+        };
+        assert_eq!((big.reason(), big.is_permanent()), ("AnswerTooLarge", true));
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod finalizer;
 mod observe;
 pub mod ownership;
 pub mod plan;
-mod report;
+pub mod report;
 pub mod status;
 pub mod worker_secret;
 

@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use tracing::warn;
 
@@ -64,7 +64,15 @@ async fn write<K: Resource<DynamicType = ()>>(
 }
 
 /// Events are best effort: a failed publish is logged, never fails the pass.
-pub async fn publish<K>(obj: &K, ctx: &Context, type_: EventType, reason: &str, mut note: String)
+pub async fn publish<K>(obj: &K, ctx: &Context, type_: EventType, reason: &str, note: String)
+where
+    K: Resource<DynamicType = ()>,
+{
+    publish_with(&ctx.recorder, obj, type_, reason, note).await
+}
+
+/// [`publish`] with any recorder (the connection controllers have their own context).
+pub async fn publish_with<K>(recorder: &Recorder, obj: &K, type_: EventType, reason: &str, mut note: String)
 where
     K: Resource<DynamicType = ()>,
 {
@@ -77,7 +85,7 @@ where
         action: "Reconcile".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
         warn!(error = %e, namespace = obj.namespace().unwrap_or_default(), "could not publish event");
     }
 }

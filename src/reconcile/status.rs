@@ -325,7 +325,8 @@ fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
 
-fn condition(
+/// A condition of `type_`, whose `lastTransitionTime` moves only when its status flips.
+pub(crate) fn condition(
     old: &[Condition],
     type_: &str,
     is: bool,

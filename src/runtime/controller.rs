@@ -93,13 +93,13 @@ pub async fn run(
     })));
     let metrics = Arc::new(metrics);
     let defaults = connection::Defaults {
-        base_url: config.control_plane_url.clone(),
+        base_url: config.control_plane.url.clone(),
         timeout: config.request_timeout,
         max_concurrent: usize::from(config.max_concurrent_requests),
         metrics: metrics.clone(),
     };
     // The operator's own key, if it has one: Environments without a connection of their own.
-    let operator = match config.api_key()? {
+    let operator = match config.control_plane.api_key()? {
         Some(api_key) => {
             let client = controlplane::Client::new(controlplane::ClientConfig {
                 base_url: defaults.base_url.clone(),
@@ -180,7 +180,7 @@ pub async fn run(
     info!(
         namespaces = %if config.watch_namespaces.is_empty() { "<all>".to_owned() } else { config.watch_namespaces.join(",") },
         selector = config.label_selector.as_deref().unwrap_or("<none>"),
-        url = %config.control_plane_url,
+        url = %config.control_plane.url,
         "starting"
     );
     tokio::spawn(mark_synced(stores.clone(), probe.clone()));

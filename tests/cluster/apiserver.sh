@@ -297,42 +297,11 @@ cmd_start() {
 	t1=$(now)
 	start_apiserver
 	# certs/apiserver.crt = self-signed serving cert + its CA (localhost, 127.0.0.1)
-	cat >"$RUN/kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: test-apiserver
-  cluster:
-    server: https://127.0.0.1:$TA_API_PORT
-    certificate-authority-data: $(base64 -w0 "$RUN/certs/apiserver.crt")
-users:
-- name: admin
-  user:
-    client-certificate-data: $(base64 -w0 "$TA_HOME/pki/admin.crt")
-    client-key-data: $(base64 -w0 "$TA_HOME/pki/admin.key")
-contexts:
-- name: test-apiserver
-  context: {cluster: test-apiserver, user: admin, namespace: default}
-current-context: test-apiserver
-EOF
+	write_kubeconfig "$RUN/kubeconfig" admin \
+		"client-certificate-data: $(base64 -w0 "$TA_HOME/pki/admin.crt")" \
+		"client-key-data: $(base64 -w0 "$TA_HOME/pki/admin.key")"
 	# The same server, as the operator: its token instead of the admin's certificate.
-	cat >"$RUN/operator-kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: test-apiserver
-  cluster:
-    server: https://127.0.0.1:$TA_API_PORT
-    certificate-authority-data: $(base64 -w0 "$RUN/certs/apiserver.crt")
-users:
-- name: operator
-  user:
-    token: $(cat "$RUN/operator-token")
-contexts:
-- name: test-apiserver
-  context: {cluster: test-apiserver, user: operator, namespace: default}
-current-context: test-apiserver
-EOF
+	write_kubeconfig "$RUN/operator-kubeconfig" operator "token: $(cat "$RUN/operator-token")"
 	log "etcd ready in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')s, apiserver ready in $(since "$t1")s" \
 		"(pids $(cat "$RUN/etcd.pid") $(cat "$RUN/apiserver.pid")); KUBECONFIG=$RUN/kubeconfig"
 }
@@ -355,6 +324,33 @@ rules:
   users: ["$OPERATOR_USER"]
 - level: None
 EOF
+}
+
+# write_kubeconfig FILE USER CREDENTIAL-LINE... : a kubeconfig for this server, as USER.
+write_kubeconfig() {
+	local file=$1 user=$2 line
+	shift 2
+	{
+		cat <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: test-apiserver
+  cluster:
+    server: https://127.0.0.1:$TA_API_PORT
+    certificate-authority-data: $(base64 -w0 "$RUN/certs/apiserver.crt")
+users:
+- name: $user
+  user:
+EOF
+		for line in "$@"; do echo "    $line"; done
+		cat <<EOF
+contexts:
+- name: test-apiserver
+  context: {cluster: test-apiserver, user: $user, namespace: default}
+current-context: test-apiserver
+EOF
+	} >"$file"
 }
 
 # The API server process alone, on the running etcd.

@@ -8,18 +8,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kubiya_cp_emulator::Config as EmulatorConfig;
 use kubiya_operator::resource::{
     ClusterConnection, ClusterConnectionSpec, Connection, ConnectionKind, ConnectionRef, ConnectionSpec,
-    Environment, EnvironmentSpec, NamespacedSecretKeyRef, SecretKeyRef,
+    EnvironmentSpec, NamespacedSecretKeyRef, SecretKeyRef,
 };
 use serde_json::json;
 
-use crate::support::{TIMEOUT, TestBed, is_ready, wait_until};
-
-fn ready_now() -> EmulatorConfig {
-    EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
-}
+use crate::support::{TIMEOUT, TestBed, is_ready, message, ready_now, stalled_with, wait_until};
 
 /// An operator with no API key of its own: every Environment needs a connection.
 async fn keyless(name: &str) -> TestBed {
@@ -61,14 +56,6 @@ fn condition_is(
     reason: &str,
 ) -> bool {
     c.iter().any(|c| c.type_ == type_ && c.status == status && (reason.is_empty() || c.reason == reason))
-}
-
-fn stalled_with(reason: &'static str) -> impl Fn(&Environment) -> bool {
-    move |e| e.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Stalled", "True", reason))
-}
-
-fn message(e: &Environment) -> String {
-    e.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
 }
 
 /// Waits until the Connection `name` satisfies `cond`.

@@ -117,3 +117,65 @@ async fn killing_the_operator_during_creates_updates_and_deletes_never_duplicate
     assert_eq!(remote.iter().filter(|e| e["name"] != "default").count(), RESOURCES / 2);
     bed.assert_no_secret_leaked().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_operator_during_orphan_releases_and_take_backs_never_duplicates_or_loses_one() {
+    let emulator = EmulatorConfig {
+        provisioning: Duration::ZERO,
+        faults: Faults { latency_ms: 15, ..Faults::default() },
+        ..EmulatorConfig::default()
+    };
+    let mut bed = TestBed::without_operator("crash-owner", emulator).await;
+    bed.operator_env.push(("KUBIYA_MAX_CONCURRENT_REQUESTS", "2".into()));
+    let orphan = || EnvironmentSpec {
+        deletion_policy: kubiya_operator::resource::DeletionPolicy::Orphan,
+        ..Default::default()
+    };
+    bed.start_operator();
+    for i in 0..RESOURCES {
+        bed.create(&name(i), orphan()).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..RESOURCES {
+        let env = bed.wait_for(&name(i), "Ready", is_ready).await;
+        ids.push(env.status.and_then(|s| s.environment_id).expect("id"));
+    }
+    bed.kill_operator().await;
+
+    // Orphan deletions (each a release: one PATCH), killed at random.
+    for i in 0..RESOURCES {
+        bed.envs.delete(&name(i), &DeleteParams::default()).await.unwrap();
+    }
+    assert_landed("releases", kill_rounds(&mut bed, "PATCH /api/v1/environments/{id}", ROUNDS).await);
+    bed.start_operator();
+    for i in 0..RESOURCES {
+        bed.wait_gone(&name(i)).await;
+    }
+    bed.kill_operator().await;
+    for r in bed.remote().iter().filter(|r| r["name"] != "default") {
+        assert_eq!(
+            r["settings"]["kubiya.ai/owner"]["released"], true,
+            "released before the finalizer went: {r}"
+        );
+    }
+
+    // The same manifests again (each a 409, a list and a PATCH of the marker), killed at random.
+    for i in 0..RESOURCES {
+        bed.create(&name(i), orphan()).await;
+    }
+    assert_landed("take-backs", kill_rounds(&mut bed, "PATCH /api/v1/environments/{id}", ROUNDS).await);
+    bed.start_operator();
+    for (i, id) in ids.iter().enumerate() {
+        let env = bed.wait_for(&name(i), "Ready", is_ready).await;
+        assert_eq!(env.status.as_ref().and_then(|s| s.environment_id.as_ref()), Some(id), "{}", name(i));
+        let marker = &bed.remote_named(&name(i)).unwrap()["settings"]["kubiya.ai/owner"];
+        assert_eq!(marker["uid"], json!(env.metadata.uid), "{}", name(i));
+        assert!(marker.get("released").is_none(), "{marker}");
+    }
+    let remote = bed.remote();
+    assert_eq!(
+        remote.iter().filter(|e| e["name"] != "default").count(),
+        RESOURCES,
+        "no duplicate, none lost"
+    );
+}

@@ -4,18 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::time::Duration;
 
 use kube::api::{ListParams, Patch, PatchParams};
-use kubiya_cp_emulator::Config as EmulatorConfig;
 use kubiya_operator::resource::Environment;
 use serde_json::{Value, json};
 
-use crate::support::{TestBed, wait_until};
-
-fn ready_now() -> EmulatorConfig {
-    EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
-}
+use crate::support::{TestBed, ready_now, wait_until};
 
 /// The organisation: every kind of field, names that are not DNS names, two that are the same
 /// once lowercased, one in error, one disabled. 20 in all.

@@ -3,30 +3,15 @@
 //! answers, redirects, endless `Retry-After`, an unusable key, a pass that hangs, and per-object
 //! state that must go with its object.
 
-use std::time::Duration;
-
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::{Environment, EnvironmentSpec, Phase};
 use serde_json::{Value, json};
 
-use crate::support::{TIMEOUT, TestBed, is_ready, metric_sum, phase, wait_until, wait_until_within};
-
-fn ready_now() -> EmulatorConfig {
-    EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
-}
-
-fn stalled_with(reason: &'static str) -> impl Fn(&Environment) -> bool {
-    move |e| {
-        e.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == reason)
-        })
-    }
-}
-
-fn message(e: &Environment) -> String {
-    e.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
-}
+use crate::support::{
+    TIMEOUT, TestBed, is_ready, message, metric_sum, phase, ready_now, stalled_with, wait_until,
+    wait_until_within,
+};
 
 /// `settings` nested `depth` levels deep.
 fn nested(depth: usize) -> Value {

@@ -4,40 +4,19 @@
 //! over. The rule: an environment belongs to one resource at a time; it changes hands only when
 //! its owner lets it go or no longer exists, or when a human says so.
 
-use std::time::Duration;
-
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
-use kubiya_cp_emulator::Config as EmulatorConfig;
 use kubiya_operator::resource::{DeletionPolicy, Environment, EnvironmentSpec, Phase};
 use serde_json::{Value, json};
 
 use crate::cluster::PrivateCluster;
-use crate::support::{TIMEOUT, TestBed, condition, is_ready, phase, wait_until};
-
-fn ready_now() -> EmulatorConfig {
-    EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
-}
+use crate::support::{
+    TIMEOUT, TestBed, condition, id_of, is_ready, message, phase, ready_now, stalled_with, wait_until,
+};
 
 fn orphan() -> EnvironmentSpec {
     EnvironmentSpec { deletion_policy: DeletionPolicy::Orphan, ..Default::default() }
-}
-
-fn id_of(e: &Environment) -> String {
-    e.status.as_ref().and_then(|s| s.environment_id.clone()).expect("environment id")
-}
-
-fn stalled_with(reason: &'static str) -> impl Fn(&Environment) -> bool {
-    move |e| {
-        e.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == reason)
-        })
-    }
-}
-
-fn message(e: &Environment) -> String {
-    e.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
 }
 
 /// The owner marker of the remote environment named `name`.

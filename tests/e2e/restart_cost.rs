@@ -5,15 +5,12 @@
 use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
-use kubiya_cp_emulator::Config as EmulatorConfig;
 use kubiya_operator::resource::EnvironmentSpec;
 use serde_json::json;
 
-use crate::support::{TIMEOUT, TestBed, is_ready, metric_sum, try_http_get, wait_until, wait_until_within};
-
-fn ready_now() -> EmulatorConfig {
-    EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
-}
+use crate::support::{
+    TIMEOUT, TestBed, is_ready, metric_sum, ready_now, try_http_get, wait_until, wait_until_within,
+};
 
 /// Every control-plane call the emulator answered so far.
 fn calls(bed: &TestBed) -> u64 {

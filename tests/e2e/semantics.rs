@@ -10,23 +10,9 @@ use kubiya_operator::resource::{EnvironmentSpec, Phase, RemoteState};
 use serde_json::json;
 
 use crate::gitops::assert_health;
-use crate::support::{TestBed, condition, is_ready, metric_sum, phase, wait_until};
-
-fn ready_now() -> EmulatorConfig {
-    EmulatorConfig { provisioning: Duration::ZERO, ..EmulatorConfig::default() }
-}
-
-fn stalled_with(reason: &'static str) -> impl Fn(&kubiya_operator::resource::Environment) -> bool {
-    move |e| {
-        e.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == reason)
-        })
-    }
-}
-
-fn id_of(e: &kubiya_operator::resource::Environment) -> String {
-    e.status.as_ref().and_then(|s| s.environment_id.clone()).expect("environment id")
-}
+use crate::support::{
+    TestBed, condition, id_of, is_ready, metric_sum, phase, ready_now, stalled_with, wait_until,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_environment_with_the_same_name_is_a_conflict_not_adopted() {

@@ -515,3 +515,27 @@ pub async fn install_crd(client: Client) {
             .expect("watch CRD");
     }
 }
+
+/// An emulator whose environments are ready at once (no provisioning).
+pub fn ready_now() -> kubiya_cp_emulator::Config {
+    kubiya_cp_emulator::Config { provisioning: Duration::ZERO, ..kubiya_cp_emulator::Config::default() }
+}
+
+/// Stalled with this reason.
+pub fn stalled_with(reason: &'static str) -> impl Fn(&Environment) -> bool {
+    move |e| {
+        e.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == reason)
+        })
+    }
+}
+
+/// `status.message`, or empty.
+pub fn message(e: &Environment) -> String {
+    e.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
+}
+
+/// `status.environmentId`; fails the test without one.
+pub fn id_of(e: &Environment) -> String {
+    e.status.as_ref().and_then(|s| s.environment_id.clone()).expect("environment id")
+}
