@@ -129,7 +129,8 @@ pub fn sanitize(text: &str) -> String {
         word.clear();
         out.push(c);
     }
-    out.pop(); // the space chained on above
+    // Control characters became spaces: trim again, so a line of nothing else reads as empty.
+    let mut out = out.trim().to_owned();
     if crate::truncate_at_char_boundary(&mut out, MAX_DETAIL) {
         out.push('…');
     }
@@ -209,6 +210,12 @@ mod tests {
         }
         assert_eq!(sanitize("tab\there\u{1b}[31m"), "tab here [31m");
         assert_eq!(sanitize(""), "");
+        // Nothing but control characters is nothing: the status reason is quoted instead.
+        assert_eq!(sanitize("\u{e}\u{0}"), "");
+        let Error::Api { detail, .. } = Error::api("GET", "/x", 400, "\u{e}\u{0}".into(), None) else {
+            unreachable!()
+        };
+        assert_eq!(detail, "Bad Request");
     }
 
     #[test]
