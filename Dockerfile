@@ -7,6 +7,12 @@
 #       packages the target/release/kubiya-operator already built on this machine instead. The
 #       binary links glibc dynamically and the image is Debian 12 (glibc 2.36): build it on
 #       Debian 12 or on a system with an older glibc.
+#   --build-arg BASE_IMAGE=...
+#       another runtime base with the same content (glibc, libgcc, CA certificates, user 65532):
+#       `make image BASE_IMAGE=local` (hack/image.sh) assembles one from Debian 12's packages, as
+#       the pod tests do where no image registry is reachable.
+
+ARG BASE_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -19,7 +25,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked \
     && cp target/release/kubiya-operator /kubiya-operator
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+FROM ${BASE_IMAGE} AS runtime
 ARG VERSION=dev
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="kubiya-operator" \

