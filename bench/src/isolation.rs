@@ -88,10 +88,12 @@ async fn run(args: &Args, client: &Client, run: usize, hang: bool) -> Result<(f6
     let ready: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
     let watch = {
         let ready = ready.clone();
-        let stream = watcher(envs.clone(), watcher::Config::default()).applied_objects();
+        let stream = watcher(envs.clone(), watcher::Config::default()).default_backoff().applied_objects();
         tokio::spawn(async move {
             futures::pin_mut!(stream);
-            while let Some(Ok(o)) = stream.next().await {
+            // An error (a watch expired, say) is retried by the watcher: skip it, never stop on it.
+            while let Some(item) = stream.next().await {
+                let Ok(o) = item else { continue };
                 if is_ready(&o) {
                     ready
                         .lock()

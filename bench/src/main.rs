@@ -168,10 +168,12 @@ async fn main() -> Result<(), Failure> {
     let ready_count = Arc::new(AtomicU64::new(0));
     let watch = {
         let (ready, ready_count) = (ready.clone(), ready_count.clone());
-        let stream = watcher(envs.clone(), watcher::Config::default()).applied_objects();
+        let stream = watcher(envs.clone(), watcher::Config::default()).default_backoff().applied_objects();
         tokio::spawn(async move {
             futures::pin_mut!(stream);
-            while let Some(Ok(o)) = stream.next().await {
+            // An error (a watch expired, say) is retried by the watcher: skip it, never stop on it.
+            while let Some(item) = stream.next().await {
+                let Ok(o) = item else { continue };
                 let name = o.metadata.name.clone().unwrap_or_default();
                 if name != "canary"
                     && is_ready(&o)

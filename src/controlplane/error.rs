@@ -171,6 +171,12 @@ mod tests {
         }
         assert!(e(404).is_not_found());
         assert!(e(409).is_conflict());
+        for s in [400, 401, 403, 409, 422, 500] {
+            assert!(!e(s).is_not_found(), "{s}");
+        }
+        for s in [400, 401, 403, 404, 422, 500] {
+            assert!(!e(s).is_conflict(), "{s}");
+        }
     }
 
     #[test]
@@ -205,6 +211,12 @@ mod tests {
         assert_eq!(sanitize("  first line \nsecond"), "first line");
         assert_eq!(sanitize("\n\n  after blank lines \nsecond"), "after blank lines");
         assert_eq!(sanitize("key eyJhbGciOiJIUzI1NiJ9abc"), "key <redacted>");
+        // Long words of letters only, or digits only, are words; a JWT start is a token from 16.
+        assert_eq!(
+            sanitize("internationalization 12345678901234567890"),
+            "internationalization 12345678901234567890"
+        );
+        assert_eq!(sanitize("jwt eyJhbGciOiJIUzI1 eyJhbGciOiJIUzI"), "jwt <redacted> eyJhbGciOiJIUzI");
         for separator in ["\r", "\u{2028}", "\u{2029}", "\r\n"] {
             assert_eq!(sanitize(&format!("one{separator}two")), "one", "{separator:?}");
         }

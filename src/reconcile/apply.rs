@@ -33,7 +33,7 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     let settled = status::settled(env);
     if ctx.first_sight(env)
         && settled
-        && worker_secret::is_in_place(ctx.cached_worker_secret(env).as_deref(), env)
+        && worker_secret::is_in_place(ctx.cached_worker_secret(env).as_ref(), env)
     {
         return Ok(ctx.first_check());
     }

@@ -16,11 +16,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
@@ -53,8 +51,8 @@ pub struct Context {
     pub pass_timeout: Duration,
     /// What this process remembers per object, by UID; forgotten when the object goes.
     pub objects: Mutex<HashMap<String, Tracked>>,
-    /// The caches of worker Secrets (one per watched scope).
-    pub worker_secrets: Vec<Store<Secret>>,
+    /// What is known of the worker Secrets, from their watches (one index per watched scope).
+    pub worker_secrets: Vec<Arc<worker_secret::Index>>,
 }
 
 /// What this process remembers about one object between passes.
@@ -122,11 +120,11 @@ impl Context {
         self.tracked(env, true, |t| !std::mem::replace(&mut t.seen, true)).unwrap_or(false)
     }
 
-    /// The worker Secret `env`'s status names, from the cache.
-    fn cached_worker_secret(&self, env: &Environment) -> Option<Arc<Secret>> {
-        let name = env.status.as_ref()?.worker_secret_name.clone()?;
-        let r = ObjectRef::<Secret>::new(&name).within(&env.namespace()?);
-        self.worker_secrets.iter().find_map(|s| s.get(&r))
+    /// What the watch last said of the worker Secret `env`'s status names.
+    fn cached_worker_secret(&self, env: &Environment) -> Option<worker_secret::Facts> {
+        let name = env.status.as_ref()?.worker_secret_name.as_deref()?;
+        let namespace = env.namespace()?;
+        self.worker_secrets.iter().find_map(|index| index.get(&namespace, name))
     }
 
     /// When a settled Environment seen for the first time (at start, after a failover) is first

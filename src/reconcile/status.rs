@@ -398,8 +398,29 @@ mod tests {
             &t(40),
         ));
         assert_eq!(time_to_ready(&e, &ready(&e), &t(100)), Some(std::time::Duration::from_secs(60)));
+        assert_eq!(time_to_ready(&e, e.status.as_ref().unwrap(), &t(100)), None, "not Ready yet");
         e.status = Some(ready(&e));
         assert_eq!(time_to_ready(&e, &ready(&e), &t(200)), None, "already Ready");
+        // Without a Reconciling=True to count from: from creation only if it never got further
+        // than Pending.
+        let mut pending = env();
+        pending.metadata.creation_timestamp = Some(t(10));
+        pending.status = Some(EnvironmentStatus { phase: Some(Phase::Pending), ..Default::default() });
+        assert_eq!(
+            time_to_ready(&pending, &ready(&pending), &t(100)),
+            Some(std::time::Duration::from_secs(90))
+        );
+        let mut failed = pending.clone();
+        failed.status = Some(EnvironmentStatus { phase: Some(Phase::Error), ..Default::default() });
+        assert_eq!(time_to_ready(&failed, &ready(&failed), &t(100)), None, "from an error with no record");
+    }
+
+    #[test]
+    fn the_sync_time_is_stamped_on_what_is_written_and_nothing_else_changes() {
+        let s = EnvironmentStatus { environment_id: Some("id".into()), ..Default::default() };
+        let stamped = with_sync_time(s.clone(), &t(7));
+        assert_eq!(stamped.last_synced_time, Some(t(7)));
+        assert_eq!(EnvironmentStatus { last_synced_time: None, ..stamped }, s);
     }
 
     #[test]
@@ -459,6 +480,8 @@ mod tests {
             &t(5),
         );
         assert!(!changed(e.status.as_ref(), &same));
+        // The sync time alone is no change: stamping it must not cause a write on every pass.
+        assert!(!changed(Some(&with_sync_time(same.clone(), &t(5))), &same));
         assert_eq!(cond(&same, READY).last_transition_time, t(1));
         let r = remote("ready");
         let s = next(
@@ -495,6 +518,68 @@ mod tests {
         assert_eq!(cond(&s, RECONCILING).status, "True");
         assert_eq!(cond(&s, STALLED).status, "False");
         assert_eq!(s.environment_id.as_deref(), Some("id-1"));
+        assert_eq!(cond(&s, READY).last_transition_time, t(1));
+        // The kept condition speaks for the generation just handled, whatever an older writer
+        // left in it.
+        let mut older = e.clone();
+        older.status.as_mut().unwrap().conditions[0].observed_generation = Some(1);
+        assert_eq!(cond(&next(&older, Observation::Failed(&err), &t(2)), READY).observed_generation, Some(2));
+        // Not kept: a spec change the remote has not got yet, or a deletion under way.
+        let mut stale = e.clone();
+        stale.metadata.generation = Some(4);
+        assert_eq!(
+            cond(&next(&stale, Observation::Failed(&err), &t(3)), READY).status,
+            "False",
+            "new generation"
+        );
+        let mut deleting = e.clone();
+        deleting.metadata.deletion_timestamp = Some(t(2));
+        assert_eq!(
+            cond(&next(&deleting, Observation::Failed(&err), &t(3)), READY).status,
+            "False",
+            "deleting"
+        );
+        assert_eq!(
+            cond(&next(&env(), Observation::Failed(&err), &t(3)), READY).status,
+            "False",
+            "never Ready"
+        );
+    }
+
+    #[test]
+    fn a_reconcile_request_is_marked_handled_and_stays_so() {
+        let r = remote("ready");
+        let seen = |e: &Environment| {
+            next(
+                e,
+                Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
+                &t(1),
+            )
+        };
+        let mut e = env();
+        e.metadata.annotations = Some([(RECONCILE_REQUEST_ANNOTATION.to_owned(), "r1".to_owned())].into());
+        e.status = Some(seen(&e));
+        assert_eq!(e.status.as_ref().unwrap().last_handled_reconcile_at.as_deref(), Some("r1"));
+        e.metadata.annotations = None;
+        assert_eq!(
+            seen(&e).last_handled_reconcile_at.as_deref(),
+            Some("r1"),
+            "kept once the annotation goes"
+        );
+    }
+
+    #[test]
+    fn an_undecodable_object_is_stalled_with_the_decoders_message() {
+        let patch = undecodable(Some(7), "recursion limit exceeded at line 1", &t(5));
+        let s: EnvironmentStatus = serde_json::from_value(patch["status"].clone()).unwrap();
+        assert_eq!(s.phase, Some(Phase::Error));
+        assert_eq!(s.observed_generation, Some(7));
+        assert_eq!(s.message.as_deref(), Some("recursion limit exceeded at line 1"));
+        for (type_, status) in [(READY, "False"), (RECONCILING, "False"), (STALLED, "True")] {
+            let c = cond(&s, type_);
+            assert_eq!((c.status.as_str(), c.reason.as_str()), (status, "InvalidSpec"), "{type_}");
+            assert_eq!(c.observed_generation, Some(7));
+        }
     }
 
     #[test]

@@ -175,7 +175,7 @@ pub async fn run(
         resync: config.resync_interval,
         pass_timeout: config.reconcile_timeout,
         objects: Mutex::new(HashMap::new()),
-        worker_secrets: scopes.iter().map(|s| s.secret_store.clone()).collect(),
+        worker_secrets: scopes.iter().map(|s| s.secret_index.clone()).collect(),
     });
     info!(
         namespaces = %if config.watch_namespaces.is_empty() { "<all>".to_owned() } else { config.watch_namespaces.join(",") },

@@ -26,21 +26,20 @@ pub struct Scope {
     secrets: Api<Secret>,
     pub store: Store<Guarded>,
     writer: reflector::store::Writer<Guarded>,
-    /// The worker Secrets, cached: a settled Environment's is checked there, not fetched.
-    pub secret_store: Store<Secret>,
-    secret_writer: reflector::store::Writer<Secret>,
+    /// What is known of the worker Secrets: a settled Environment's is checked there, not
+    /// fetched.
+    pub secret_index: Arc<worker_secret::Index>,
 }
 
 /// The scopes `config` asks for: all namespaces, or each listed one.
 pub fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
     let scope = |namespace: Option<&String>| {
         let (store, writer) = reflector::store();
-        let (secret_store, secret_writer) = reflector::store();
         let (envs, secrets) = match namespace {
             Some(ns) => (Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)),
             None => (Api::all(kube.clone()), Api::all(kube.clone())),
         };
-        Scope { envs, secrets, store, writer, secret_store, secret_writer }
+        Scope { envs, secrets, store, writer, secret_index: Arc::default() }
     };
     if config.watch_namespaces.is_empty() {
         return vec![scope(None)];
@@ -55,7 +54,7 @@ impl Scope {
         ctx: Arc<Context>,
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
-        let Scope { envs, secrets, store, writer, secret_writer, .. } = self;
+        let Scope { envs, secrets, store, writer, secret_index } = self;
         let mut selected = watcher::Config::default();
         if let Some(selector) = &config.label_selector {
             selected = selected.labels(selector);
@@ -81,8 +80,12 @@ impl Scope {
         let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
         let secret_changes = watcher(secrets, owned)
             .default_backoff()
-            .modify(|s| s.managed_fields_mut().clear())
-            .reflect(secret_writer)
+            // Not cached whole: the few facts a settled Environment's check needs.
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    secret_index.apply(event);
+                }
+            })
             .filter_map(|event| async move {
                 match event {
                     Ok(watcher::Event::Delete(s)) => Some(Ok(s)),

@@ -18,10 +18,12 @@ use crate::support::{TestBed, condition, is_ready, wait_until_within};
 fn stalled_watch(bed: &TestBed) -> Arc<AtomicBool> {
     let seen = Arc::new(AtomicBool::new(false));
     let flag = seen.clone();
-    let stream = watcher(bed.envs.clone(), watcher::Config::default()).applied_objects();
+    let stream = watcher(bed.envs.clone(), watcher::Config::default()).default_backoff().applied_objects();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
-        while let Some(Ok(e)) = stream.next().await {
+        // An error (a watch expired, say) is retried by the watcher: skip it, never stop on it.
+        while let Some(item) = stream.next().await {
+            let Ok(e) = item else { continue };
             if condition(&e, "Stalled").as_deref() == Some("True") {
                 flag.store(true, Ordering::Relaxed);
             }
