@@ -101,7 +101,7 @@ async fn try_export(args: ExportArgs) -> Result<(), ExportError> {
 
 /// The control plane and key: a connection's of the cluster, or the flags'.
 async fn credentials(args: &ExportArgs) -> Result<(Url, ApiKey), ExportError> {
-    let (base_url, namespace, secret) = match (&args.connection, &args.cluster_connection) {
+    let (base_url, namespace, secret, kube) = match (&args.connection, &args.cluster_connection) {
         (None, None) => {
             return Ok((
                 args.control_plane.url.clone(),
@@ -111,24 +111,23 @@ async fn credentials(args: &ExportArgs) -> Result<(Url, ApiKey), ExportError> {
         (Some(full), _) => {
             let (ns, name) = full.split_once('/').ok_or_else(|| ExportError::ConnectionName(full.clone()))?;
             let kube = kube::Client::try_default().await.map_err(ExportError::Kube)?;
-            let c = Api::<Connection>::namespaced(kube, ns)
+            let c = Api::<Connection>::namespaced(kube.clone(), ns)
                 .get(name)
                 .await
                 .map_err(|source| ExportError::Read { what: format!("Connection {full}"), source })?;
             let r = c.spec.api_key_secret_ref;
-            (c.spec.base_url, ns.to_owned(), (r.name, r.key))
+            (c.spec.base_url, ns.to_owned(), (r.name, r.key), kube)
         }
         (None, Some(name)) => {
             let kube = kube::Client::try_default().await.map_err(ExportError::Kube)?;
-            let c = Api::<ClusterConnection>::all(kube)
+            let c = Api::<ClusterConnection>::all(kube.clone())
                 .get(name)
                 .await
                 .map_err(|source| ExportError::Read { what: format!("ClusterConnection {name}"), source })?;
             let r = c.spec.api_key_secret_ref;
-            (c.spec.base_url, r.namespace, (r.name, r.key))
+            (c.spec.base_url, r.namespace, (r.name, r.key), kube)
         }
     };
-    let kube = kube::Client::try_default().await.map_err(ExportError::Kube)?;
     let what = format!("Secret {namespace}/{}", secret.0);
     let s = Api::<Secret>::namespaced(kube, &namespace)
         .get(&secret.0)

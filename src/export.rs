@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::controlplane::{self, RemoteEnvironment};
 use crate::reconcile::ownership::{Marker, OWNER_KEY};
+use crate::reconcile::plan::set;
 use crate::resource::{
     ADOPT_ANNOTATION, DeletionPolicy, Environment, EnvironmentSpec, ExecutionEnvironment, ManagementPolicy,
     RemoteState,
@@ -113,13 +114,6 @@ fn is_env_var_name(k: &str) -> bool {
     let mut chars = k.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn set(items: &[String]) -> Vec<String> {
-    let mut v = items.to_vec();
-    v.sort();
-    v.dedup();
-    v
 }
 
 /// A DNS-1123 label for the remote name, the same on every run and whatever else the

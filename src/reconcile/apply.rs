@@ -96,7 +96,7 @@ async fn observe(
     let annotation = env.annotation(ADOPT_ANNOTATION).map(str::trim).filter(|a| !a.is_empty());
     // Observed until now (its status has Observe's condition): taking it over is an adoption.
     let was_observing =
-        env.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == status::SYNCED));
+        env.status.as_ref().is_some_and(|s| status::find(&s.conditions, status::SYNCED).is_some());
     let (id, route) = match (known.as_deref(), annotation) {
         // The annotation naming the recorded id is a standing consent to take it over.
         (Some(id), Some(a)) if a == id => (id, Route::Annotation),

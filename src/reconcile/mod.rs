@@ -252,7 +252,9 @@ async fn undecodable(
 /// What the controller does after a failed pass. Permanent errors are tried again at the resync
 /// interval, so that a cause that went away (a foreign environment deleted, a key fixed) heals
 /// without an edit; during deletion, which must be able to end, and for transient errors, back
-/// off exponentially per object, or as long as the server asked (capped).
+/// off exponentially per object, or as long as the server asked (capped). An object waiting for
+/// its connection is looked at again at the resync interval too, even during deletion: the
+/// connection's change wakes it sooner.
 pub fn error_policy(obj: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     let deleting = obj.meta().deletion_timestamp.is_some();
     // Waiting for its connection: the connection's next change wakes it (retrying meanwhile

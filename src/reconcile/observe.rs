@@ -34,13 +34,10 @@ pub async fn observe(env: &Environment, conn: &Usable, me: &Owner, ctx: &Context
     ctx.remember_id(env, Some(&remote.id));
 
     let drift = drifted_fields(env, me, &remote);
-    let before = env.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == status::SYNCED));
+    let before = env.status.as_ref().and_then(|s| status::find(&s.conditions, status::SYNCED));
     let was = before.filter(|c| c.status == "False").map(|c| c.message.clone());
     if !drift.is_empty() {
-        let message = format!(
-            "the remote environment differs from the spec in {} (observed, not corrected: managementPolicy is Observe)",
-            drift.join(", ")
-        );
+        let message = status::drift_message(&drift);
         if was.as_deref() != Some(message.as_str()) {
             for f in &drift {
                 ctx.metrics.drift_observed.get_or_create(&FieldLabels { field: field_label(f) }).inc();

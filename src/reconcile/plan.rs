@@ -102,7 +102,7 @@ pub fn diff(desired: &EnvironmentBody, remote: &RemoteEnvironment) -> Map<String
 }
 
 /// A list with set semantics, in a canonical order.
-fn set(items: &[String]) -> Vec<String> {
+pub(crate) fn set(items: &[String]) -> Vec<String> {
     let mut v = items.to_vec();
     v.sort();
     v.dedup();

@@ -1,5 +1,5 @@
-//! The status a pass reports: phase, conditions (kstatus: Ready, Reconciling, Stalled) and
-//! what was observed. Pure: no client.
+//! The status a pass reports: phase, conditions (kstatus: Ready, Reconciling, Stalled; Synced
+//! under managementPolicy Observe) and what was observed. Pure: no client.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -182,18 +182,14 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
     s
 }
 
-/// Observe's own condition: `Synced` False, reason `Drifted`, naming the fields where the remote
-/// environment differs from the spec.
+/// Observe's own condition: `Synced` True (`InSync`) when the remote environment matches the
+/// spec, else False (`Drifted`), naming the fields where it differs.
 fn synced(old: &[Condition], drift: &[String], generation: Option<i64>, now: &Time) -> Condition {
     if drift.is_empty() {
         let message = "the remote environment matches the spec (observed, not managed)";
         condition(old, SYNCED, true, "InSync", message, generation, now)
     } else {
-        let message = format!(
-            "the remote environment differs from the spec in {} (observed, not corrected: managementPolicy is Observe)",
-            drift.join(", ")
-        );
-        condition(old, SYNCED, false, "Drifted", &message, generation, now)
+        condition(old, SYNCED, false, "Drifted", &drift_message(drift), generation, now)
     }
 }
 
@@ -321,7 +317,16 @@ pub fn with_sync_time(mut s: EnvironmentStatus, now: &Time) -> EnvironmentStatus
     s
 }
 
-fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+/// The message of `Synced` False: also the Drifted Event's, which is published only when it
+/// changes.
+pub(super) fn drift_message(drift: &[String]) -> String {
+    format!(
+        "the remote environment differs from the spec in {} (observed, not corrected: managementPolicy is Observe)",
+        drift.join(", ")
+    )
+}
+
+pub(super) fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
 

@@ -215,7 +215,8 @@ pub struct EnvironmentStatus {
     /// Human-readable explanation of the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Ready, Reconciling and Stalled, in the kstatus convention.
+    /// Ready, Reconciling and Stalled, in the kstatus convention; Synced under managementPolicy
+    /// Observe.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
