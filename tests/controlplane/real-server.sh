@@ -19,13 +19,13 @@
 #   clean            stop, then delete $CP_STATE (cluster data, logs). The venv is kept.
 #   all              install db-init schema start smoke
 # Environment knobs (defaults): CP_VENV=$XDG_CACHE_HOME/kubiya-operator/cp-venv (~/.cache/...)
-#   CP_STATE=${TMPDIR:-/tmp}/kubiya-operator-cp CP_PG_PORT=55432
+#   CP_STATE=${TMPDIR:-/tmp}/kubiya-operator-cp CP_PG_PORT=15432
 #   CP_API_PORT=18777 CP_DB=control_plane CP_TEMPORAL_HOST=127.0.0.1:7233 CP_USE_LOCK=1
 set -euo pipefail
 
 : "${CP_VENV:=${XDG_CACHE_HOME:-$HOME/.cache}/kubiya-operator/cp-venv}"
 : "${CP_STATE:=${TMPDIR:-/tmp}/kubiya-operator-cp}"
-: "${CP_PG_PORT:=55432}"
+: "${CP_PG_PORT:=15432}"   # below Linux's ephemeral range (32768-60999): a client socket there blocks the bind
 : "${CP_API_PORT:=18777}"
 : "${CP_DB:=control_plane}"
 : "${CP_TEMPORAL_HOST:=127.0.0.1:7233}"   # nothing listens there -> provisioning fails fast (~0.25 s)
@@ -225,14 +225,17 @@ cmd_db_init() {
   if [ ! -s "$PGDATA/PG_VERSION" ]; then
     as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$CP_STATE/initdb.log"
   fi
-    if ! as_pg "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+  if ! as_pg "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
     if (exec 3<>"/dev/tcp/127.0.0.1/$CP_PG_PORT") 2>/dev/null; then
       log "port $CP_PG_PORT is taken by another server: stop it, or set CP_PG_PORT"; exit 1
     fi
     # throw-away test cluster: durability off; timezone pinned to UTC because the app writes naive
     # datetime.utcnow() values into timestamptz columns.
-    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGSOCK/postgres.log" -w -t 60 start \
-      -o "-p $CP_PG_PORT -k $PGSOCK -c listen_addresses=127.0.0.1 -c timezone=UTC -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null
+    if ! as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGSOCK/postgres.log" -w -t 60 start \
+      -o "-p $CP_PG_PORT -k $PGSOCK -c listen_addresses=127.0.0.1 -c timezone=UTC -c fsync=off -c synchronous_commit=off -c full_page_writes=off" >/dev/null; then
+      tail -20 "$PGSOCK/postgres.log" >&2 || true
+      log "PostgreSQL did not start (its log is above); if the port is in use, set CP_PG_PORT"; exit 1
+    fi
   fi
   if [ "$(psql_su -tAc "select 1 from pg_database where datname='$CP_DB'")" != 1 ]; then
     psql_su -c "CREATE DATABASE \"$CP_DB\""
@@ -262,7 +265,7 @@ server_env() {
 
 cmd_start() {
   if [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then log "already running (pid $(cat "$PIDFILE"))"; return; fi
-    mkdir -p "$RUN_DIR" "$CP_STATE/home"
+  mkdir -p "$RUN_DIR" "$CP_STATE/home"
   if (exec 3<>"/dev/tcp/127.0.0.1/$CP_API_PORT") 2>/dev/null; then
     log "port $CP_API_PORT is taken by another server: stop it, or set CP_API_PORT"; exit 1
   fi
