@@ -94,7 +94,8 @@ async fn observe(
 ) -> Result<Option<Found>, Error> {
     let known = ctx.known_id(env);
     let annotation = env.annotation(ADOPT_ANNOTATION).map(str::trim).filter(|a| !a.is_empty());
-    // Observed until now (its status has Observe's condition): taking it over is an adoption.
+    // Observed until now (its status keeps Observe's condition until a pass manages it): taking
+    // it over is an adoption.
     let was_observing =
         env.status.as_ref().is_some_and(|s| status::find(&s.conditions, status::SYNCED).is_some());
     let (id, route) = match (known.as_deref(), annotation) {

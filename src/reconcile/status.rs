@@ -77,6 +77,10 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
     let deleting = env.metadata.deletion_timestamp.is_some();
     let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
     let mut drift: Option<&[String]> = None;
+    // Synced is also the record that the environment was observed, not managed: a switch to Full
+    // takes it over as an adoption. Only a pass that manages it ends the record; one that learnt
+    // nothing (failed, paused) keeps it as it was.
+    let mut kept_synced = find(&old.conditions, SYNCED).cloned();
     let seen = |s: &mut EnvironmentStatus,
                 remote: &RemoteEnvironment,
                 worker_secret: Option<String>,
@@ -99,6 +103,7 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
             message: "creating the environment in the control plane".into(),
         },
         Observation::Remote { remote, worker_secret, connection } => {
+            kept_synced = None;
             seen(&mut s, remote, worker_secret, connection)
         }
         Observation::Observed { remote, worker_secret, connection, drift: fields } => {
@@ -176,8 +181,9 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
         },
     };
     s.conditions = vec![ready, cond(RECONCILING, v.reconciling), cond(STALLED, v.stalled)];
-    if let Some(fields) = drift {
-        s.conditions.push(synced(&old.conditions, fields, observed, now));
+    match drift {
+        Some(fields) => s.conditions.push(synced(&old.conditions, fields, observed, now)),
+        None => s.conditions.extend(kept_synced),
     }
     s
 }
@@ -636,6 +642,32 @@ mod tests {
             json!({"status": {"environmentId": "id", "message": null}})
         );
         assert_eq!(merge_patch(None, &new), json!({"status": {"environmentId": "id"}}));
+    }
+
+    #[test]
+    fn synced_outlives_passes_that_observe_nothing_and_ends_once_managed() {
+        let r = remote("ready");
+        let key = ConnKey::Operator;
+        let mut e = env();
+        let drift = ["description".to_owned()];
+        e.status = Some(next(
+            &e,
+            Observation::Observed { remote: &r, worker_secret: None, connection: &key, drift: &drift },
+            &t(1),
+        ));
+        let observed = cond(e.status.as_ref().unwrap(), SYNCED).clone();
+        assert_eq!((observed.status.as_str(), observed.reason.as_str()), ("False", "Drifted"));
+        let err = Error::AdoptionNotAllowed { connection: "operator".into(), id: "id-1".into() };
+        for obs in [Observation::Failed(&err), Observation::Paused, Observation::Deleting] {
+            let mut after = e.clone();
+            after.metadata.generation = Some(3);
+            let s = next(&after, obs, &t(2));
+            assert_eq!(cond(&s, SYNCED), &observed, "kept as it was, with its generation");
+        }
+        let managed =
+            next(&e, Observation::Remote { remote: &r, worker_secret: None, connection: &key }, &t(3));
+        assert!(find(&managed.conditions, SYNCED).is_none(), "managed: no longer observed");
+        assert!(find(&next(&env(), Observation::Paused, &t(1)).conditions, SYNCED).is_none());
     }
 
     #[test]

@@ -286,3 +286,85 @@ async fn an_environment_cannot_move_between_organisations() {
         "nothing created in the other organisation"
     );
 }
+
+/// Going from Observe to Full is an adoption, however the passes between went: a pass that
+/// observed nothing (paused here; a failed one drops the same record) must not turn it into a
+/// silent take-over, past a ClusterConnection that no longer allows adoption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_then_full_is_an_adoption_even_after_a_pass_that_observed_nothing() {
+    let bed = keyless("observe-full").await;
+    let name = format!("{}-watch", bed.namespace);
+    put_secret(&bed, &bed.namespace, "watch-key", &kubiya_cp_emulator::token(&bed.org)).await;
+    let spec = ClusterConnectionSpec {
+        base_url: Some(bed.control_plane_url.clone()),
+        api_key_secret_ref: NamespacedSecretKeyRef {
+            namespace: bed.namespace.clone(),
+            name: "watch-key".into(),
+            key: "api-key".into(),
+        },
+        namespace_selector: None,
+        allow_adoption: true,
+        max_concurrent_requests: None,
+    };
+    let clusters: Api<ClusterConnection> = Api::all(bed.client.clone());
+    clusters.create(&PostParams::default(), &ClusterConnection::new(&name, spec)).await.unwrap();
+    let settled = |c: &ClusterConnection| {
+        c.status.as_ref().is_some_and(|s| {
+            s.observed_generation == c.metadata.generation && condition_is(&s.conditions, "Ready", "True", "")
+        })
+    };
+    let (code, _) = bed.cp("POST", "/api/v1/environments", Some(json!({"name": "watched"}))).await;
+    assert_eq!(code, 201);
+
+    let observe = EnvironmentSpec {
+        management_policy: kubiya_operator::resource::ManagementPolicy::Observe,
+        ..using(ConnectionKind::ClusterConnection, &name)
+    };
+    bed.create("watched", observe).await;
+    bed.wait_for("watched", "observed, Synced", |e| {
+        e.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Synced", "True", "InSync"))
+    })
+    .await;
+
+    // A pass that observes nothing, then the connection stops allowing adoption, then Full.
+    bed.annotate("watched", "kubiya.ai/paused", Some("true")).await;
+    bed.wait_for("watched", "paused", |e| {
+        e.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Reconciling", "False", "Paused"))
+    })
+    .await;
+    let deny = json!({"spec": {"allowAdoption": false}});
+    clusters.patch(&name, &PatchParams::default(), &Patch::Merge(&deny)).await.unwrap();
+    wait_until("the ClusterConnection to settle", || async {
+        clusters.get(&name).await.is_ok_and(|c| settled(&c))
+    })
+    .await;
+    let full = json!({"spec": {"managementPolicy": "Full"}});
+    bed.envs.patch("watched", &PatchParams::default(), &Patch::Merge(&full)).await.unwrap();
+    bed.annotate("watched", "kubiya.ai/paused", None).await;
+    bed.wait_for("watched", "Stalled AdoptionNotAllowed", stalled_with("AdoptionNotAllowed")).await;
+    // And it stays refused on the passes that follow.
+    bed.annotate("watched", "kubiya.ai/reconcile-requested-at", Some("again")).await;
+    let env = bed
+        .wait_for("watched", "handled again", |e| {
+            e.status.as_ref().is_some_and(|s| s.last_handled_reconcile_at.as_deref() == Some("again"))
+        })
+        .await;
+    assert!(stalled_with("AdoptionNotAllowed")(&env), "{:?}", env.status);
+    assert!(
+        bed.remote_named("watched").unwrap()["settings"].get("kubiya.ai/owner").is_none(),
+        "taken over without consent"
+    );
+
+    // Allowed again: taken over as an adoption, with its Event.
+    let allow = json!({"spec": {"allowAdoption": true}});
+    clusters.patch(&name, &PatchParams::default(), &Patch::Merge(&allow)).await.unwrap();
+    bed.wait_for("watched", "Ready, managed", is_ready).await;
+    bed.wait_event("watched", "Adopted").await;
+    assert!(bed.remote_named("watched").unwrap()["settings"].get("kubiya.ai/owner").is_some());
+
+    bed.envs.delete("watched", &DeleteParams::default()).await.unwrap();
+    bed.wait_gone("watched").await;
+    clusters.delete(&name, &DeleteParams::default()).await.unwrap();
+    wait_until("the ClusterConnection to go", || async { clusters.get_opt(&name).await.unwrap().is_none() })
+        .await;
+}
