@@ -8,7 +8,7 @@ pub mod finalizer;
 mod observe;
 pub mod ownership;
 pub mod plan;
-pub mod report;
+pub(crate) mod report;
 pub mod status;
 pub mod worker_secret;
 

@@ -96,7 +96,7 @@ pub struct Facts {
 }
 
 impl Facts {
-    pub fn of(secret: &Secret) -> Facts {
+    fn of(secret: &Secret) -> Facts {
         let controller = secret.owner_references().iter().find(|o| o.controller == Some(true));
         Facts {
             controller: controller.map(|o| o.uid.clone()),
