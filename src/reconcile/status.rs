@@ -77,10 +77,7 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
     let deleting = env.metadata.deletion_timestamp.is_some();
     let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
     let mut drift: Option<&[String]> = None;
-    // Synced is also the record that the environment was observed, not managed: a switch to Full
-    // takes it over as an adoption. Only a pass that manages it ends the record; one that learnt
-    // nothing (failed, paused) keeps it as it was.
-    let mut kept_synced = find(&old.conditions, SYNCED).cloned();
+    let managed = matches!(obs, Observation::Remote { .. });
     let seen = |s: &mut EnvironmentStatus,
                 remote: &RemoteEnvironment,
                 worker_secret: Option<String>,
@@ -103,7 +100,6 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
             message: "creating the environment in the control plane".into(),
         },
         Observation::Remote { remote, worker_secret, connection } => {
-            kept_synced = None;
             seen(&mut s, remote, worker_secret, connection)
         }
         Observation::Observed { remote, worker_secret, connection, drift: fields } => {
@@ -181,9 +177,13 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
         },
     };
     s.conditions = vec![ready, cond(RECONCILING, v.reconciling), cond(STALLED, v.stalled)];
+    // Synced is also the record that the environment was observed, not managed: a switch to Full
+    // takes it over as an adoption. Only a pass that manages it ends the record; one that learnt
+    // nothing (failed, paused) keeps it as it was.
     match drift {
         Some(fields) => s.conditions.push(synced(&old.conditions, fields, observed, now)),
-        None => s.conditions.extend(kept_synced),
+        None if !managed => s.conditions.extend(find(&old.conditions, SYNCED).cloned()),
+        None => {}
     }
     s
 }
@@ -385,6 +385,15 @@ mod tests {
         .unwrap()
     }
 
+    /// The status after a pass that manages `r`, at second `at`.
+    fn managed(e: &Environment, r: &RemoteEnvironment, at: i64) -> EnvironmentStatus {
+        next(
+            e,
+            Observation::Remote { remote: r, worker_secret: None, connection: &ConnKey::Operator },
+            &t(at),
+        )
+    }
+
     fn cond<'a>(s: &'a EnvironmentStatus, t: &str) -> &'a Condition {
         find(&s.conditions, t).unwrap()
     }
@@ -392,13 +401,7 @@ mod tests {
     #[test]
     fn time_to_ready_counts_from_the_start_of_reconciling_or_creation() {
         let r = remote("ready");
-        let ready = |e: &Environment| {
-            next(
-                e,
-                Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
-                &t(100),
-            )
-        };
+        let ready = |e: &Environment| managed(e, &r, 100);
         let mut e = env();
         e.metadata.creation_timestamp = Some(t(10));
         assert_eq!(time_to_ready(&e, &ready(&e), &t(100)), Some(std::time::Duration::from_secs(90)));
@@ -458,19 +461,11 @@ mod tests {
     #[test]
     fn provisioning_is_reconciling_and_remote_error_is_stalled() {
         let r = remote("provisioning");
-        let s = next(
-            &env(),
-            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
-            &t(1),
-        );
+        let s = managed(&env(), &r, 1);
         assert_eq!(s.phase, Some(Phase::Provisioning));
         assert_eq!(cond(&s, RECONCILING).status, "True");
         let r = remote("error");
-        let s = next(
-            &env(),
-            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
-            &t(1),
-        );
+        let s = managed(&env(), &r, 1);
         assert_eq!(s.phase, Some(Phase::Error));
         assert_eq!(cond(&s, STALLED).status, "True");
         assert!(cond(&s, STALLED).message.contains("namespace provisioning failed"));
@@ -480,26 +475,14 @@ mod tests {
     fn transition_time_moves_only_when_a_condition_flips() {
         let r = remote("provisioning");
         let mut e = env();
-        e.status = Some(next(
-            &e,
-            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
-            &t(1),
-        ));
-        let same = next(
-            &e,
-            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
-            &t(5),
-        );
+        e.status = Some(managed(&e, &r, 1));
+        let same = managed(&e, &r, 5);
         assert!(!changed(e.status.as_ref(), &same));
         // The sync time alone is no change: stamping it must not cause a write on every pass.
         assert!(!changed(Some(&with_sync_time(same.clone(), &t(5))), &same));
         assert_eq!(cond(&same, READY).last_transition_time, t(1));
         let r = remote("ready");
-        let s = next(
-            &e,
-            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
-            &t(9),
-        );
+        let s = managed(&e, &r, 9);
         assert!(changed(e.status.as_ref(), &s));
         assert_eq!(cond(&s, READY).last_transition_time, t(9));
         assert_eq!(cond(&s, STALLED).last_transition_time, t(1));
@@ -509,11 +492,7 @@ mod tests {
     fn transient_failure_keeps_ready_and_reports_reconciling() {
         let r = remote("ready");
         let mut e = env();
-        e.status = Some(next(
-            &e,
-            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
-            &t(1),
-        ));
+        e.status = Some(managed(&e, &r, 1));
         let err = Error::GetRemote {
             source: controlplane::Error::Api {
                 method: "GET",
@@ -560,13 +539,7 @@ mod tests {
     #[test]
     fn a_reconcile_request_is_marked_handled_and_stays_so() {
         let r = remote("ready");
-        let seen = |e: &Environment| {
-            next(
-                e,
-                Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
-                &t(1),
-            )
-        };
+        let seen = |e: &Environment| managed(e, &r, 1);
         let mut e = env();
         e.metadata.annotations = Some([(RECONCILE_REQUEST_ANNOTATION.to_owned(), "r1".to_owned())].into());
         e.status = Some(seen(&e));
@@ -598,11 +571,7 @@ mod tests {
         let r = remote("ready");
         let mut e = env();
         assert!(!settled(&e), "never reconciled");
-        e.status = Some(next(
-            &e,
-            Observation::Remote { remote: &r, worker_secret: None, connection: &ConnKey::Operator },
-            &t(1),
-        ));
+        e.status = Some(managed(&e, &r, 1));
         assert!(settled(&e));
         let mut newer = e.clone();
         newer.metadata.generation = Some(3);
@@ -664,9 +633,7 @@ mod tests {
             let s = next(&after, obs, &t(2));
             assert_eq!(cond(&s, SYNCED), &observed, "kept as it was, with its generation");
         }
-        let managed =
-            next(&e, Observation::Remote { remote: &r, worker_secret: None, connection: &key }, &t(3));
-        assert!(find(&managed.conditions, SYNCED).is_none(), "managed: no longer observed");
+        assert!(find(&managed(&e, &r, 3).conditions, SYNCED).is_none(), "managed: no longer observed");
         assert!(find(&next(&env(), Observation::Paused, &t(1)).conditions, SYNCED).is_none());
     }
 

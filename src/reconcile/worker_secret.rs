@@ -6,6 +6,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -97,9 +98,8 @@ pub struct Facts {
 
 impl Facts {
     fn of(secret: &Secret) -> Facts {
-        let controller = secret.owner_references().iter().find(|o| o.controller == Some(true));
         Facts {
-            controller: controller.map(|o| o.uid.clone()),
+            controller: controller(secret).map(|o| o.uid.clone()),
             untouched: is_untouched(secret),
             environment_id: secret.data.as_ref().and_then(|d| d.get(ENVIRONMENT_ID_KEY)).map(|b| b.0.clone()),
         }
@@ -147,10 +147,14 @@ impl Index {
     }
 }
 
+/// The owner reference of the object that controls `secret` (there is at most one).
+fn controller(secret: &Secret) -> Option<&OwnerReference> {
+    secret.owner_references().iter().find(|o| o.controller == Some(true))
+}
+
 /// Whether `secret` is controlled by `env`.
 pub fn is_owned(secret: &Secret, env: &Environment) -> bool {
-    let uid = env.uid();
-    secret.owner_references().iter().any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+    controller(secret).is_some_and(|o| Some(&o.uid) == env.uid().as_ref())
 }
 
 /// Whether `secret` was `env`'s before it was deleted and applied again (a restore, a
@@ -158,13 +162,11 @@ pub fn is_owned(secret: &Secret, env: &Environment) -> bool {
 /// exists since this one holds the name. Kubernetes' garbage collector would delete it in time;
 /// it is taken over instead.
 pub fn was_owned_before(secret: &Secret, env: &Environment) -> bool {
-    let uid = env.uid();
-    secret.owner_references().iter().any(|o| {
-        o.controller == Some(true)
-            && o.kind == "Environment"
+    controller(secret).is_some_and(|o| {
+        o.kind == "Environment"
             && o.api_version.starts_with("kubiya.ai/")
             && Some(&o.name) == env.metadata.name.as_ref()
-            && Some(&o.uid) != uid.as_ref()
+            && Some(&o.uid) != env.uid().as_ref()
     })
 }
 

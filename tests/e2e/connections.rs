@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kubiya_operator::resource::{
     ClusterConnection, ClusterConnectionSpec, Connection, ConnectionKind, ConnectionRef, ConnectionSpec,
@@ -43,6 +44,33 @@ async fn connection(bed: &TestBed, name: &str, secret: &str) {
     };
     let api: Api<Connection> = Api::namespaced(bed.client.clone(), &bed.namespace);
     api.create(&PostParams::default(), &Connection::new(name, spec)).await.expect("connection");
+}
+
+/// Creates a ClusterConnection to the test's control plane, with the key in the Secret `secret`
+/// of the test's namespace; returns the API to reach it.
+async fn cluster_connection(
+    bed: &TestBed,
+    name: &str,
+    secret: &str,
+    namespace_selector: Option<LabelSelector>,
+    allow_adoption: bool,
+) -> Api<ClusterConnection> {
+    let spec = ClusterConnectionSpec {
+        base_url: Some(bed.control_plane_url.clone()),
+        api_key_secret_ref: NamespacedSecretKeyRef {
+            namespace: bed.namespace.clone(),
+            name: secret.into(),
+            key: "api-key".into(),
+        },
+        namespace_selector,
+        allow_adoption,
+        max_concurrent_requests: None,
+    };
+    let api: Api<ClusterConnection> = Api::all(bed.client.clone());
+    api.create(&PostParams::default(), &ClusterConnection::new(name, spec))
+        .await
+        .expect("cluster connection");
+    api
 }
 
 fn using(kind: ConnectionKind, name: &str) -> EnvironmentSpec {
@@ -164,22 +192,11 @@ async fn a_cluster_connection_serves_only_the_namespaces_it_selects_and_adopts_o
     let bed = keyless("cluster-conn").await;
     let name = format!("{}-acme", bed.namespace);
     put_secret(&bed, &bed.namespace, "acme-key", &kubiya_cp_emulator::token(&bed.org)).await;
-    let spec = ClusterConnectionSpec {
-        base_url: Some(bed.control_plane_url.clone()),
-        api_key_secret_ref: NamespacedSecretKeyRef {
-            namespace: bed.namespace.clone(),
-            name: "acme-key".into(),
-            key: "api-key".into(),
-        },
-        namespace_selector: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-            match_labels: Some(BTreeMap::from([("kubiya.ai/org".to_owned(), name.clone())])),
-            ..Default::default()
-        }),
-        allow_adoption: false,
-        max_concurrent_requests: None,
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([("kubiya.ai/org".to_owned(), name.clone())])),
+        ..Default::default()
     };
-    let clusters: Api<ClusterConnection> = Api::all(bed.client.clone());
-    clusters.create(&PostParams::default(), &ClusterConnection::new(&name, spec)).await.unwrap();
+    let clusters = cluster_connection(&bed, &name, "acme-key", Some(selector), false).await;
 
     // Not selected: nothing is created.
     bed.create("shared", using(ConnectionKind::ClusterConnection, &name)).await;
@@ -295,19 +312,7 @@ async fn observe_then_full_is_an_adoption_even_after_a_pass_that_observed_nothin
     let bed = keyless("observe-full").await;
     let name = format!("{}-watch", bed.namespace);
     put_secret(&bed, &bed.namespace, "watch-key", &kubiya_cp_emulator::token(&bed.org)).await;
-    let spec = ClusterConnectionSpec {
-        base_url: Some(bed.control_plane_url.clone()),
-        api_key_secret_ref: NamespacedSecretKeyRef {
-            namespace: bed.namespace.clone(),
-            name: "watch-key".into(),
-            key: "api-key".into(),
-        },
-        namespace_selector: None,
-        allow_adoption: true,
-        max_concurrent_requests: None,
-    };
-    let clusters: Api<ClusterConnection> = Api::all(bed.client.clone());
-    clusters.create(&PostParams::default(), &ClusterConnection::new(&name, spec)).await.unwrap();
+    let clusters = cluster_connection(&bed, &name, "watch-key", None, true).await;
     let settled = |c: &ClusterConnection| {
         c.status.as_ref().is_some_and(|s| {
             s.observed_generation == c.metadata.generation && condition_is(&s.conditions, "Ready", "True", "")
