@@ -1,5 +1,5 @@
 //! The request scenarios, one fresh organization each. Every route and every status code of the
-//! contract in README's "control plane" notes is exercised here.
+//! contract in docs/development.md, "Against the real control-plane server", is exercised here.
 
 use serde_json::json;
 

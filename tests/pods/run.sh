@@ -380,7 +380,7 @@ play_install() {
 		;;
 	sigkill)
 		# The Lease expires at most its duration after the last renewal; the standby reads it
-		# every 2 s, then waits up to 1 s (README, High availability): 2 s of slack on top.
+		# every 2 s, then waits up to 1 s (docs/install.md, High availability): 2 s of slack on top.
 		lease_s=$(awk '/name: KUBIYA_LEASE_DURATION/ { getline; gsub(/[^0-9]/, "", $2); print $2 }' "$dir/deployment.yaml")
 		mode="podman pod rm --force --time 0, SIGKILL, Lease ${lease_s:=15}s"
 		log "$name: killing the leader ($mode)"
