@@ -76,15 +76,9 @@ pub async fn export(args: ExportArgs) -> ExitCode {
 
 async fn try_export(args: ExportArgs) -> Result<(), ExportError> {
     let (base_url, key) = credentials(&args).await?;
-    let client = controlplane::Client::new(controlplane::ClientConfig {
-        base_url,
-        api_key: key,
-        timeout: args.request_timeout,
-        max_concurrent: 1,
-        metrics: Default::default(),
-        connection: "export".into(),
-    })
-    .map_err(ExportError::Client)?;
+    let client =
+        controlplane::Client::new(controlplane::ClientConfig::new(base_url, key, args.request_timeout))
+            .map_err(ExportError::Client)?;
     let opts = export::Options {
         namespace: args.namespace.clone(),
         observe: args.observe,

@@ -10,11 +10,11 @@ use kube::api::ObjectMeta;
 use serde_json::Value;
 
 use crate::controlplane::{self, RemoteEnvironment};
+use crate::reconcile::desired::set;
 use crate::reconcile::ownership::{Marker, OWNER_KEY};
-use crate::reconcile::plan::set;
 use crate::resource::{
     ADOPT_ANNOTATION, DeletionPolicy, Environment, EnvironmentSpec, ExecutionEnvironment, ManagementPolicy,
-    RemoteState,
+    RemoteState, limits,
 };
 
 /// What the manifests say beyond the remote environments themselves.
@@ -85,35 +85,37 @@ pub fn manifest(remote: &RemoteEnvironment, opts: &Options) -> Result<Environmen
     Ok(env)
 }
 
-/// What the Environment schema refuses, said once.
+/// What the Environment schema refuses ([`limits`]), said once.
 fn check(remote: &RemoteEnvironment) -> Result<(), String> {
     let chars = remote.name.chars().count();
-    if !(2..=100).contains(&chars) {
-        return Err(format!("its name has {chars} characters (2 to 100 can be managed)"));
+    if !(limits::NAME_MIN..=limits::NAME_MAX).contains(&chars) {
+        return Err(format!(
+            "its name has {chars} characters ({} to {} can be managed)",
+            limits::NAME_MIN,
+            limits::NAME_MAX
+        ));
     }
-    if remote.display_name.as_ref().is_some_and(|d| d.chars().count() > 255) {
-        return Err("its display name is longer than 255 characters".into());
+    let longer = |text: &Option<String>, max: usize| text.as_ref().is_some_and(|t| t.chars().count() > max);
+    if longer(&remote.display_name, limits::DISPLAY_NAME) {
+        return Err(format!("its display name is longer than {} characters", limits::DISPLAY_NAME));
     }
-    if remote.description.as_ref().is_some_and(|d| d.chars().count() > 4096) {
-        return Err("its description is longer than 4096 characters".into());
+    if longer(&remote.description, limits::DESCRIPTION) {
+        return Err(format!("its description is longer than {} characters", limits::DESCRIPTION));
     }
-    if set(&remote.tags).len() > 64 {
-        return Err("it has more than 64 tags".into());
+    if set(&remote.tags).len() > limits::TAGS {
+        return Err(format!("it has more than {} tags", limits::TAGS));
     }
     let exec = &remote.execution_environment;
-    if let Some(bad) = exec.env_vars.keys().find(|k| !is_env_var_name(k)) {
+    if let Some(bad) = exec.env_vars.keys().find(|k| !limits::is_env_var_name(k)) {
         return Err(format!("its env var {bad:?} is not a shell variable name"));
     }
-    if exec.env_vars.len() > 256 || set(&exec.secrets).len() > 256 || set(&exec.integration_ids).len() > 256 {
-        return Err("its execution environment has more than 256 env vars, secrets or integrations".into());
+    let max = limits::EXECUTION_ITEMS;
+    if exec.env_vars.len() > max || set(&exec.secrets).len() > max || set(&exec.integration_ids).len() > max {
+        return Err(format!(
+            "its execution environment has more than {max} env vars, secrets or integrations"
+        ));
     }
     Ok(())
-}
-
-fn is_env_var_name(k: &str) -> bool {
-    let mut chars = k.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A DNS-1123 label for the remote name, the same on every run and whatever else the
@@ -369,10 +371,10 @@ mod tests {
             namespace: "imported".into(),
             name: env.metadata.name.clone().unwrap(),
         };
-        let desired = crate::reconcile::plan::desired(&env, &owner);
-        let fields = crate::reconcile::plan::diff(&desired, &r);
-        assert_eq!(fields.keys().collect::<Vec<_>>(), ["settings"]);
-        assert!(crate::reconcile::plan::only_the_marker(&fields, &r));
+        let desired = crate::reconcile::desired::desired(&env, &owner);
+        let changes = crate::reconcile::desired::diff(&desired, &r);
+        assert_eq!(changes.names(), "settings");
+        assert!(changes.only_the_marker(&r));
     }
 
     #[test]

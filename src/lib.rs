@@ -5,6 +5,7 @@ pub mod config;
 pub mod connection;
 pub mod controlplane;
 pub mod export;
+pub mod k8s;
 pub mod metrics;
 pub mod reconcile;
 pub mod resource;

@@ -210,20 +210,6 @@ impl Metrics {
     }
 }
 
-/// A control-plane field name as a bounded label.
-pub fn field_label(field: &str) -> &'static str {
-    match field {
-        "name" => "name",
-        "display_name" => "display_name",
-        "description" => "description",
-        "tags" => "tags",
-        "settings" => "settings",
-        "execution_environment" => "execution_environment",
-        "status" => "status",
-        _ => "other",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +218,7 @@ mod tests {
     fn renders_named_series() {
         let m = Metrics::default();
         m.reconciles.get_or_create(&ResultLabels { result: "ok" }).inc();
-        m.drift_corrections.get_or_create(&FieldLabels { field: field_label("tags") }).inc();
+        m.drift_corrections.get_or_create(&FieldLabels { field: "tags" }).inc();
         m.cp_request("operator", "/api/v1/environments/{id}", "GET", Some(404), Duration::from_millis(3));
         m.cp_request("operator", "/api/v1/environments", "POST", None, Duration::from_millis(3));
         let mut m = m;

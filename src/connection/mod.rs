@@ -6,14 +6,17 @@
 //! Secret's current value and kept up to date in place, so that a rotated key is used within
 //! seconds and one organisation's outage never slows another's.
 
-pub mod reconcile;
+mod error;
+pub mod pass;
+mod refresh;
 mod registry;
 pub mod resolve;
-pub mod status;
+mod status;
 
 use std::fmt;
 
-pub use registry::{Defaults, Live, Registry, State, Usable};
+pub use error::{Error, Unusable};
+pub use registry::{Defaults, HeldConnection, Registry, ResolvedConnection, State};
 
 /// A connection, as status, metrics and messages name it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

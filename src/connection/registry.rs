@@ -2,33 +2,26 @@
 //! it. Shared by the connection controllers (which keep it current) and the Environment passes
 //! (which look their connection up). Talks to the Kubernetes API (namespace labels) only.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use tokio::sync::broadcast;
 use url::Url;
 
 use super::ConnKey;
-use super::resolve::{self, DEFAULT_CONNECTION, Unusable};
-use crate::controlplane;
+use super::error::Unusable;
+use super::resolve::{self, DEFAULT_CONNECTION};
+use crate::controlplane::{self, ApiKey};
+use crate::k8s::namespaces::Namespaces;
 use crate::metrics::Metrics;
-use crate::reconcile::Error;
 use crate::resource::{ClusterConnection, Connection, Environment, Guarded};
-
-type Labels = BTreeMap<String, String>;
-
-/// How long a namespace's labels are taken as they were read (a ClusterConnection's
-/// `namespaceSelector` is checked against them).
-const NAMESPACE_LABELS_TTL: Duration = Duration::from_secs(10);
 
 /// A connection as the operator holds it.
 #[derive(Clone, Debug)]
-pub struct Live {
+pub struct HeldConnection {
     pub key: ConnKey,
     /// Its own client: its own pool, requests in flight and breaker; its key swapped in place.
     /// None until a usable key was read.
@@ -44,9 +37,9 @@ pub struct Live {
     pub checked_at: Option<Instant>,
 }
 
-impl Live {
+impl HeldConnection {
     pub fn new(key: ConnKey, client: Option<controlplane::Client>, allow_adoption: bool) -> Self {
-        Live {
+        HeldConnection {
             key,
             client,
             allow_adoption,
@@ -60,7 +53,7 @@ impl Live {
 
 /// A connection an Environment pass can use now.
 #[derive(Clone, Debug)]
-pub struct Usable {
+pub struct ResolvedConnection {
     pub key: ConnKey,
     pub client: controlplane::Client,
     pub allow_adoption: bool,
@@ -92,22 +85,40 @@ pub struct Defaults {
     pub metrics: Arc<Metrics>,
 }
 
+impl Defaults {
+    /// The client of connection `key`: the one way the operator builds control-plane clients
+    /// (`max_concurrent` None: the flag's).
+    pub fn client(
+        &self,
+        key: &ConnKey,
+        base_url: Url,
+        api_key: &ApiKey,
+        max_concurrent: Option<usize>,
+    ) -> Result<controlplane::Client, controlplane::BuildError> {
+        let config = controlplane::ClientConfig::new(base_url, api_key.clone(), self.timeout)
+            .limited_to(max_concurrent.unwrap_or(self.max_concurrent))
+            .counted_in(self.metrics.clone(), key.metric());
+        controlplane::Client::new(config)
+    }
+}
+
 pub struct Registry {
     /// The operator's own key, if it was given one.
-    operator: Option<Live>,
-    live: RwLock<HashMap<ConnKey, Live>>,
+    operator: Option<HeldConnection>,
+    held: RwLock<HashMap<ConnKey, HeldConnection>>,
     /// The caches of Connections (one per watched scope), ClusterConnections and Environments.
     pub connections: Vec<Store<Connection>>,
     pub cluster_connections: Store<ClusterConnection>,
     pub environments: Vec<Store<Guarded>>,
-    namespaces: Mutex<HashMap<String, (Instant, Labels)>>,
+    /// What was last read of namespaces (shared with the Environment passes).
+    pub namespaces: Arc<Namespaces>,
     changed: broadcast::Sender<ConnKey>,
     pub defaults: Defaults,
 }
 
 impl Registry {
     pub fn new(
-        operator: Option<Live>,
+        operator: Option<HeldConnection>,
         connections: Vec<Store<Connection>>,
         cluster_connections: Store<ClusterConnection>,
         environments: Vec<Store<Guarded>>,
@@ -115,42 +126,37 @@ impl Registry {
     ) -> Self {
         Registry {
             operator,
-            live: RwLock::default(),
+            held: RwLock::default(),
             connections,
             cluster_connections,
             environments,
-            namespaces: Mutex::default(),
+            namespaces: Arc::default(),
             changed: broadcast::channel(1024).0,
             defaults,
         }
     }
 
     /// The connection `key`, as last set.
-    pub fn get(&self, key: &ConnKey) -> Option<Live> {
+    pub fn get(&self, key: &ConnKey) -> Option<HeldConnection> {
         if *key == ConnKey::Operator {
             return self.operator.clone();
         }
-        self.live.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.held.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
     /// Records a connection; its Environments are told when its state or client changed.
-    pub fn set(&self, live: Live) {
-        let key = live.key.clone();
-        let before = self.live.write().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), live.clone());
-        let same = before.is_some_and(|b| b.state == live.state && b.allow_adoption == live.allow_adoption);
+    pub fn set(&self, held: HeldConnection) {
+        let key = held.key.clone();
+        let before = self.held.write().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), held.clone());
+        let same = before.is_some_and(|b| b.state == held.state && b.allow_adoption == held.allow_adoption);
         if !same {
             let _ = self.changed.send(key);
         }
     }
 
-    /// Tells the Environments of `key` to look again (its key rotated).
-    pub fn touch(&self, key: &ConnKey) {
-        let _ = self.changed.send(key.clone());
-    }
-
     /// Forgets a connection that is gone.
     pub fn remove(&self, key: &ConnKey) {
-        if self.live.write().unwrap_or_else(|p| p.into_inner()).remove(key).is_some() {
+        if self.held.write().unwrap_or_else(|p| p.into_inner()).remove(key).is_some() {
             let _ = self.changed.send(key.clone());
         }
     }
@@ -166,82 +172,55 @@ impl Registry {
     }
 
     /// The connection `env` uses, ready to use.
-    pub async fn for_environment(&self, env: &Environment, kube: &kube::Client) -> Result<Usable, Error> {
+    pub async fn for_environment(
+        &self,
+        env: &Environment,
+        kube: &kube::Client,
+    ) -> Result<ResolvedConnection, Unusable> {
         let namespace = env.namespace().unwrap_or_default();
         let key = resolve::choose(
             env,
             self.connection_exists(&namespace, DEFAULT_CONNECTION),
             self.operator.is_some(),
-        )
-        .map_err(|u| match u {
-            Unusable::NoConnection { namespace } => Error::NoConnection { namespace },
-            Unusable::Changed { was, now } => Error::ConnectionChanged { was, now },
-        })?;
+        )?;
         let exists = match &key {
             ConnKey::Operator => true,
             ConnKey::Namespaced { namespace, name } => self.connection_exists(namespace, name),
             ConnKey::Cluster { name } => {
                 let Some(cc) = self.cluster_connections.get(&ObjectRef::new(name)) else {
-                    return Err(Error::ConnectionNotFound { connection: key.to_string() });
+                    return Err(Unusable::NotFound { connection: key.to_string() });
                 };
-                let labels = self.namespace_labels(&namespace, kube).await?;
+                let labels = self.namespaces.get(&namespace, kube).await?.labels;
                 if !resolve::selects(cc.spec.namespace_selector.as_ref(), &labels) {
-                    return Err(Error::NamespaceNotAllowed { connection: key.to_string(), namespace });
+                    return Err(Unusable::NamespaceNotAllowed { connection: key.to_string(), namespace });
                 }
                 true
             }
         };
         if !exists {
-            return Err(Error::ConnectionNotFound { connection: key.to_string() });
+            return Err(Unusable::NotFound { connection: key.to_string() });
         }
-        let Some(live) = self.get(&key) else {
-            return Err(Error::ConnectionNotReady {
-                connection: key.to_string(),
-                why: "not checked yet".into(),
-                permanent: false,
-            });
+        let not_ready = |why: &str, permanent| Unusable::NotReady {
+            connection: key.to_string(),
+            why: why.to_owned(),
+            permanent,
         };
-        match (&live.state, live.client) {
-            (State::Ready, Some(client)) => Ok(Usable { key, client, allow_adoption: live.allow_adoption }),
-            (State::Ready, None) => Err(Error::ConnectionNotReady {
-                connection: key.to_string(),
-                why: "no key read yet".into(),
-                permanent: false,
-            }),
-            (State::Broken { message, .. }, _) => Err(Error::ConnectionNotReady {
-                connection: key.to_string(),
-                why: message.clone(),
-                permanent: true,
-            }),
-            (State::Waiting { message, .. }, _) => Err(Error::ConnectionNotReady {
-                connection: key.to_string(),
-                why: message.clone(),
-                permanent: false,
-            }),
+        let Some(held) = self.get(&key) else { return Err(not_ready("not checked yet", false)) };
+        match (&held.state, held.client) {
+            (State::Ready, Some(client)) => {
+                Ok(ResolvedConnection { key, client, allow_adoption: held.allow_adoption })
+            }
+            (State::Ready, None) => Err(not_ready("no key read yet", false)),
+            (State::Broken { message, .. }, _) => Err(not_ready(message, true)),
+            (State::Waiting { message, .. }, _) => Err(not_ready(message, false)),
         }
     }
 
-    /// The labels of a namespace, read at most every few seconds.
-    async fn namespace_labels(
-        &self,
-        namespace: &str,
-        kube: &kube::Client,
-    ) -> Result<BTreeMap<String, String>, Error> {
-        if let Some((at, labels)) = self.namespaces.lock().unwrap_or_else(|p| p.into_inner()).get(namespace)
-            && at.elapsed() < NAMESPACE_LABELS_TTL
-        {
-            return Ok(labels.clone());
-        }
-        let ns = Api::<Namespace>::all(kube.clone())
-            .get_metadata(namespace)
-            .await
-            .map_err(|source| Error::ReadNamespace { source })?;
-        let labels = ns.metadata.labels.unwrap_or_default();
-        self.namespaces
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(namespace.to_owned(), (Instant::now(), labels.clone()));
-        Ok(labels)
+    /// Whether every cache of Environments has synced: until then, [`Registry::users`] may miss
+    /// some (at a leader's start, the Environment watches begin after the connections' own).
+    pub fn users_known(&self) -> bool {
+        use futures::FutureExt;
+        self.environments.iter().all(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(()))))
     }
 
     /// The Environments (`namespace/name`) that use `key`: that name it, or, for a namespace's
@@ -277,5 +256,174 @@ impl Registry {
             .filter(|g| g.decoded().is_some_and(|env| self.uses(env, key)))
             .map(|g| ObjectRef::from_obj(g.as_ref()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{
+        ConnectionKind, ConnectionRef, ConnectionSpec, EnvironmentSpec, EnvironmentStatus, SecretKeyRef,
+    };
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    fn client() -> controlplane::Client {
+        let url = Url::parse("http://127.0.0.1:9").unwrap();
+        controlplane::Client::new(controlplane::ClientConfig::new(
+            url,
+            ApiKey::new("k"),
+            Duration::from_secs(1),
+        ))
+        .unwrap()
+    }
+
+    fn defaults() -> Defaults {
+        Defaults {
+            base_url: Url::parse("http://127.0.0.1:9").unwrap(),
+            timeout: Duration::from_secs(1),
+            max_concurrent: 1,
+            metrics: Arc::default(),
+        }
+    }
+
+    fn env(name: &str, connection_ref: Option<&str>, recorded: Option<&str>) -> Environment {
+        let spec = EnvironmentSpec {
+            connection_ref: connection_ref
+                .map(|n| ConnectionRef { kind: ConnectionKind::Connection, name: n.into() }),
+            ..Default::default()
+        };
+        let mut e = Environment::new(name, spec);
+        e.metadata.namespace = Some("ns".into());
+        e.status = recorded.map(|r| EnvironmentStatus { connection: Some(r.into()), ..Default::default() });
+        e
+    }
+
+    fn connection(name: &str) -> Connection {
+        let mut c = Connection::new(
+            name,
+            ConnectionSpec {
+                api_key_secret_ref: SecretKeyRef { name: "s".into(), key: "api-key".into() },
+                ..Default::default()
+            },
+        );
+        c.metadata.namespace = Some("ns".into());
+        c
+    }
+
+    /// A registry with the operator's key (when `operator`), these Connections, and these
+    /// Environments once `synced`.
+    fn registry(operator: bool, connections: &[Connection], envs: &[Environment], synced: bool) -> Registry {
+        let (cstore, mut cwriter): (Store<Connection>, Writer<Connection>) =
+            kube::runtime::reflector::store();
+        cwriter.apply_watcher_event(&Event::Init);
+        for c in connections {
+            cwriter.apply_watcher_event(&Event::InitApply(c.clone()));
+        }
+        cwriter.apply_watcher_event(&Event::InitDone);
+        let (ccstore, mut ccwriter) = kube::runtime::reflector::store();
+        ccwriter.apply_watcher_event(&Event::<ClusterConnection>::Init);
+        ccwriter.apply_watcher_event(&Event::InitDone);
+        let (estore, mut ewriter): (Store<Guarded>, Writer<Guarded>) = kube::runtime::reflector::store();
+        ewriter.apply_watcher_event(&Event::Init);
+        for e in envs {
+            ewriter.apply_watcher_event(&Event::InitApply(Guarded(Ok(e.clone()))));
+        }
+        if synced {
+            ewriter.apply_watcher_event(&Event::InitDone);
+        }
+        let operator = operator.then(|| HeldConnection::new(ConnKey::Operator, Some(client()), true));
+        Registry::new(operator, vec![cstore], ccstore, vec![estore], defaults())
+    }
+
+    fn kube_client() -> kube::Client {
+        kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap()
+    }
+
+    fn namespaced(name: &str) -> ConnKey {
+        ConnKey::Namespaced { namespace: "ns".into(), name: name.into() }
+    }
+
+    #[tokio::test]
+    async fn an_environment_gets_its_connection_only_when_it_is_ready() {
+        let kube = kube_client();
+        let r = registry(true, &[connection("org")], &[], true);
+        let got = r.for_environment(&env("e", None, None), &kube).await.unwrap();
+        assert_eq!((got.key, got.allow_adoption), (ConnKey::Operator, true));
+        assert!(matches!(
+            r.for_environment(&env("e", Some("missing"), None), &kube).await,
+            Err(Unusable::NotFound { connection }) if connection == "Connection ns/missing"
+        ));
+        let named = env("e", Some("org"), None);
+        assert!(matches!(
+            r.for_environment(&named, &kube).await,
+            Err(Unusable::NotReady { why, permanent: false, .. }) if why == "not checked yet"
+        ));
+        let mut held = HeldConnection::new(namespaced("org"), None, false);
+        r.set(held.clone());
+        assert!(matches!(
+            r.for_environment(&named, &kube).await,
+            Err(Unusable::NotReady { why, permanent: false, .. }) if why == "no key read yet"
+        ));
+        held.state = State::Broken { reason: "KeyRefused", message: "refused".into() };
+        r.set(held.clone());
+        assert!(matches!(
+            r.for_environment(&named, &kube).await,
+            Err(Unusable::NotReady { why, permanent: true, .. }) if why == "refused"
+        ));
+        held.state = State::Waiting { reason: "Unreachable", message: "down".into() };
+        r.set(held.clone());
+        assert!(matches!(
+            r.for_environment(&named, &kube).await,
+            Err(Unusable::NotReady { permanent: false, .. })
+        ));
+        held.state = State::Ready;
+        held.client = Some(client());
+        r.set(held);
+        let got = r.for_environment(&named, &kube).await.unwrap();
+        assert_eq!((got.key, got.allow_adoption), (namespaced("org"), false));
+        r.remove(&namespaced("org"));
+        assert!(r.get(&namespaced("org")).is_none());
+        let keyless = registry(false, &[], &[], true);
+        assert!(matches!(
+            keyless.for_environment(&env("e", None, None), &kube).await,
+            Err(Unusable::NoConnection { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_connection_change_is_told_once_per_change_of_state() {
+        let r = registry(true, &[], &[], true);
+        let mut changes = r.subscribe();
+        let mut held = HeldConnection::new(namespaced("org"), None, false);
+        r.set(held.clone());
+        assert_eq!(changes.try_recv().ok(), Some(namespaced("org")), "new");
+        r.set(held.clone());
+        assert!(changes.try_recv().is_err(), "the same state: not told again");
+        held.allow_adoption = true;
+        r.set(held.clone());
+        assert_eq!(changes.try_recv().ok(), Some(namespaced("org")), "adoption allowed now");
+        r.remove(&namespaced("org"));
+        assert_eq!(changes.try_recv().ok(), Some(namespaced("org")), "gone");
+        r.remove(&namespaced("org"));
+        assert!(changes.try_recv().is_err(), "gone already");
+    }
+
+    #[test]
+    fn users_are_those_that_name_it_resolve_to_it_or_were_managed_through_it() {
+        let envs = [
+            env("named", Some("org"), None),
+            env("defaulted", None, None),
+            env("recorded", None, Some("Connection/org")),
+            env("elsewhere", Some("other"), None),
+        ];
+        let r = registry(true, &[connection("default"), connection("org")], &envs, true);
+        assert_eq!(r.users(&namespaced("org")), ["ns/named", "ns/recorded"]);
+        assert_eq!(r.users(&namespaced("default")), ["ns/defaulted", "ns/recorded"]);
+        assert!(r.users(&ConnKey::Operator).is_empty(), "a default Connection comes first");
+        assert_eq!(r.users_in(&r.environments[0], &namespaced("org")).len(), 2);
+        assert!(r.users_known());
+        let unsynced = registry(true, &[], &envs, false);
+        assert!(!unsynced.users_known(), "an Environment cache not synced yet");
     }
 }

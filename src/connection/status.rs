@@ -4,11 +4,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::State;
-use crate::reconcile::status::condition;
+use crate::k8s::conditions::{Kstatus, Readiness};
 use crate::resource::ConnectionStatus;
 
-/// What a pass over a connection learnt.
-pub struct Observed<'a> {
+/// What a pass over a connection found.
+pub struct Findings<'a> {
     pub state: &'a State,
     /// The key's `organization` claim.
     pub organization: Option<String>,
@@ -26,7 +26,7 @@ pub struct Observed<'a> {
 const NAMED_USERS: usize = 10;
 
 /// The status after a pass. `lastTransitionTime` moves only when a condition flips.
-pub fn next(old: Option<&ConnectionStatus>, obs: &Observed<'_>, now: &Time) -> ConnectionStatus {
+pub fn next(old: Option<&ConnectionStatus>, obs: &Findings<'_>, now: &Time) -> ConnectionStatus {
     let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let (ready, reconciling, stalled, reason, message) = match obs.state {
         _ if obs.deleting && !obs.users.is_empty() => (
@@ -45,8 +45,8 @@ pub fn next(old: Option<&ConnectionStatus>, obs: &Observed<'_>, now: &Time) -> C
         State::Broken { reason, message } => (false, false, true, *reason, message.clone()),
         State::Waiting { reason, message } => (false, true, false, *reason, message.clone()),
     };
-    let cond =
-        |type_: &str, is: bool| condition(old_conditions, type_, is, reason, &message, obs.generation, now);
+    let ready = if ready { Readiness::True } else { Readiness::False };
+    let verdict = Kstatus { ready, reconciling, stalled, reason, message: message.clone() };
     ConnectionStatus {
         observed_generation: obs.generation,
         organization: obs.organization.clone().or_else(|| old.and_then(|s| s.organization.clone())),
@@ -54,7 +54,7 @@ pub fn next(old: Option<&ConnectionStatus>, obs: &Observed<'_>, now: &Time) -> C
         environments: Some(i32::try_from(obs.users.len()).unwrap_or(i32::MAX)),
         last_checked_time: obs.checked.clone().or_else(|| old.and_then(|s| s.last_checked_time.clone())),
         message: Some(message.clone()),
-        conditions: vec![cond("Ready", ready), cond("Reconciling", reconciling), cond("Stalled", stalled)],
+        conditions: verdict.conditions(old_conditions, obs.generation, now),
     }
 }
 
@@ -79,8 +79,8 @@ mod tests {
         Time(Timestamp::from_second(secs).unwrap())
     }
 
-    fn observed<'a>(state: &'a State, users: &'a [String], deleting: bool) -> Observed<'a> {
-        Observed {
+    fn observed<'a>(state: &'a State, users: &'a [String], deleting: bool) -> Findings<'a> {
+        Findings {
             state,
             organization: Some("acme".into()),
             base_url: "https://cp.test".into(),

@@ -85,6 +85,30 @@ pub struct ClientConfig {
     pub connection: String,
 }
 
+impl ClientConfig {
+    /// One request at a time, counted nowhere: what a one-shot command needs.
+    pub fn new(base_url: Url, api_key: ApiKey, timeout: Duration) -> Self {
+        ClientConfig {
+            base_url,
+            api_key,
+            timeout,
+            max_concurrent: 1,
+            metrics: Arc::default(),
+            connection: String::new(),
+        }
+    }
+
+    /// At most `n` requests in flight at once.
+    pub fn limited_to(self, n: usize) -> Self {
+        ClientConfig { max_concurrent: n, ..self }
+    }
+
+    /// Requests counted and timed in `metrics`, labelled as `connection`'s.
+    pub fn counted_in(self, metrics: Arc<Metrics>, connection: String) -> Self {
+        ClientConfig { metrics, connection, ..self }
+    }
+}
+
 /// After this many requests in a row got no answer, the control plane is taken as down: requests
 /// fail at once for [`BREAKER_PAUSE`], then one is let through to see. Without it, passes waiting
 /// on a control plane that hangs hold the controller's reconcile slots, and one organisation's
@@ -471,15 +495,8 @@ mod tests {
     use super::*;
 
     fn client(base: &str) -> Client {
-        Client::new(ClientConfig {
-            base_url: Url::parse(base).unwrap(),
-            api_key: ApiKey::new("k"),
-            timeout: Duration::from_secs(1),
-            max_concurrent: 1,
-            metrics: Arc::default(),
-            connection: "operator".into(),
-        })
-        .unwrap()
+        Client::new(ClientConfig::new(Url::parse(base).unwrap(), ApiKey::new("k"), Duration::from_secs(1)))
+            .unwrap()
     }
 
     #[test]
@@ -497,14 +514,12 @@ mod tests {
     #[test]
     fn a_key_that_cannot_be_a_header_is_refused() {
         for bad in ["", "line\nbreak", "caf\u{e9}", "two words", "\u{201c}quoted\u{201d}"] {
-            let built = Client::new(ClientConfig {
-                base_url: Url::parse("http://cp.test").unwrap(),
-                api_key: ApiKey::new(bad),
-                timeout: Duration::from_secs(1),
-                max_concurrent: 1,
-                metrics: Arc::default(),
-                connection: "operator".into(),
-            });
+            let config = ClientConfig::new(
+                Url::parse("http://cp.test").unwrap(),
+                ApiKey::new(bad),
+                Duration::from_secs(1),
+            );
+            let built = Client::new(config);
             assert!(matches!(built, Err(BuildError::InvalidKey)), "{bad:?}");
         }
     }

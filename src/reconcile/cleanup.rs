@@ -1,21 +1,16 @@
-//! The pass for a resource being deleted: delete the remote environment, or release it (Orphan),
-//! or hold the finalizer while paused. Nothing is deleted unless its owner marker names this
-//! resource. Idempotent: "not found" is success.
+//! The pass for a resource being deleted: locate the remote environment, decide (delete it,
+//! release it, leave it, or hold the finalizer while paused), act. Nothing is deleted unless its
+//! owner marker names this resource. Idempotent: "not found" is success.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
-use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
-use serde_json::{Map, Value};
-use tracing::{info, warn};
 
-use super::ownership::{self, Marker, with_marker};
-use super::report::{self, publish};
-use super::status::Observation;
-use super::{Context, Error, find_named};
-use crate::controlplane::{self, RemoteEnvironment};
-use crate::resource::{DELETION_POLICY_ANNOTATION, DeletionPolicy, Environment, ManagementPolicy};
+use super::context::Context;
+use super::decide::{self, Decision, Goal, Plan, Removal, Situation};
+use super::error::Error;
+use super::locate::{self, Asked, Looking};
+use super::ownership::Liveness;
+use super::{act, apply, report, status};
+use crate::resource::{DELETION_POLICY_ANNOTATION, Environment, ManagementPolicy};
 
 /// How a cleanup ended.
 pub enum Outcome {
@@ -26,125 +21,58 @@ pub enum Outcome {
 }
 
 pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error> {
-    // The deletion defender: while the CRD is going, every Environment is being deleted by the
-    // API server, not by anyone who wants the remote environments gone.
-    let defended = crd_is_going(ctx).await?;
-    let orphan_asked = env.annotation(DELETION_POLICY_ANNOTATION) == Some("Orphan");
-    let paused = env.is_paused();
-    if env.spec.management_policy == ManagementPolicy::Observe {
-        // Only ever read: nothing to delete or release.
-        let note =
-            "observed only (managementPolicy Observe): the remote environment is left as it is".to_owned();
-        publish(env, ctx, EventType::Normal, "Orphaned", note).await;
-        return Ok(Outcome::Done);
+    let removal = Removal {
+        policy: env.deletion_policy(),
+        paused: env.is_paused(),
+        crd_going: act::crd_is_going(ctx).await?,
+        orphan_asked: env.annotation(DELETION_POLICY_ANNOTATION) == Some("Orphan"),
+        observed: env.spec.management_policy == ManagementPolicy::Observe,
+    };
+    if let Some(decision) = decide::deletion_start(&removal) {
+        return carry_out(env, decision, ctx).await;
     }
-    if paused && !defended && !orphan_asked {
-        report::status(env, Observation::DeletionPaused, ctx).await?;
-        return Ok(Outcome::Hold(Action::await_change()));
-    }
-    report::status(env, Observation::Deleting, ctx).await?;
-
+    report::status(env, status::Outcome::Deleting, ctx).await?;
     let conn = match ctx.connections.for_environment(env, &ctx.kube).await {
         Ok(conn) => conn,
-        // Asked to leave it (or the CRD is going): no connection is needed for that.
-        Err(e) if orphan_asked || defended => {
-            let note = format!("left the remote environment as it is: {}", e.explain());
-            publish(env, ctx, EventType::Warning, "LeftRemote", note).await;
-            return Ok(Outcome::Done);
+        Err(e) => {
+            let e = Error::from(e);
+            return match decide::deletion_without_connection(&removal, &e.explain()) {
+                Some(decision) => carry_out(env, decision, ctx).await,
+                None => Err(e),
+            };
         }
-        Err(e) => return Err(e),
     };
-    let cp = &conn.client;
     let me = ctx.owner(env);
-    let Some(remote) = find(env, cp, ctx).await? else { return Ok(Outcome::Done) };
-    let marker = Marker::read(&remote.settings);
-    if !ownership::may_delete(marker.as_ref(), &me) {
-        let holder = marker.map_or_else(|| "no owner".to_owned(), |m| m.owner.to_string());
-        warn!(environment_id = %remote.id, "not this resource's: left in the control plane");
-        let note = format!(
-            "left environment {:?} ({}) in the control plane: its owner marker names {holder}, not this resource",
-            remote.name, remote.id
-        );
-        publish(env, ctx, EventType::Warning, "LeftRemote", note).await;
-        return Ok(Outcome::Done);
-    }
-    if paused {
-        let note = format!(
-            "left environment {:?} ({}) as it is: the resource is paused, so nothing was written to the control plane",
-            remote.name, remote.id
-        );
-        publish(env, ctx, EventType::Normal, "Orphaned", note).await;
-        return Ok(Outcome::Done);
-    }
-    if defended {
-        warn!(environment_id = %remote.id, "the Environment CRD is being deleted: releasing the remote environment instead of deleting it");
-        release(&remote, cp).await?;
-        let note = format!(
-            "the Environment CustomResourceDefinition is being deleted: released environment {:?} ({}) \
-             instead of deleting it; re-install the CRD and apply this resource again to manage it again",
-            remote.name, remote.id
-        );
-        publish(env, ctx, EventType::Warning, "Orphaned", note).await;
-        return Ok(Outcome::Done);
-    }
-    match env.deletion_policy() {
-        DeletionPolicy::Orphan => {
-            release(&remote, cp).await?;
-            info!(environment_id = %remote.id, "deletion policy Orphan: released the remote environment");
-            let note = format!(
-                "released environment {:?} ({}) and left it in the control plane (deletion policy Orphan)",
-                remote.name, remote.id
-            );
-            publish(env, ctx, EventType::Normal, "Orphaned", note).await;
+    let asked = Asked { id: None, was_observed: false };
+    let search = locate::search(Looking::ToDelete, ctx.known_id(env).as_deref(), asked, env.remote_name());
+    let located = locate::locate(&conn.client, search).await?;
+    let decision = decide::decide(Situation {
+        goal: Goal::Remove(removal),
+        me,
+        located,
+        liveness: Liveness::Live,
+        allow_adoption: conn.allow_adoption,
+    });
+    let Decision { plan, events } = decision;
+    match plan {
+        Plan::Delete { remote } => act::delete(&conn.client, &remote).await?,
+        Plan::Release { remote } => act::release(&conn.client, &remote).await?,
+        Plan::Refuse(refusal) => {
+            return Err(refusal.error(&apply::kubectl_target(env), &conn.key.to_string()));
         }
-        DeletionPolicy::Delete => {
-            cp.delete(&remote.id).await.map_err(|source| Error::DeleteRemote { source })?;
-            info!(environment_id = %remote.id, "deleted remote environment");
-            publish(env, ctx, EventType::Normal, "Deleted", format!("deleted environment {}", remote.id))
-                .await;
-        }
+        // Leave: nothing remote to do. (Nothing else is decided for a deletion.)
+        _ => {}
     }
+    act::publish(env, events, ctx).await;
     Ok(Outcome::Done)
 }
 
-/// The remote environment as it is now: by the recorded id, else (a create whose answer was
-/// lost before the status write) by name, if its marker names this resource.
-async fn find(
-    env: &Environment,
-    cp: &controlplane::Client,
-    ctx: &Context,
-) -> Result<Option<RemoteEnvironment>, Error> {
-    match ctx.known_id(env) {
-        Some(id) => match cp.get(&id).await {
-            Ok(remote) => Ok(Some(remote)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(source) => Err(Error::GetRemote { source }),
-        },
-        None => {
-            let me = ctx.owner(env);
-            let named = find_named(cp, env.remote_name()).await?;
-            Ok(named.filter(|r| ownership::may_delete(Marker::read(&r.settings).as_ref(), &me)))
-        }
+/// A decision made before any remote call: leave, or hold.
+async fn carry_out(env: &Environment, decision: Decision, ctx: &Context) -> Result<Outcome, Error> {
+    if decision.plan == Plan::Hold {
+        report::status(env, status::Outcome::DeletionPaused, ctx).await?;
+        return Ok(Outcome::Hold(Action::await_change()));
     }
-}
-
-/// Marks the owner marker released (one PATCH of `settings`): the same namespace and name may
-/// take it back, anyone else with the adoption annotation.
-pub(super) async fn release(remote: &RemoteEnvironment, cp: &controlplane::Client) -> Result<(), Error> {
-    let Some(mut marker) = Marker::read(&remote.settings) else { return Ok(()) };
-    marker.released = true;
-    let settings = with_marker(&remote.settings, &marker);
-    let fields = Map::from_iter([("settings".to_owned(), Value::Object(settings))]);
-    match cp.update(&remote.id, &fields).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(source) => Err(Error::ReleaseRemote { source }),
-    }
-}
-
-/// Whether the Environment CRD is being deleted, or is gone.
-async fn crd_is_going(ctx: &Context) -> Result<bool, Error> {
-    let crds: Api<CustomResourceDefinition> = Api::all(ctx.kube.clone());
-    let crd = crds.get_opt(Environment::crd_name()).await.map_err(|source| Error::ReadCrd { source })?;
-    Ok(crd.is_none_or(|crd| crd.metadata.deletion_timestamp.is_some()))
+    act::publish(env, decision.events, ctx).await;
+    Ok(Outcome::Done)
 }

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use super::ownership::Refusal;
-use crate::controlplane;
+use super::ownership::Elsewhere;
+use crate::connection::Unusable;
+use crate::{controlplane, k8s};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,10 +44,15 @@ pub enum Error {
         #[source]
         source: controlplane::Error,
     },
-    #[error("{}", conflict(name, id, refusal, target))]
-    NameConflict { name: String, id: String, refusal: Refusal, target: String },
-    #[error("{}", owned_elsewhere(id, refusal, target))]
-    OwnedElsewhere { id: String, refusal: Refusal, target: String },
+    #[error("{}", conflict(name, id, elsewhere, target))]
+    NameConflict { name: String, id: String, elsewhere: Elsewhere, target: String },
+    #[error("{}", owned_elsewhere(id, elsewhere, target))]
+    OwnedElsewhere { id: String, elsewhere: Elsewhere, target: String },
+    #[error(
+        "the name {name:?} was taken when creating the environment, and no environment had it a \
+         moment later (deleted meanwhile?)"
+    )]
+    CreateRaced { name: String },
     #[error(
         "Secret {name:?} already exists and is not owned by this Environment: delete it, or set \
          spec.workerSecret.name to another name"
@@ -60,26 +66,6 @@ pub enum Error {
     #[error("the Environment cannot be decoded: {error}; fix or delete it")]
     Undecodable { error: String },
     #[error(
-        "no connection to manage it with: set spec.connectionRef, create a Connection named default in \
-         namespace {namespace}, or give the operator an API key"
-    )]
-    NoConnection { namespace: String },
-    #[error(
-        "the environment is managed through {was}, but the Environment now resolves to {now}: an \
-         environment cannot move between organisations; remove what changed the resolution (a new \
-         default Connection, say), or delete this resource and create another"
-    )]
-    ConnectionChanged { was: String, now: String },
-    #[error("{connection} does not exist: create it, or change spec.connectionRef")]
-    ConnectionNotFound { connection: String },
-    #[error("{connection} is not ready: {why}")]
-    ConnectionNotReady { connection: String, why: String, permanent: bool },
-    #[error(
-        "{connection} does not select namespace {namespace} (its namespaceSelector): label the \
-         namespace, or use another connection"
-    )]
-    NamespaceNotAllowed { connection: String, namespace: String },
-    #[error(
         "{connection} does not allow adopting environment {id}: adopting needs allowAdoption: true on a \
          ClusterConnection, a Connection of this namespace, or the operator's own key with \
          --allow-adoption"
@@ -90,42 +76,11 @@ pub enum Error {
          plane: managementPolicy Observe never creates one; create it, fix the name or id, or set \
          managementPolicy: Full"
     )]
-    ObservedMissing { name: String },
-    #[error("reading the namespace's labels failed")]
-    ReadNamespace {
-        #[source]
-        source: kube::Error,
-    },
-    #[error("reading the worker Secret failed")]
-    ReadSecret {
-        #[source]
-        source: kube::Error,
-    },
-    #[error("writing the worker Secret failed")]
-    WriteSecret {
-        #[source]
-        source: kube::Error,
-    },
-    #[error("checking whether the Environment named in the owner marker still exists failed")]
-    ReadOwner {
-        #[source]
-        source: kube::Error,
-    },
-    #[error("reading the Environment CustomResourceDefinition failed (is it being deleted?)")]
-    ReadCrd {
-        #[source]
-        source: kube::Error,
-    },
-    #[error("writing status failed")]
-    WriteStatus {
-        #[source]
-        source: kube::Error,
-    },
-    #[error("updating the finalizer failed")]
-    Finalizer {
-        #[source]
-        source: kube::Error,
-    },
+    NothingToObserve { name: String },
+    #[error(transparent)]
+    Connection(#[from] Unusable),
+    #[error(transparent)]
+    Kube(#[from] k8s::Error),
     #[error("the pass took longer than {0:?} and was abandoned")]
     Timeout(Duration),
     #[error("the object has no name or namespace")]
@@ -165,30 +120,17 @@ impl Error {
             Error::WorkerCommand { source } => remote(source, "worker_command"),
             Error::NameConflict { .. } => row("NameConflict", "name_conflict", true, ""),
             Error::OwnedElsewhere { .. } => row("OwnedElsewhere", "owned_elsewhere", true, ""),
+            Error::CreateRaced { .. } => row("CreateRaced", "create_raced", false, RETRY),
             Error::SecretConflict { .. } => row("SecretConflict", "secret_conflict", true, ""),
             Error::AdoptMissing { .. } => row("AdoptionFailed", "adopt_missing", true, ""),
             Error::Undecodable { .. } => row("InvalidSpec", "undecodable", true, ""),
-            Error::NoConnection { .. } => row("NoConnection", "no_connection", true, ""),
-            Error::ConnectionChanged { .. } => row("ConnectionChanged", "connection_changed", true, ""),
-            Error::ConnectionNotFound { .. } => row("ConnectionNotFound", "connection_not_found", true, ""),
-            Error::ConnectionNotReady { permanent, .. } => row(
-                "ConnectionNotReady",
-                "connection_not_ready",
-                *permanent,
-                if *permanent { "" } else { RETRY },
-            ),
-            Error::NamespaceNotAllowed { .. } => {
-                row("NamespaceNotAllowed", "namespace_not_allowed", true, "")
-            }
             Error::AdoptionNotAllowed { .. } => row("AdoptionNotAllowed", "adoption_not_allowed", true, ""),
-            Error::ReadNamespace { .. } => row("KubernetesApiError", "read_namespace", false, RETRY),
-            Error::ObservedMissing { .. } => row("NotFound", "observed_missing", true, ""),
-            Error::ReadSecret { .. } => row("KubernetesApiError", "read_secret", false, RETRY),
-            Error::WriteSecret { .. } => row("KubernetesApiError", "write_secret", false, RETRY),
-            Error::ReadOwner { .. } => row("KubernetesApiError", "read_owner", false, RETRY),
-            Error::ReadCrd { .. } => row("KubernetesApiError", "read_crd", false, RETRY),
-            Error::WriteStatus { .. } => row("KubernetesApiError", "write_status", false, RETRY),
-            Error::Finalizer { .. } => row("KubernetesApiError", "finalizer", false, RETRY),
+            Error::NothingToObserve { .. } => row("NotFound", "nothing_to_observe", true, ""),
+            Error::Connection(u) => {
+                let permanent = u.is_permanent();
+                row(u.reason(), u.metric(), permanent, if permanent { "" } else { RETRY })
+            }
+            Error::Kube(e) => row("KubernetesApiError", e.op.metric(), false, RETRY),
             Error::Timeout(_) => row("Timeout", "timeout", false, RETRY),
             Error::Unnamed => row("InvalidObject", "unnamed", true, ""),
         }
@@ -202,6 +144,11 @@ impl Error {
     /// The CamelCase reason used in conditions and Events.
     pub fn reason(&self) -> &'static str {
         self.kind().reason
+    }
+
+    /// Waiting for its connection: the connection's next change wakes the Environment.
+    pub fn waits_for_connection(&self) -> bool {
+        matches!(self, Error::Connection(u) if u.waits_for_connection())
     }
 
     /// How long the server asked us to wait, if it did, at most [`MAX_RETRY_AFTER`].
@@ -268,50 +215,52 @@ fn adopt_command(id: &str, target: &str) -> String {
     format!("kubectl annotate {target} kubiya.ai/environment-id={id}")
 }
 
-fn conflict(name: &str, id: &str, refusal: &Refusal, target: &str) -> String {
+fn conflict(name: &str, id: &str, elsewhere: &Elsewhere, target: &str) -> String {
     let head = format!("a control-plane environment named {name:?} ({id}) already exists");
     let adopt = adopt_command(id, target);
-    match refusal {
-        Refusal::Foreign => format!(
+    match elsewhere {
+        Elsewhere::Foreign => format!(
             "{head} and was not created by this operator: choose another spec.name, or take it over \
              (its fields become this spec's) with `{adopt}`"
         ),
-        Refusal::Released(o) => format!("{head} and was released by {o}: to take it over, `{adopt}`"),
-        Refusal::GoneOwner(o) => {
+        Elsewhere::Released(o) => format!("{head} and was released by {o}: to take it over, `{adopt}`"),
+        Elsewhere::GoneOwner(o) => {
             format!("{head}; it was managed by {o}, which no longer exists: to take it over, `{adopt}`")
         }
-        Refusal::LiveOwner(o) => format!(
+        Elsewhere::LiveOwner(o) => format!(
             "{head} and is managed by {o} in this cluster: choose another spec.name, or let that \
              resource go first (`kubectl annotate environment/{} -n {} kubiya.ai/deletion-policy=Orphan` \
              and delete it), then `{adopt}`",
             o.name, o.namespace
         ),
-        Refusal::OtherCluster(o) => format!(
+        Elsewhere::OtherCluster(o) => format!(
             "{head} and is managed from another cluster ({o}): to move it to this cluster, `{adopt}`; \
              the other cluster's resource then stops managing it"
         ),
     }
 }
 
-fn owned_elsewhere(id: &str, refusal: &Refusal, target: &str) -> String {
+fn owned_elsewhere(id: &str, elsewhere: &Elsewhere, target: &str) -> String {
     let adopt = adopt_command(id, target);
-    match refusal {
-        Refusal::Foreign => format!("the environment {id} carries no owner marker: to manage it, `{adopt}`"),
-        Refusal::Released(o) => {
+    match elsewhere {
+        Elsewhere::Foreign => {
+            format!("the environment {id} carries no owner marker: to manage it, `{adopt}`")
+        }
+        Elsewhere::Released(o) => {
             format!("the environment {id} was released by {o}: to take it over, `{adopt}`")
         }
-        Refusal::GoneOwner(o) => format!(
+        Elsewhere::GoneOwner(o) => format!(
             "the environment {id} is marked as managed by {o}, which no longer exists: to take it \
              over, `{adopt}`"
         ),
-        Refusal::LiveOwner(o) => format!(
+        Elsewhere::LiveOwner(o) => format!(
             "the environment {id} is managed by {o} in this cluster: two resources must not manage \
              one environment; delete this resource (nothing remote is deleted), or let that one \
              go first (`kubectl annotate environment/{} -n {} kubiya.ai/deletion-policy=Orphan` and \
              delete it), then `{adopt}`",
             o.name, o.namespace
         ),
-        Refusal::OtherCluster(o) => format!(
+        Elsewhere::OtherCluster(o) => format!(
             "the environment {id} is now managed from another cluster ({o}): this resource no \
              longer writes to it, and deleting it leaves the environment alone; to take it back, `{adopt}`"
         ),
@@ -422,15 +371,15 @@ mod tests {
 
     #[test]
     fn every_kubernetes_error_is_transient_and_every_refusal_permanent() {
-        let refusal = Refusal::Foreign;
+        let elsewhere = Elsewhere::Foreign;
         let permanent = [
             Error::NameConflict {
                 name: "n".into(),
                 id: "i".into(),
-                refusal: refusal.clone(),
+                elsewhere: elsewhere.clone(),
                 target: "t".into(),
             },
-            Error::OwnedElsewhere { id: "i".into(), refusal, target: "t".into() },
+            Error::OwnedElsewhere { id: "i".into(), elsewhere, target: "t".into() },
             Error::SecretConflict { name: "s".into() },
             Error::AdoptMissing { id: "i".into() },
             Error::Undecodable { error: "e".into() },
@@ -450,17 +399,17 @@ mod tests {
             Owner { cluster: "c".into(), uid: "u".into(), namespace: "team-a".into(), name: "mover".into() };
         let target = "environment/mover -n team-b";
         let cases = [
-            (Refusal::Foreign, "not created by this operator"),
-            (Refusal::Released(o.clone()), "released by Environment team-a/mover"),
-            (Refusal::GoneOwner(o.clone()), "no longer exists"),
-            (Refusal::LiveOwner(o.clone()), "managed by Environment team-a/mover in this cluster"),
-            (Refusal::OtherCluster(o.clone()), "managed from another cluster"),
+            (Elsewhere::Foreign, "not created by this operator"),
+            (Elsewhere::Released(o.clone()), "released by Environment team-a/mover"),
+            (Elsewhere::GoneOwner(o.clone()), "no longer exists"),
+            (Elsewhere::LiveOwner(o.clone()), "managed by Environment team-a/mover in this cluster"),
+            (Elsewhere::OtherCluster(o.clone()), "managed from another cluster"),
         ];
-        for (refusal, says) in cases {
+        for (elsewhere, says) in cases {
             let e = Error::NameConflict {
                 name: "prod".into(),
                 id: "id-1".into(),
-                refusal: refusal.clone(),
+                elsewhere: elsewhere.clone(),
                 target: target.into(),
             };
             let text = e.to_string();
@@ -469,7 +418,7 @@ mod tests {
                 text.contains("kubectl annotate environment/mover -n team-b kubiya.ai/environment-id=id-1"),
                 "{text}"
             );
-            let e = Error::OwnedElsewhere { id: "id-1".into(), refusal, target: target.into() };
+            let e = Error::OwnedElsewhere { id: "id-1".into(), elsewhere, target: target.into() };
             assert!(e.to_string().contains("kubiya.ai/environment-id=id-1"), "{e}");
         }
     }

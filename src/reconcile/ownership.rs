@@ -112,7 +112,7 @@ pub enum Decision {
     /// Take it: write this resource's marker, then manage it.
     Claim(Claim),
     /// Hands off: it belongs to someone else.
-    Refuse(Refusal),
+    Refuse(Elsewhere),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub enum Claim {
 
 /// Why an environment is someone else's. Each case has its own way out (see the error messages).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Elsewhere {
     /// No marker: made outside Kubernetes, or its marker was removed.
     Foreign,
     /// Its owner let it go; taking it needs the annotation.
@@ -155,7 +155,7 @@ pub fn decide(marker: Option<&Marker>, me: &Owner, route: Route, liveness: Liven
             // It was ours and the marker was lost: nobody else claimed it; put it back.
             Route::Status => Decision::Manage,
             Route::Annotation => Decision::Claim(Claim::Adopted { previous: None }),
-            Route::Name => Decision::Refuse(Refusal::Foreign),
+            Route::Name => Decision::Refuse(Elsewhere::Foreign),
         };
     };
     let o = &m.owner;
@@ -172,13 +172,13 @@ pub fn decide(marker: Option<&Marker>, me: &Owner, route: Route, liveness: Liven
         return Decision::Claim(Claim::Adopted { previous: Some(m.clone()) });
     }
     Decision::Refuse(if m.released {
-        Refusal::Released(o.clone())
+        Elsewhere::Released(o.clone())
     } else if other_cluster {
-        Refusal::OtherCluster(o.clone())
+        Elsewhere::OtherCluster(o.clone())
     } else if gone {
-        Refusal::GoneOwner(o.clone())
+        Elsewhere::GoneOwner(o.clone())
     } else {
-        Refusal::LiveOwner(o.clone())
+        Elsewhere::LiveOwner(o.clone())
     })
 }
 
@@ -234,7 +234,7 @@ mod tests {
             // No marker.
             (None, Status, Live, Manage),
             (None, Annotation, Live, Claim(super::Claim::Adopted { previous: None })),
-            (None, Name, Live, Refuse(Refusal::Foreign)),
+            (None, Name, Live, Refuse(Elsewhere::Foreign)),
             // Its own marker, by any route.
             (Some(&mine), Status, Live, Manage),
             (Some(&mine), Annotation, Live, Manage),
@@ -248,26 +248,31 @@ mod tests {
             (Some(&same_name_released), Name, Live, Claim(super::Claim::Reclaimed)),
             (Some(&same_name_released), Annotation, Live, Claim(super::Claim::Reclaimed)),
             // Another object of this cluster.
-            (Some(&other), Status, Live, Refuse(Refusal::LiveOwner(other.owner.clone()))),
-            (Some(&other), Name, Live, Refuse(Refusal::LiveOwner(other.owner.clone()))),
-            (Some(&other), Annotation, Live, Refuse(Refusal::LiveOwner(other.owner.clone()))),
-            (Some(&other), Annotation, Unknown, Refuse(Refusal::LiveOwner(other.owner.clone()))),
-            (Some(&other), Name, Unknown, Refuse(Refusal::LiveOwner(other.owner.clone()))),
+            (Some(&other), Status, Live, Refuse(Elsewhere::LiveOwner(other.owner.clone()))),
+            (Some(&other), Name, Live, Refuse(Elsewhere::LiveOwner(other.owner.clone()))),
+            (Some(&other), Annotation, Live, Refuse(Elsewhere::LiveOwner(other.owner.clone()))),
+            (Some(&other), Annotation, Unknown, Refuse(Elsewhere::LiveOwner(other.owner.clone()))),
+            (Some(&other), Name, Unknown, Refuse(Elsewhere::LiveOwner(other.owner.clone()))),
             (Some(&other), Annotation, Gone, adopted(&other)),
-            (Some(&other), Status, Gone, Refuse(Refusal::GoneOwner(other.owner.clone()))),
-            (Some(&other), Name, Gone, Refuse(Refusal::GoneOwner(other.owner.clone()))),
+            (Some(&other), Status, Gone, Refuse(Elsewhere::GoneOwner(other.owner.clone()))),
+            (Some(&other), Name, Gone, Refuse(Elsewhere::GoneOwner(other.owner.clone()))),
             (Some(&other_released), Annotation, Live, adopted(&other_released)),
-            (Some(&other_released), Name, Live, Refuse(Refusal::Released(other_released.owner.clone()))),
-            (Some(&other_released), Status, Live, Refuse(Refusal::Released(other_released.owner.clone()))),
+            (Some(&other_released), Name, Live, Refuse(Elsewhere::Released(other_released.owner.clone()))),
+            (Some(&other_released), Status, Live, Refuse(Elsewhere::Released(other_released.owner.clone()))),
             // Another cluster (a marker naming no cluster is one too, unless its UID is ours).
             (Some(&other_cluster), Annotation, Live, adopted(&other_cluster)),
-            (Some(&other_cluster), Status, Live, Refuse(Refusal::OtherCluster(other_cluster.owner.clone()))),
-            (Some(&other_cluster), Name, Live, Refuse(Refusal::OtherCluster(other_cluster.owner.clone()))),
+            (
+                Some(&other_cluster),
+                Status,
+                Live,
+                Refuse(Elsewhere::OtherCluster(other_cluster.owner.clone())),
+            ),
+            (Some(&other_cluster), Name, Live, Refuse(Elsewhere::OtherCluster(other_cluster.owner.clone()))),
             (
                 Some(&old_format_other),
                 Name,
                 Live,
-                Refuse(Refusal::OtherCluster(old_format_other.owner.clone())),
+                Refuse(Elsewhere::OtherCluster(old_format_other.owner.clone())),
             ),
             (Some(&old_format_other), Annotation, Live, adopted(&old_format_other)),
         ];

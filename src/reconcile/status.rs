@@ -1,32 +1,34 @@
 //! The status a pass reports: phase, conditions (kstatus: Ready, Reconciling, Stalled; Synced
-//! under managementPolicy Observe) and what was observed. Pure: no client.
+//! under managementPolicy Observe) and what was seen. Pure: no client.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::desired::Field;
 use super::error::Error;
 use crate::connection::ConnKey;
 use crate::controlplane::{RemoteEnvironment, sanitize};
+use crate::k8s::conditions::{Kstatus, READY, Readiness, condition, find, is_true};
 use crate::resource::{Environment, EnvironmentStatus, Phase, RECONCILE_REQUEST_ANNOTATION};
 
-pub const READY: &str = "Ready";
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
+pub use crate::k8s::conditions::{RECONCILING, STALLED};
+
 /// Under `managementPolicy: Observe` only: whether the remote environment matches the spec.
 pub const SYNCED: &str = "Synced";
 
-/// What a pass learnt, from which the status follows.
-pub enum Observation<'a> {
+/// What a pass came to, from which the status follows.
+pub enum Outcome<'a> {
     /// First sight of the object: nothing has been sent to the control plane yet.
     Starting,
-    /// The remote environment as it is after this pass's writes, through `connection`.
-    Remote { remote: &'a RemoteEnvironment, worker_secret: Option<String>, connection: &'a ConnKey },
+    /// The remote environment this resource manages, as it is after this pass's writes, through
+    /// `connection`.
+    Managed { remote: &'a RemoteEnvironment, worker_secret: Option<String>, connection: &'a ConnKey },
     /// Under `managementPolicy: Observe`: the remote environment as it is, and the fields where
     /// it differs from the spec (reported, not corrected).
     Observed {
         remote: &'a RemoteEnvironment,
         worker_secret: Option<String>,
         connection: &'a ConnKey,
-        drift: &'a [String],
+        drift: &'a [Field],
     },
     /// The resource is being deleted.
     Deleting,
@@ -42,27 +44,13 @@ pub enum Observation<'a> {
 pub const ORPHAN_HINT: &str =
     "; to leave the remote environment and finish deleting, annotate kubiya.ai/deletion-policy=Orphan";
 
-/// What the three conditions say after a pass. They share one reason and one message; the phase
-/// message is the same text.
-struct Verdict {
-    phase: Option<Phase>,
-    ready: Ready,
-    reconciling: bool,
-    stalled: bool,
-    reason: &'static str,
-    message: String,
-}
-
-enum Ready {
-    True,
-    False,
-    /// Left as it was: a Ready environment with transient trouble, or paused, is still Ready.
-    Kept,
-}
+const DELETION_PAUSED: &str = "deletion paused by annotation kubiya.ai/paused: the finalizer stays and \
+    nothing is written to the control plane; to go on, remove the annotation (the deletion policy then \
+    applies), or annotate kubiya.ai/deletion-policy=Orphan to leave the remote environment as it is";
 
 /// The status to report after a pass. `lastTransitionTime` moves only when a condition flips;
 /// `lastSyncedTime` is stamped by [`with_sync_time`] only when something else changed.
-pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentStatus {
+pub fn next(env: &Environment, outcome: Outcome<'_>, now: &Time) -> EnvironmentStatus {
     let old = env.status.clone().unwrap_or_default();
     let generation = env.metadata.generation;
     let mut s = EnvironmentStatus {
@@ -74,123 +62,110 @@ pub fn next(env: &Environment, obs: Observation<'_>, now: &Time) -> EnvironmentS
             .or(old.last_handled_reconcile_at.clone()),
         ..old.clone()
     };
-    let deleting = env.metadata.deletion_timestamp.is_some();
-    let was_ready = find(&old.conditions, READY).is_some_and(|c| c.status == "True");
-    let mut drift: Option<&[String]> = None;
-    let managed = matches!(obs, Observation::Remote { .. });
-    let seen = |s: &mut EnvironmentStatus,
-                remote: &RemoteEnvironment,
-                worker_secret: Option<String>,
-                connection: &ConnKey| {
-        s.environment_id = Some(remote.id.clone());
-        s.connection = Some(connection.label());
-        s.remote_name = Some(remote.name.clone());
-        s.remote_status = Some(remote.status.clone());
-        s.can_register = Some(remote.can_register());
-        s.worker_secret_name = worker_secret.or(old.worker_secret_name.clone());
-        remote_verdict(remote)
-    };
-    let v = match obs {
-        Observation::Starting => Verdict {
-            phase: Some(Phase::Pending),
-            ready: Ready::False,
-            reconciling: true,
-            stalled: false,
-            reason: "Creating",
-            message: "creating the environment in the control plane".into(),
-        },
-        Observation::Remote { remote, worker_secret, connection } => {
-            seen(&mut s, remote, worker_secret, connection)
-        }
-        Observation::Observed { remote, worker_secret, connection, drift: fields } => {
-            drift = Some(fields);
-            seen(&mut s, remote, worker_secret, connection)
-        }
-        Observation::Deleting => Verdict {
-            phase: Some(Phase::Deleting),
-            ready: Ready::False,
-            reconciling: true,
-            stalled: false,
-            reason: "Deleting",
-            message: "deleting".into(),
-        },
-        Observation::DeletionPaused => Verdict {
-            phase: Some(Phase::Deleting),
-            ready: Ready::False,
-            reconciling: false,
-            stalled: false,
-            reason: "Paused",
-            message: "deletion paused by annotation kubiya.ai/paused: the finalizer stays and nothing \
-                      is written to the control plane; to go on, remove the annotation (the deletion \
-                      policy then applies), or annotate kubiya.ai/deletion-policy=Orphan to leave the \
-                      remote environment as it is"
-                .into(),
-        },
-        Observation::Paused => {
-            // The spec is not acted upon while paused: observedGeneration stays where it was, so
-            // that no health check mistakes a paused change for an applied one.
-            s.observed_generation = old.observed_generation.or(generation);
-            Verdict {
-                phase: old.phase,
-                ready: if was_ready { Ready::Kept } else { Ready::False },
-                reconciling: false,
-                stalled: false,
-                reason: "Paused",
-                message: "paused by annotation kubiya.ai/paused: nothing is written to the control plane"
-                    .into(),
-            }
-        }
-        Observation::Failed(e) => {
-            let message = e.explain() + if deleting { ORPHAN_HINT } else { "" };
-            let phase = if deleting { Some(Phase::Deleting) } else { old.phase.or(Some(Phase::Pending)) };
-            if e.is_permanent() {
-                let phase = if deleting { phase } else { Some(Phase::Error) };
-                Verdict {
-                    phase,
-                    ready: Ready::False,
-                    reconciling: false,
-                    stalled: true,
-                    reason: e.reason(),
-                    message,
-                }
-            } else {
-                // Transient trouble: keep what was known (a Ready environment most likely still
-                // is, unless there is a spec change it has not got yet) and say that work is
-                // under way.
-                let keep = was_ready && old.observed_generation == generation && !deleting;
-                let ready = if keep { Ready::Kept } else { Ready::False };
-                Verdict { phase, ready, reconciling: true, stalled: false, reason: e.reason(), message }
-            }
-        }
-    };
-    s.phase = v.phase;
-    s.message = Some(v.message.clone());
-    let observed = s.observed_generation;
-    let cond =
-        |type_: &str, is: bool| condition(&old.conditions, type_, is, v.reason, &v.message, observed, now);
-    let ready = match v.ready {
-        Ready::True => cond(READY, true),
-        Ready::False => cond(READY, false),
-        Ready::Kept => match find(&old.conditions, READY) {
-            Some(c) => Condition { observed_generation: observed, ..c.clone() },
-            None => cond(READY, true),
-        },
-    };
-    s.conditions = vec![ready, cond(RECONCILING, v.reconciling), cond(STALLED, v.stalled)];
+    if let Outcome::Paused = outcome {
+        // The spec is not acted upon while paused: observedGeneration stays where it was, so that
+        // no health check mistakes a paused change for an applied one.
+        s.observed_generation = old.observed_generation.or(generation);
+    }
+    if let Outcome::Managed { remote, worker_secret, connection }
+    | Outcome::Observed { remote, worker_secret, connection, .. } = &outcome
+    {
+        record(&mut s, remote, worker_secret.clone(), connection);
+    }
+    let (phase, verdict) = verdict(env, &outcome, &old);
+    s.phase = phase;
+    s.message = Some(verdict.message.clone());
+    s.conditions = verdict.conditions(&old.conditions, s.observed_generation, now);
     // Synced is also the record that the environment was observed, not managed: a switch to Full
     // takes it over as an adoption. Only a pass that manages it ends the record; one that learnt
     // nothing (failed, paused) keeps it as it was.
-    match drift {
-        Some(fields) => s.conditions.push(synced(&old.conditions, fields, observed, now)),
-        None if !managed => s.conditions.extend(find(&old.conditions, SYNCED).cloned()),
-        None => {}
+    match outcome {
+        Outcome::Observed { drift, .. } => {
+            s.conditions.push(synced(&old.conditions, drift, s.observed_generation, now));
+        }
+        Outcome::Managed { .. } => {}
+        _ => s.conditions.extend(find(&old.conditions, SYNCED).cloned()),
     }
     s
 }
 
+/// What a pass saw of the remote environment, into `s`.
+fn record(
+    s: &mut EnvironmentStatus,
+    remote: &RemoteEnvironment,
+    worker_secret: Option<String>,
+    connection: &ConnKey,
+) {
+    s.environment_id = Some(remote.id.clone());
+    s.connection = Some(connection.label());
+    s.remote_name = Some(remote.name.clone());
+    s.remote_status = Some(remote.status.clone());
+    s.can_register = Some(remote.can_register());
+    if worker_secret.is_some() {
+        s.worker_secret_name = worker_secret;
+    }
+}
+
+/// The phase and the three kstatus conditions after `outcome`.
+fn verdict(env: &Environment, outcome: &Outcome<'_>, old: &EnvironmentStatus) -> (Option<Phase>, Kstatus) {
+    let deleting = env.metadata.deletion_timestamp.is_some();
+    let was_ready = is_true(&old.conditions, READY);
+    let v = |ready, reconciling, stalled, reason, message: String| Kstatus {
+        ready,
+        reconciling,
+        stalled,
+        reason,
+        message,
+    };
+    match outcome {
+        Outcome::Starting => (
+            Some(Phase::Pending),
+            v(
+                Readiness::False,
+                true,
+                false,
+                "Creating",
+                "creating the environment in the control plane".into(),
+            ),
+        ),
+        Outcome::Managed { remote, .. } | Outcome::Observed { remote, .. } => remote_verdict(remote),
+        Outcome::Deleting => {
+            (Some(Phase::Deleting), v(Readiness::False, true, false, "Deleting", "deleting".into()))
+        }
+        Outcome::DeletionPaused => {
+            (Some(Phase::Deleting), v(Readiness::False, false, false, "Paused", DELETION_PAUSED.into()))
+        }
+        Outcome::Paused => (
+            old.phase,
+            v(
+                if was_ready { Readiness::Kept } else { Readiness::False },
+                false,
+                false,
+                "Paused",
+                "paused by annotation kubiya.ai/paused: nothing is written to the control plane".into(),
+            ),
+        ),
+        Outcome::Failed(e) => {
+            let message = e.explain() + if deleting { ORPHAN_HINT } else { "" };
+            let phase = if deleting { Some(Phase::Deleting) } else { old.phase.or(Some(Phase::Pending)) };
+            if e.is_permanent() {
+                let phase = if deleting { phase } else { Some(Phase::Error) };
+                (phase, v(Readiness::False, false, true, e.reason(), message))
+            } else {
+                // Transient trouble: keep what was known (a Ready environment most likely still
+                // is, unless there is a spec change it has not got yet) and say that work is
+                // under way.
+                let keep = was_ready && old.observed_generation == env.metadata.generation && !deleting;
+                let ready = if keep { Readiness::Kept } else { Readiness::False };
+                (phase, v(ready, true, false, e.reason(), message))
+            }
+        }
+    }
+}
+
 /// Observe's own condition: `Synced` True (`InSync`) when the remote environment matches the
 /// spec, else False (`Drifted`), naming the fields where it differs.
-fn synced(old: &[Condition], drift: &[String], generation: Option<i64>, now: &Time) -> Condition {
+fn synced(old: &[Condition], drift: &[Field], generation: Option<i64>, now: &Time) -> Condition {
     if drift.is_empty() {
         let message = "the remote environment matches the spec (observed, not managed)";
         condition(old, SYNCED, true, "InSync", message, generation, now)
@@ -202,77 +177,91 @@ fn synced(old: &[Condition], drift: &[String], generation: Option<i64>, now: &Ti
 /// The status patch for an Environment that cannot be decoded: Stalled `InvalidSpec`, with the
 /// decoder's message. A merge patch, since the old status could not be read either.
 pub fn undecodable(generation: Option<i64>, message: &str, now: &Time) -> serde_json::Value {
-    let cond = |type_: &str, is: bool| condition(&[], type_, is, "InvalidSpec", message, generation, now);
+    let verdict = Kstatus {
+        ready: Readiness::False,
+        reconciling: false,
+        stalled: true,
+        reason: "InvalidSpec",
+        message: message.to_owned(),
+    };
     let status = EnvironmentStatus {
         phase: Some(Phase::Error),
         observed_generation: generation,
         message: Some(message.to_owned()),
-        conditions: vec![cond(READY, false), cond(RECONCILING, false), cond(STALLED, true)],
+        conditions: verdict.conditions(&[], generation, now),
         ..Default::default()
     };
     serde_json::json!({ "status": status })
 }
 
-/// The verdict on a remote environment after a successful pass, from its status.
-fn remote_verdict(remote: &RemoteEnvironment) -> Verdict {
+/// The phase and verdict on a remote environment after a successful pass, from its status.
+fn remote_verdict(remote: &RemoteEnvironment) -> (Option<Phase>, Kstatus) {
     let status = remote.status.as_str();
+    let v = |ready, reconciling, stalled, reason, message: String| Kstatus {
+        ready,
+        reconciling,
+        stalled,
+        reason,
+        message,
+    };
     match status {
-        "ready" | "active" => Verdict {
-            phase: Some(Phase::Ready),
-            ready: Ready::True,
-            reconciling: false,
-            stalled: false,
-            reason: "Ready",
-            message: format!("environment is {status}"),
-        },
+        "ready" | "active" => (
+            Some(Phase::Ready),
+            v(Readiness::True, false, false, "Ready", format!("environment is {status}")),
+        ),
         "error" => {
             // The server's text, like every error detail, is cut to its first line, bounded, and
             // stripped of anything that looks like a token.
             let why = remote.error_message.as_deref().map(sanitize).filter(|m| !m.is_empty());
-            Verdict {
-                phase: Some(Phase::Error),
-                ready: Ready::False,
-                reconciling: false,
-                stalled: true,
-                reason: "RemoteError",
-                message: format!(
-                    "the control plane reports an error: {}",
-                    why.as_deref().unwrap_or("no error message given")
-                ),
-            }
+            let message = format!(
+                "the control plane reports an error: {}",
+                why.as_deref().unwrap_or("no error message given")
+            );
+            (Some(Phase::Error), v(Readiness::False, false, true, "RemoteError", message))
         }
-        "inactive" | "archived" => Verdict {
-            phase: Some(Phase::Inactive),
-            ready: Ready::False,
-            reconciling: false,
-            stalled: false,
-            reason: "Inactive",
-            message: format!("the environment is {status} in the control plane"),
-        },
-        other => Verdict {
-            phase: Some(Phase::Provisioning),
-            ready: Ready::False,
-            reconciling: true,
-            stalled: false,
-            reason: "Provisioning",
-            message: format!("the control plane is provisioning the environment ({})", sanitize(other)),
-        },
+        "inactive" | "archived" => (
+            Some(Phase::Inactive),
+            v(
+                Readiness::False,
+                false,
+                false,
+                "Inactive",
+                format!("the environment is {status} in the control plane"),
+            ),
+        ),
+        other => (
+            Some(Phase::Provisioning),
+            v(
+                Readiness::False,
+                true,
+                false,
+                "Provisioning",
+                format!("the control plane is provisioning the environment ({})", sanitize(other)),
+            ),
+        ),
     }
 }
 
-/// Whether nothing is waiting on `env`: Ready at its current generation, its last reconcile
-/// request handled, not being deleted. A pass over it is a drift check, which yields to the
-/// passes users wait for, and at start it is not looked at before its turn.
-pub fn settled(env: &Environment) -> bool {
+/// Whether the spec of this generation is in place on the environment in status: Ready at the
+/// current generation, not being deleted. A difference found then is drift: someone changed the
+/// environment outside Kubernetes.
+pub fn applied(env: &Environment) -> bool {
     let Some(s) = env.status.as_ref() else { return false };
-    let requested = env.annotation(RECONCILE_REQUEST_ANNOTATION);
     env.metadata.deletion_timestamp.is_none()
         && s.phase == Some(Phase::Ready)
-        && find(&s.conditions, READY).is_some_and(|c| c.status == "True")
+        && is_true(&s.conditions, READY)
         && s.observed_generation.is_some()
         && s.observed_generation == env.metadata.generation
         && s.environment_id.is_some()
-        && requested.is_none_or(|r| s.last_handled_reconcile_at.as_deref() == Some(r))
+}
+
+/// Whether nothing is waiting on `env`: its spec [`applied`], its last reconcile request handled.
+/// A pass over it is a drift check, which yields to the passes users wait for, and at start it
+/// is not looked at before its turn.
+pub fn settled(env: &Environment) -> bool {
+    let requested = env.annotation(RECONCILE_REQUEST_ANNOTATION);
+    let handled = env.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref());
+    applied(env) && requested.is_none_or(|r| handled == Some(r))
 }
 
 /// Whether `new` says something `old` did not (the sync time aside).
@@ -280,22 +269,6 @@ pub fn changed(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus) -> bool
     let Some(old) = old else { return true };
     let strip = |s: &EnvironmentStatus| EnvironmentStatus { last_synced_time: None, ..s.clone() };
     strip(old) != strip(new)
-}
-
-/// A JSON merge patch from `old` to `new` status: every field of `new`, and an explicit null for
-/// each field `old` had that `new` has not. (A merge patch costs the API server less than a
-/// server-side apply, which matters at thousands of objects; conditions are replaced whole.)
-pub fn merge_patch(old: Option<&EnvironmentStatus>, new: &EnvironmentStatus) -> serde_json::Value {
-    let mut fields = match serde_json::to_value(new) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    if let Some(Ok(serde_json::Value::Object(old))) = old.map(serde_json::to_value) {
-        for key in old.keys() {
-            fields.entry(key.clone()).or_insert(serde_json::Value::Null);
-        }
-    }
-    serde_json::json!({ "status": fields })
 }
 
 /// How long `env` took to become Ready, when `next` is the status that makes it so: from when its
@@ -325,40 +298,22 @@ pub fn with_sync_time(mut s: EnvironmentStatus, now: &Time) -> EnvironmentStatus
 
 /// The message of `Synced` False: also the Drifted Event's, which is published only when it
 /// changes.
-pub(super) fn drift_message(drift: &[String]) -> String {
+pub fn drift_message(drift: &[Field]) -> String {
+    let names = drift.iter().map(|f| f.wire()).collect::<Vec<_>>().join(", ");
     format!(
-        "the remote environment differs from the spec in {} (observed, not corrected: managementPolicy is Observe)",
-        drift.join(", ")
+        "the remote environment differs from the spec in {names} (observed, not corrected: managementPolicy is Observe)"
     )
 }
 
-pub(super) fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
+/// The message of the `Synced` condition when it says False, if it does.
+pub fn last_drift(env: &Environment) -> Option<&str> {
+    let s = env.status.as_ref()?;
+    find(&s.conditions, SYNCED).filter(|c| c.status == "False").map(|c| c.message.as_str())
 }
 
-/// A condition of `type_`, whose `lastTransitionTime` moves only when its status flips.
-pub(crate) fn condition(
-    old: &[Condition],
-    type_: &str,
-    is: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let status = if is { "True" } else { "False" };
-    let last_transition_time = match find(old, type_) {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => now.clone(),
-    };
-    Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: generation,
-        last_transition_time,
-    }
+/// Whether the status still records that the environment was observed (see [`next`]).
+pub fn was_observed(env: &Environment) -> bool {
+    env.status.as_ref().is_some_and(|s| find(&s.conditions, SYNCED).is_some())
 }
 
 #[cfg(test)]
@@ -387,11 +342,7 @@ mod tests {
 
     /// The status after a pass that manages `r`, at second `at`.
     fn managed(e: &Environment, r: &RemoteEnvironment, at: i64) -> EnvironmentStatus {
-        next(
-            e,
-            Observation::Remote { remote: r, worker_secret: None, connection: &ConnKey::Operator },
-            &t(at),
-        )
+        next(e, Outcome::Managed { remote: r, worker_secret: None, connection: &ConnKey::Operator }, &t(at))
     }
 
     fn cond<'a>(s: &'a EnvironmentStatus, t: &str) -> &'a Condition {
@@ -408,7 +359,7 @@ mod tests {
         let p = remote("provisioning");
         e.status = Some(next(
             &e,
-            Observation::Remote { remote: &p, worker_secret: None, connection: &ConnKey::Operator },
+            Outcome::Managed { remote: &p, worker_secret: None, connection: &ConnKey::Operator },
             &t(40),
         ));
         assert_eq!(time_to_ready(&e, &ready(&e), &t(100)), Some(std::time::Duration::from_secs(60)));
@@ -442,11 +393,7 @@ mod tests {
         let r = remote("ready");
         let s = next(
             &env(),
-            Observation::Remote {
-                remote: &r,
-                worker_secret: Some("w".into()),
-                connection: &ConnKey::Operator,
-            },
+            Outcome::Managed { remote: &r, worker_secret: Some("w".into()), connection: &ConnKey::Operator },
             &t(1),
         );
         assert_eq!(s.phase, Some(Phase::Ready));
@@ -502,7 +449,7 @@ mod tests {
                 retry_after: None,
             },
         };
-        let s = next(&e, Observation::Failed(&err), &t(2));
+        let s = next(&e, Outcome::Failed(&err), &t(2));
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(cond(&s, READY).status, "True");
         assert_eq!(cond(&s, RECONCILING).status, "True");
@@ -513,27 +460,19 @@ mod tests {
         // left in it.
         let mut older = e.clone();
         older.status.as_mut().unwrap().conditions[0].observed_generation = Some(1);
-        assert_eq!(cond(&next(&older, Observation::Failed(&err), &t(2)), READY).observed_generation, Some(2));
+        assert_eq!(cond(&next(&older, Outcome::Failed(&err), &t(2)), READY).observed_generation, Some(2));
         // Not kept: a spec change the remote has not got yet, or a deletion under way.
         let mut stale = e.clone();
         stale.metadata.generation = Some(4);
         assert_eq!(
-            cond(&next(&stale, Observation::Failed(&err), &t(3)), READY).status,
+            cond(&next(&stale, Outcome::Failed(&err), &t(3)), READY).status,
             "False",
             "new generation"
         );
         let mut deleting = e.clone();
         deleting.metadata.deletion_timestamp = Some(t(2));
-        assert_eq!(
-            cond(&next(&deleting, Observation::Failed(&err), &t(3)), READY).status,
-            "False",
-            "deleting"
-        );
-        assert_eq!(
-            cond(&next(&env(), Observation::Failed(&err), &t(3)), READY).status,
-            "False",
-            "never Ready"
-        );
+        assert_eq!(cond(&next(&deleting, Outcome::Failed(&err), &t(3)), READY).status, "False", "deleting");
+        assert_eq!(cond(&next(&env(), Outcome::Failed(&err), &t(3)), READY).status, "False", "never Ready");
     }
 
     #[test]
@@ -589,7 +528,7 @@ mod tests {
         let mut busy = e.clone();
         busy.status = Some(next(
             &e,
-            Observation::Remote { remote: &p, worker_secret: None, connection: &ConnKey::Operator },
+            Outcome::Managed { remote: &p, worker_secret: None, connection: &ConnKey::Operator },
             &t(3),
         ));
         assert!(!settled(&busy), "not Ready");
@@ -599,42 +538,27 @@ mod tests {
     }
 
     #[test]
-    fn merge_patch_clears_what_is_gone() {
-        let old = EnvironmentStatus {
-            message: Some("m".into()),
-            environment_id: Some("id".into()),
-            ..Default::default()
-        };
-        let new = EnvironmentStatus { environment_id: Some("id".into()), ..Default::default() };
-        assert_eq!(
-            merge_patch(Some(&old), &new),
-            json!({"status": {"environmentId": "id", "message": null}})
-        );
-        assert_eq!(merge_patch(None, &new), json!({"status": {"environmentId": "id"}}));
-    }
-
-    #[test]
     fn synced_outlives_passes_that_observe_nothing_and_ends_once_managed() {
         let r = remote("ready");
         let key = ConnKey::Operator;
         let mut e = env();
-        let drift = ["description".to_owned()];
+        let drift = [Field::Description];
         e.status = Some(next(
             &e,
-            Observation::Observed { remote: &r, worker_secret: None, connection: &key, drift: &drift },
+            Outcome::Observed { remote: &r, worker_secret: None, connection: &key, drift: &drift },
             &t(1),
         ));
         let observed = cond(e.status.as_ref().unwrap(), SYNCED).clone();
         assert_eq!((observed.status.as_str(), observed.reason.as_str()), ("False", "Drifted"));
         let err = Error::AdoptionNotAllowed { connection: "operator".into(), id: "id-1".into() };
-        for obs in [Observation::Failed(&err), Observation::Paused, Observation::Deleting] {
+        for obs in [Outcome::Failed(&err), Outcome::Paused, Outcome::Deleting] {
             let mut after = e.clone();
             after.metadata.generation = Some(3);
             let s = next(&after, obs, &t(2));
             assert_eq!(cond(&s, SYNCED), &observed, "kept as it was, with its generation");
         }
         assert!(find(&managed(&e, &r, 3).conditions, SYNCED).is_none(), "managed: no longer observed");
-        assert!(find(&next(&env(), Observation::Paused, &t(1)).conditions, SYNCED).is_none());
+        assert!(find(&next(&env(), Outcome::Paused, &t(1)).conditions, SYNCED).is_none());
     }
 
     #[test]
@@ -642,10 +566,10 @@ mod tests {
         let err = Error::NameConflict {
             name: "prod".into(),
             id: "id-1".into(),
-            refusal: crate::reconcile::ownership::Refusal::Foreign,
+            elsewhere: crate::reconcile::ownership::Elsewhere::Foreign,
             target: "environment/prod -n ns".into(),
         };
-        let s = next(&env(), Observation::Failed(&err), &t(2));
+        let s = next(&env(), Outcome::Failed(&err), &t(2));
         assert_eq!(s.phase, Some(Phase::Error));
         assert_eq!(cond(&s, STALLED).status, "True");
         assert_eq!(cond(&s, STALLED).reason, "NameConflict");

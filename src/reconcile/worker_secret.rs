@@ -11,9 +11,10 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use super::Context;
+use super::context::Context;
 use super::error::Error;
 use crate::controlplane::{self, RemoteEnvironment, WorkerCommand};
+use crate::k8s::{self, Op};
 use crate::resource::{Environment, MANAGER};
 
 pub const TOKEN_KEY: &str = "KUBIYA_WORKER_TOKEN";
@@ -73,7 +74,7 @@ pub fn is_untouched(secret: &Secret) -> bool {
 
 /// Whether the worker Secret `env`'s status names is there as the operator wrote it, for the
 /// environment in status: what a settled Environment needs no control-plane call to confirm.
-pub fn is_in_place(secret: Option<&Facts>, env: &Environment) -> bool {
+pub fn is_in_place(secret: Option<&IndexedSecret>, env: &Environment) -> bool {
     let status = env.status.as_ref();
     if status.and_then(|s| s.can_register) != Some(true) {
         return true;
@@ -88,7 +89,7 @@ pub fn is_in_place(secret: Option<&Facts>, env: &Environment) -> bool {
 /// What [`is_in_place`] needs of a worker Secret: a few dozen bytes, where the Secret itself,
 /// cached, costs kilobytes per Environment (about 40 MiB more at 10,000, measured).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Facts {
+pub struct IndexedSecret {
     /// The UID of its controlling owner.
     controller: Option<String>,
     /// Its data is what the operator wrote ([`is_untouched`]).
@@ -96,9 +97,9 @@ pub struct Facts {
     environment_id: Option<Vec<u8>>,
 }
 
-impl Facts {
-    fn of(secret: &Secret) -> Facts {
-        Facts {
+impl IndexedSecret {
+    fn of(secret: &Secret) -> IndexedSecret {
+        IndexedSecret {
             controller: controller(secret).map(|o| o.uid.clone()),
             untouched: is_untouched(secret),
             environment_id: secret.data.as_ref().and_then(|d| d.get(ENVIRONMENT_ID_KEY)).map(|b| b.0.clone()),
@@ -106,16 +107,16 @@ impl Facts {
     }
 }
 
-/// The worker Secrets of one watched scope, as [`Facts`] by namespace and name, kept up to date
+/// The worker Secrets of one watched scope, as [`IndexedSecret`] by namespace and name, kept up to date
 /// from its watch. A re-list replaces the whole index when it is complete, as kube's caches do.
 #[derive(Debug, Default)]
 pub struct Index(std::sync::Mutex<IndexState>);
 
 #[derive(Debug, Default)]
 struct IndexState {
-    current: HashMap<(String, String), Facts>,
+    current: HashMap<(String, String), IndexedSecret>,
     /// A re-list under way: what it has delivered so far.
-    relist: Option<HashMap<(String, String), Facts>>,
+    relist: Option<HashMap<(String, String), IndexedSecret>>,
 }
 
 impl Index {
@@ -124,14 +125,14 @@ impl Index {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match event {
             watcher::Event::Apply(s) => {
-                state.current.insert(key(s), Facts::of(s));
+                state.current.insert(key(s), IndexedSecret::of(s));
             }
             watcher::Event::Delete(s) => {
                 state.current.remove(&key(s));
             }
             watcher::Event::Init => state.relist = Some(HashMap::new()),
             watcher::Event::InitApply(s) => {
-                state.relist.get_or_insert_default().insert(key(s), Facts::of(s));
+                state.relist.get_or_insert_default().insert(key(s), IndexedSecret::of(s));
             }
             watcher::Event::InitDone => {
                 if let Some(listed) = state.relist.take() {
@@ -141,7 +142,7 @@ impl Index {
         }
     }
 
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Facts> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<IndexedSecret> {
         let state = self.0.lock().unwrap_or_else(|p| p.into_inner());
         state.current.get(&(namespace.to_owned(), name.to_owned())).cloned()
     }
@@ -181,7 +182,7 @@ pub async fn ensure(
     let ns = env.namespace().ok_or(Error::Unnamed)?;
     let name = env.worker_secret_name();
     let api: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
-    let existing = api.get_opt(&name).await.map_err(|source| Error::ReadSecret { source })?;
+    let existing = api.get_opt(&name).await.map_err(k8s::failed(Op::ReadSecret))?;
     if let Some(s) = &existing {
         if !is_owned(s, env) && !was_owned_before(s, env) {
             return Err(Error::SecretConflict { name });
@@ -194,7 +195,7 @@ pub async fn ensure(
     let secret = build(env, &remote.id, &cmd);
     api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret))
         .await
-        .map_err(|source| Error::WriteSecret { source })?;
+        .map_err(k8s::failed(Op::WriteSecret))?;
     Ok(name)
 }
 
@@ -275,24 +276,24 @@ mod tests {
             ..Default::default()
         });
         let s = build(&e, "id-1", &cmd());
-        assert!(is_in_place(Some(&Facts::of(&s)), &e));
+        assert!(is_in_place(Some(&IndexedSecret::of(&s)), &e));
         assert!(!is_in_place(None, &e), "deleted while the operator was away");
         let mut edited = s.clone();
         edited.data.as_mut().unwrap().insert(COMMAND_KEY.into(), bytes("x"));
-        assert!(!is_in_place(Some(&Facts::of(&edited)), &e), "edited by hand");
+        assert!(!is_in_place(Some(&IndexedSecret::of(&edited)), &e), "edited by hand");
         let other = build(&e, "id-2", &cmd());
-        assert!(!is_in_place(Some(&Facts::of(&other)), &e), "for another environment");
+        assert!(!is_in_place(Some(&IndexedSecret::of(&other)), &e), "for another environment");
         let mut not_controlled = s.clone();
         not_controlled.metadata.owner_references.as_mut().unwrap()[0].controller = None;
-        assert!(!is_in_place(Some(&Facts::of(&not_controlled)), &e), "only owned, not controlled");
+        assert!(!is_in_place(Some(&IndexedSecret::of(&not_controlled)), &e), "only owned, not controlled");
         let mut restored = e.clone();
         restored.metadata.uid = Some("uid-2".into());
-        assert!(!is_in_place(Some(&Facts::of(&s)), &restored), "controlled by an earlier object");
+        assert!(!is_in_place(Some(&IndexedSecret::of(&s)), &restored), "controlled by an earlier object");
         let mut nameless = e.clone();
         nameless.metadata.uid = None;
         let mut orphan = s.clone();
         orphan.metadata.owner_references = None;
-        assert!(!is_in_place(Some(&Facts::of(&orphan)), &nameless), "no owner, no uid");
+        assert!(!is_in_place(Some(&IndexedSecret::of(&orphan)), &nameless), "no owner, no uid");
         e.status.as_mut().unwrap().can_register = Some(false);
         assert!(is_in_place(None, &e), "none needed");
     }
@@ -309,21 +310,21 @@ mod tests {
         assert_eq!(index.get("ns", "a-worker"), None);
         index.apply(&watcher::Event::Apply(a.clone()));
         index.apply(&watcher::Event::Apply(b.clone()));
-        assert_eq!(index.get("ns", "a-worker"), Some(Facts::of(&a)));
+        assert_eq!(index.get("ns", "a-worker"), Some(IndexedSecret::of(&a)));
         assert_eq!(index.get("other", "a-worker"), None);
         index.apply(&watcher::Event::Delete(a.clone()));
         assert_eq!(index.get("ns", "a-worker"), None);
         // A re-list: what was there stays until it is complete, then only what it listed is.
         index.apply(&watcher::Event::Init);
         index.apply(&watcher::Event::InitApply(c.clone()));
-        assert_eq!(index.get("ns", "b-worker"), Some(Facts::of(&b)));
+        assert_eq!(index.get("ns", "b-worker"), Some(IndexedSecret::of(&b)));
         assert_eq!(index.get("ns", "c-worker"), None);
         index.apply(&watcher::Event::InitDone);
         assert_eq!(index.get("ns", "b-worker"), None);
-        assert_eq!(index.get("ns", "c-worker"), Some(Facts::of(&c)));
+        assert_eq!(index.get("ns", "c-worker"), Some(IndexedSecret::of(&c)));
         // An InitDone without an Init changes nothing.
         index.apply(&watcher::Event::InitDone);
-        assert_eq!(index.get("ns", "c-worker"), Some(Facts::of(&c)));
+        assert_eq!(index.get("ns", "c-worker"), Some(IndexedSecret::of(&c)));
     }
 
     #[test]

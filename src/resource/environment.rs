@@ -12,6 +12,29 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConnectionRef, DELETION_POLICY_ANNOTATION, PAUSED_ANNOTATION};
 
+/// The limits of the Environment schema, in one place: the CRD enforces them and `export` checks
+/// remote environments against them.
+pub mod limits {
+    /// Characters of the control-plane name (`spec.name`, else `metadata.name`), at least and at most.
+    pub const NAME_MIN: usize = 2;
+    pub const NAME_MAX: usize = 100;
+    pub const DISPLAY_NAME: usize = 255;
+    pub const DESCRIPTION: usize = 4096;
+    /// Tags, and policy ids.
+    pub const TAGS: usize = 64;
+    /// Env vars, vault secrets and integration ids, each.
+    pub const EXECUTION_ITEMS: usize = 256;
+    /// What an env var name must match (a shell variable name).
+    pub const ENV_VAR_NAME: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+
+    /// Whether `name` matches [`ENV_VAR_NAME`].
+    pub fn is_env_var_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    }
+}
+
 /// Desired state of a Kubiya control-plane environment.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
@@ -40,22 +63,22 @@ use super::{ConnectionRef, DELETION_POLICY_ANNOTATION, PAUSED_ANNOTATION};
 pub struct EnvironmentSpec {
     /// Name in the control plane (unique per organization). Defaults to `metadata.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 100))]
+    #[schemars(length(min = limits::NAME_MIN, max = limits::NAME_MAX))]
     pub name: Option<String>,
 
     /// Human-readable name. The control plane defaults it to the name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 255))]
+    #[schemars(length(max = limits::DISPLAY_NAME))]
     pub display_name: Option<String>,
 
     /// Free-text description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 4096))]
+    #[schemars(length(max = limits::DESCRIPTION))]
     pub description: Option<String>,
 
     /// Tags, as a set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::TAGS))]
     pub tags: Vec<String>,
 
     /// Scheduling priority, as documented by the Kubiya SDK. Today's control plane ignores it.
@@ -65,7 +88,7 @@ pub struct EnvironmentSpec {
 
     /// Policy ids, as documented by the Kubiya SDK. Today's control plane ignores them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::TAGS))]
     pub policy_ids: Vec<String>,
 
     /// Free-form settings, passed through to the control plane.
@@ -108,19 +131,19 @@ pub struct EnvironmentSpec {
 pub struct ExecutionEnvironment {
     /// Environment variables for workers; names must be valid shell variable names.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 256))]
-    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))")
+    #[schemars(extend("maxProperties" = limits::EXECUTION_ITEMS))]
+    #[x_kube(validation = Rule::new(format!("self.all(k, k.matches('{}'))", limits::ENV_VAR_NAME))
         .message("envVars names must match [A-Za-z_][A-Za-z0-9_]*"))]
     pub env_vars: BTreeMap<String, String>,
 
     /// Names of secrets in the Kubiya vault to expose to workers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::EXECUTION_ITEMS))]
     pub secrets: Vec<String>,
 
     /// Integration ids to attach.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = 256))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::EXECUTION_ITEMS))]
     pub integration_ids: Vec<String>,
 
     /// MCP server definitions, passed through as-is.
@@ -295,6 +318,21 @@ impl Environment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_name_rule_of_the_crd_says_the_same_as_the_limits() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&Environment::crd()).unwrap();
+        let rule = format!(
+            "size(self.metadata.name) >= {} && size(self.metadata.name) <= {}",
+            limits::NAME_MIN,
+            limits::NAME_MAX
+        );
+        assert!(crd.contains(&rule), "the CEL rule on metadata.name drifted from limits::NAME_MIN/NAME_MAX");
+        for (name, ok) in [("LOG_LEVEL", true), ("_x1", true), ("1X", false), ("A-B", false), ("", false)] {
+            assert_eq!(limits::is_env_var_name(name), ok, "{name:?}");
+        }
+    }
 
     #[test]
     fn remote_name_defaults_to_metadata_name() {

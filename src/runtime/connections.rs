@@ -12,7 +12,7 @@ use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use tracing::warn;
 
 use crate::config::Config;
-use crate::connection::reconcile::{self, Context};
+use crate::connection::pass::{self, Context};
 use crate::resource::{ClusterConnection, Connection};
 
 /// The watches and caches of connections, made before the controllers run so that the
@@ -57,7 +57,7 @@ impl Watches {
                 return;
             }
             let controllers = connections.into_iter().zip(connection_stores).map(|((api, writer), store)| {
-                controller(api, writer, store, reconcile::reconcile_namespaced, ctx.clone(), shutdown.clone())
+                controller(api, writer, store, pass::reconcile_namespaced, ctx.clone(), shutdown.clone())
             });
             futures::future::join_all(controllers).await;
         };
@@ -70,7 +70,7 @@ impl Watches {
                 cluster.0,
                 cluster.1,
                 cluster_store,
-                reconcile::reconcile_cluster,
+                pass::reconcile_cluster,
                 ctx.clone(),
                 shutdown.clone(),
             )
@@ -121,7 +121,8 @@ async fn controller<K, F, Fut>(
         + Sync
         + 'static,
     F: FnMut(Arc<K>, Arc<Context>) -> Fut,
-    Fut: Future<Output = Result<kube::runtime::controller::Action, crate::reconcile::Error>> + Send + 'static,
+    Fut:
+        Future<Output = Result<kube::runtime::controller::Action, crate::connection::Error>> + Send + 'static,
 {
     let changes = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -130,7 +131,7 @@ async fn controller<K, F, Fut>(
         .applied_objects();
     Controller::for_stream(changes, store)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, reconcile::error_policy, ctx)
+        .run(reconcile, pass::error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res
                 && !matches!(e, kube::runtime::controller::Error::ReconcilerFailed(..))

@@ -18,7 +18,7 @@ use super::environments::{self, mark_synced, prune, synced};
 use super::http::{self, Probe, Stage};
 use super::leader::{self, Candidate, LeaseConfig};
 use crate::config::Config;
-use crate::connection::{self, ConnKey, Live, Registry};
+use crate::connection::{self, ConnKey, HeldConnection, Registry};
 use crate::controlplane;
 use crate::metrics::{Metrics, PhaseCounts};
 use crate::reconcile::Context;
@@ -58,6 +58,33 @@ pub enum StartError {
     Deposed,
 }
 
+/// The operator's Kubernetes clients: watches (no read timeout: they are long polls), its own
+/// requests (bounded: no pass waits forever on a dead connection), and the election's (tighter
+/// still: a renewal stuck on a dead connection must not keep a leader believing it leads).
+struct Clients {
+    watch: Client,
+    requests: Client,
+    lease: Client,
+}
+
+impl Clients {
+    async fn new() -> Result<Clients, StartError> {
+        let config =
+            kube::Config::infer().await.map_err(|e| StartError::Kube(kube::Error::InferConfig(e)))?;
+        let with_timeout = |timeout| {
+            let mut c = config.clone();
+            c.read_timeout = Some(timeout);
+            c.reset_reader_on_write = true;
+            Client::try_from(c).map_err(StartError::Kube)
+        };
+        Ok(Clients {
+            watch: Client::try_from(config.clone()).map_err(StartError::Kube)?,
+            requests: with_timeout(REQUEST_READ_TIMEOUT)?,
+            lease: with_timeout(LEASE_READ_TIMEOUT)?,
+        })
+    }
+}
+
 /// Runs until `shutdown` resolves: joins the leader election, and while leading runs the
 /// controllers. On `shutdown`, in-flight reconciles finish and the Lease is released.
 pub async fn run(
@@ -65,74 +92,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), StartError> {
     let shutdown = shutdown.shared();
-    let kube_config =
-        kube::Config::infer().await.map_err(|e| StartError::Kube(kube::Error::InferConfig(e)))?;
-    // Three clients: watches (no read timeout: they are long polls), the operator's requests
-    // (bounded: no pass waits forever on a dead connection), and the election's (tighter still:
-    // a renewal stuck on a dead connection must not keep a leader believing it leads).
-    let watch_kube = Client::try_from(kube_config.clone()).map_err(StartError::Kube)?;
-    let with_timeout = |timeout| {
-        let mut c = kube_config.clone();
-        c.read_timeout = Some(timeout);
-        c.reset_reader_on_write = true;
-        Client::try_from(c).map_err(StartError::Kube)
-    };
-    let kube = with_timeout(REQUEST_READ_TIMEOUT)?;
-    let lease_kube = with_timeout(LEASE_READ_TIMEOUT)?;
-    let scopes = environments::scopes(&watch_kube, &config);
-    let connection_watches = connections::watches(&watch_kube, &config);
+    let clients = Clients::new().await?;
+    let scopes = environments::scopes(&clients.watch, &config);
+    let connection_watches = connections::watches(&clients.watch, &config);
     let stores: Vec<Store<Guarded>> = scopes.iter().map(|s| s.store.clone()).collect();
-    let mut metrics = Metrics::default();
-    let counted = stores.clone();
-    metrics.count_phases(PhaseCounts(Box::new(move || {
-        counted
-            .iter()
-            .flat_map(|s| s.state())
-            .map(|g| g.decoded().and_then(|e| e.status.as_ref()).and_then(|s| s.phase))
-            .collect()
-    })));
-    let metrics = Arc::new(metrics);
-    let defaults = connection::Defaults {
-        base_url: config.control_plane.url.clone(),
-        timeout: config.request_timeout,
-        max_concurrent: usize::from(config.max_concurrent_requests),
-        metrics: metrics.clone(),
-    };
-    // The operator's own key, if it has one: Environments without a connection of their own.
-    let operator = match config.control_plane.api_key()? {
-        Some(api_key) => {
-            let client = controlplane::Client::new(controlplane::ClientConfig {
-                base_url: defaults.base_url.clone(),
-                api_key: api_key.clone(),
-                timeout: defaults.timeout,
-                max_concurrent: defaults.max_concurrent,
-                metrics: metrics.clone(),
-                connection: ConnKey::Operator.metric(),
-            })
-            .map_err(StartError::ControlPlane)?;
-            let mut live = Live::new(ConnKey::Operator, Some(client), config.allow_adoption);
-            live.organization = api_key.organization();
-            Some(live)
-        }
-        None => {
-            info!("no API key of its own: Environments need a Connection or ClusterConnection");
-            None
-        }
-    };
-    let registry = Arc::new(Registry::new(
-        operator,
-        connection_watches.connection_stores.clone(),
-        connection_watches.cluster_store.clone(),
-        stores.clone(),
-        defaults,
-    ));
-    let cluster = Api::<Namespace>::all(kube.clone())
-        .get(CLUSTER_NAMESPACE)
-        .await
-        .map_err(StartError::Cluster)?
-        .metadata
-        .uid
-        .unwrap_or_default();
+    let metrics = Arc::new(metrics(stores.clone()));
+    let registry = Arc::new(registry(&config, &metrics, &connection_watches, stores.clone())?);
+    let cluster = cluster_id(&clients.requests).await?;
     let probe = Arc::new(Probe::new(metrics.clone()));
     let server = http::serve(config.metrics_addr, probe.clone()).await.map_err(StartError::Listen)?;
     tokio::spawn(server);
@@ -140,13 +106,16 @@ pub async fn run(
     let identity = leader::identity(config.pod_name.as_deref());
     let lease = LeaseConfig {
         name: config.lease_name.clone(),
-        namespace: config.lease_namespace.clone().unwrap_or_else(|| kube.default_namespace().to_owned()),
+        namespace: config
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| clients.requests.default_namespace().to_owned()),
         identity: identity.clone(),
         duration: config.lease_duration,
     };
-    let candidate = Candidate::new(lease_kube, lease);
+    let candidate = Candidate::new(clients.lease, lease);
     probe.set(Stage::Standby);
-    let mut leader = tokio::select! {
+    let leader = tokio::select! {
         elected = candidate.elected() => elected.map_err(StartError::Lease)?,
         () = shutdown.clone() => {
             probe.set(Stage::Stopping);
@@ -159,15 +128,15 @@ pub async fn run(
     probe.set(Stage::Syncing);
 
     let reporter = Reporter { controller: "kubiya-operator".into(), instance: Some(identity) };
-    let recorder = Recorder::new(kube.clone(), reporter);
-    let connection_ctx = Arc::new(connection::reconcile::Context {
-        kube: kube.clone(),
+    let recorder = Recorder::new(clients.requests.clone(), reporter);
+    let connection_ctx = Arc::new(connection::pass::Context {
+        kube: clients.requests.clone(),
         registry: registry.clone(),
         recorder: recorder.clone(),
     });
     let ctx = Arc::new(Context {
         recorder,
-        kube: kube.clone(),
+        kube: clients.requests,
         connections: registry,
         metrics: metrics.clone(),
         cluster,
@@ -185,20 +154,19 @@ pub async fn run(
     );
     tokio::spawn(mark_synced(stores.clone(), probe.clone()));
     tokio::spawn(prune(stores, ctx.clone()));
-    // Connections first: an Environment resolved before their caches hold every Connection would
-    // fall back to the operator's key, and to another organisation.
-    let connection_stores: (Vec<Store<_>>, Store<_>) =
-        (connection_watches.connection_stores.clone(), connection_watches.cluster_store.clone());
-    let connection_controllers = connection_watches.run(connection_ctx, shutdown.clone());
-    let environment_controllers = async {
-        if synced(&connection_stores.0).await && synced(std::slice::from_ref(&connection_stores.1)).await {
-            futures::future::join_all(
-                scopes.into_iter().map(|scope| scope.run(&config, ctx.clone(), shutdown.clone())),
-            )
-            .await;
-        }
-    };
-    let controllers = futures::future::join(connection_controllers, environment_controllers);
+    let controllers = controllers(&config, scopes, connection_watches, connection_ctx, ctx, shutdown.clone());
+    lead(leader, controllers, &probe, &metrics, shutdown).await
+}
+
+/// Leads while `controllers` run, until they stop, `shutdown` has given in-flight reconciles
+/// their grace, or another replica took the Lease.
+async fn lead(
+    mut leader: leader::Leader,
+    controllers: impl Future<Output = ()>,
+    probe: &Probe,
+    metrics: &Metrics,
+    shutdown: impl Future<Output = ()> + Clone,
+) -> Result<(), StartError> {
     // In-flight reconciles finish after the signal; but a controller whose watch is failing
     // (API server unreachable, CRD missing) may not notice it, so the wait is bounded.
     let grace = async {
@@ -208,7 +176,7 @@ pub async fn run(
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        _ = controllers => info!("stopped"),
+        () = controllers => info!("stopped"),
         () = grace => warn!(grace = ?SHUTDOWN_GRACE, "stopped without waiting longer for the controller"),
         // Another replica leads now: stop at once, mid-pass if need be (a pass is safe to cut
         // anywhere, as a crash would), rather than reconcile beside it.
@@ -226,4 +194,86 @@ pub async fn run(
     metrics.leader.set(0);
     leader.resign().await;
     Ok(())
+}
+
+/// The metrics, with the phase gauge counted from the Environment caches.
+fn metrics(stores: Vec<Store<Guarded>>) -> Metrics {
+    let mut metrics = Metrics::default();
+    metrics.count_phases(PhaseCounts(Box::new(move || {
+        stores
+            .iter()
+            .flat_map(|s| s.state())
+            .map(|g| g.decoded().and_then(|e| e.status.as_ref()).and_then(|s| s.phase))
+            .collect()
+    })));
+    metrics
+}
+
+/// The connections: the operator's own key, if it has one (for Environments without a
+/// connection of their own), and the caches of Connections and ClusterConnections.
+fn registry(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    watches: &connections::Watches,
+    environments: Vec<Store<Guarded>>,
+) -> Result<Registry, StartError> {
+    let defaults = connection::Defaults {
+        base_url: config.control_plane.url.clone(),
+        timeout: config.request_timeout,
+        max_concurrent: usize::from(config.max_concurrent_requests),
+        metrics: metrics.clone(),
+    };
+    let operator = match config.control_plane.api_key()? {
+        Some(api_key) => {
+            let client = defaults
+                .client(&ConnKey::Operator, defaults.base_url.clone(), &api_key, None)
+                .map_err(StartError::ControlPlane)?;
+            let mut held = HeldConnection::new(ConnKey::Operator, Some(client), config.allow_adoption);
+            held.organization = api_key.organization();
+            Some(held)
+        }
+        None => {
+            info!("no API key of its own: Environments need a Connection or ClusterConnection");
+            None
+        }
+    };
+    Ok(Registry::new(
+        operator,
+        watches.connection_stores.clone(),
+        watches.cluster_store.clone(),
+        environments,
+        defaults,
+    ))
+}
+
+/// This cluster's name in owner markers: the UID of its `kube-system` namespace.
+async fn cluster_id(kube: &Client) -> Result<String, StartError> {
+    let namespace =
+        Api::<Namespace>::all(kube.clone()).get(CLUSTER_NAMESPACE).await.map_err(StartError::Cluster)?;
+    Ok(namespace.metadata.uid.unwrap_or_default())
+}
+
+/// The connection controllers, and once their caches hold every connection, the Environment
+/// controllers: an Environment resolved before would fall back to the operator's key, and to
+/// another organisation.
+async fn controllers(
+    config: &Config,
+    scopes: Vec<environments::Scope>,
+    connection_watches: connections::Watches,
+    connection_ctx: Arc<connection::pass::Context>,
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let connection_stores: (Vec<Store<_>>, Store<_>) =
+        (connection_watches.connection_stores.clone(), connection_watches.cluster_store.clone());
+    let connection_controllers = connection_watches.run(connection_ctx, shutdown.clone());
+    let environment_controllers = async {
+        if synced(&connection_stores.0).await && synced(std::slice::from_ref(&connection_stores.1)).await {
+            futures::future::join_all(
+                scopes.into_iter().map(|scope| scope.run(config, ctx.clone(), shutdown.clone())),
+            )
+            .await;
+        }
+    };
+    futures::future::join(connection_controllers, environment_controllers).await;
 }

@@ -1,7 +1,6 @@
-//! Finalizers: the one that keeps an Environment until its cleanup is done, and the one that keeps
-//! a connection while Environments use it. Not kube-runtime's `finalizer()`: that one removes the
-//! finalizer after any successful cleanup, and a paused deletion must hold it. Talks to the
-//! Kubernetes API.
+//! Finalizers, added and removed with JSON patches that test the list they change. Not
+//! kube-runtime's `finalizer()`: that one removes the finalizer after any successful cleanup, and
+//! a paused deletion (or a connection still in use) must hold it. Talks to the Kubernetes API.
 
 use std::fmt::Debug;
 
@@ -12,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::Error;
+use super::{Error, Op};
 
 /// Whether the object carries `finalizer`.
 pub fn present<K: Resource>(obj: &K, finalizer: &str) -> bool {
@@ -54,7 +53,7 @@ where
     ];
     match write(api, obj, patch).await {
         // Gone already: the deletion is done.
-        Err(Error::Finalizer { source: kube::Error::Api(s) }) if s.code == 404 => Ok(()),
+        Err(e) if e.code() == Some(404) => Ok(()),
         other => other,
     }
 }
@@ -66,5 +65,5 @@ where
     api.patch(&obj.name_any(), &PatchParams::default(), &Patch::<()>::Json(json_patch::Patch(patch)))
         .await
         .map(drop)
-        .map_err(|source| Error::Finalizer { source })
+        .map_err(super::failed(Op::Finalizer))
 }

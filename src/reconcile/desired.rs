@@ -1,4 +1,6 @@
-//! What the remote environment should look like, and what to write to it. Pure: no client.
+//! What the remote environment should look like, and where it differs from that. Pure: no client.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
@@ -6,13 +8,82 @@ use super::ownership::{Marker, OWNER_KEY, Owner, with_marker};
 use crate::controlplane::{EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment};
 use crate::resource::{Environment, RemoteState};
 
-/// What a reconcile pass must write to an existing remote environment.
-#[derive(Debug, PartialEq)]
-pub enum Plan {
-    /// Nothing to write.
-    InSync(RemoteEnvironment),
-    /// The remote environment differs: PATCH these fields (name → new value).
-    Update { remote: RemoteEnvironment, fields: Map<String, Value> },
+/// A field of a remote environment that the operator compares and writes. The one list behind
+/// the diff, the Events that name what changed, and the metrics' `field` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    Name,
+    DisplayName,
+    Description,
+    Tags,
+    Settings,
+    ExecutionEnvironment,
+    /// The enabled state (`active` / `inactive`).
+    Status,
+}
+
+impl Field {
+    /// Its key in the control plane's bodies; also its metric label.
+    pub fn wire(self) -> &'static str {
+        match self {
+            Field::Name => "name",
+            Field::DisplayName => "display_name",
+            Field::Description => "description",
+            Field::Tags => "tags",
+            Field::Settings => "settings",
+            Field::ExecutionEnvironment => "execution_environment",
+            Field::Status => "status",
+        }
+    }
+}
+
+/// The fields to write, each with its new value: a PATCH body.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes(BTreeMap<Field, Value>);
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields, in [`Field`] order.
+    pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+        self.0.keys().copied()
+    }
+
+    /// "description, tags", for messages.
+    pub fn names(&self) -> String {
+        self.fields().map(Field::wire).collect::<Vec<_>>().join(", ")
+    }
+
+    /// As the PATCH body.
+    pub fn body(&self) -> Map<String, Value> {
+        self.0.iter().map(|(f, v)| (f.wire().to_owned(), v.clone())).collect()
+    }
+
+    /// Whether these only rewrite the owner marker of `remote`: not a change anyone made to the
+    /// environment (a claim, or a marker from an older version brought up to date).
+    pub fn only_the_marker(&self, remote: &RemoteEnvironment) -> bool {
+        let Some(Value::Object(settings)) = self.0.get(&Field::Settings) else { return false };
+        self.0.len() == 1 && without_marker(settings) == without_marker(&remote.settings)
+    }
+
+    fn set(&mut self, field: Field, value: Value) {
+        self.0.insert(field, value);
+    }
+}
+
+/// The changes that put the owner marker `marker` on `remote`, and nothing else.
+pub fn marking(remote: &RemoteEnvironment, marker: &Marker) -> Changes {
+    let mut c = Changes::default();
+    c.set(Field::Settings, Value::Object(with_marker(&remote.settings, marker)));
+    c
+}
+
+fn without_marker(settings: &Map<String, Value>) -> Map<String, Value> {
+    let mut s = settings.clone();
+    s.remove(OWNER_KEY);
+    s
 }
 
 /// The remote environment the spec asks for, marked as `owner`'s: the create body, and the
@@ -42,42 +113,25 @@ pub fn desired(env: &Environment, owner: &Owner) -> EnvironmentBody {
     }
 }
 
-/// Decides between an update and nothing. Only fields the server stores and returns are
-/// compared: `priority` and `policy_ids` are dropped by today's server and would never converge.
-pub fn plan(desired: &EnvironmentBody, remote: RemoteEnvironment) -> Plan {
-    let fields = diff(desired, &remote);
-    if fields.is_empty() { Plan::InSync(remote) } else { Plan::Update { remote, fields } }
-}
-
-/// Whether `fields` only rewrite the owner marker: not a change anyone made to the environment
-/// (a claim, or a marker from an older version brought up to date).
-pub fn only_the_marker(fields: &Map<String, Value>, remote: &RemoteEnvironment) -> bool {
-    let Some(Value::Object(settings)) = fields.get("settings") else { return false };
-    let without = |s: &Map<String, Value>| {
-        let mut s = s.clone();
-        s.remove(OWNER_KEY);
-        s
-    };
-    fields.len() == 1 && without(settings) == without(&remote.settings)
-}
-
-/// The fields of `desired` that `remote` does not match, as a PATCH body.
-pub fn diff(desired: &EnvironmentBody, remote: &RemoteEnvironment) -> Map<String, Value> {
-    let mut fields = Map::new();
+/// The fields of `desired` that `remote` does not match, with their desired values. Only fields
+/// the server stores and returns are compared: `priority` and `policy_ids` are dropped by today's
+/// server and would never converge.
+pub fn diff(desired: &EnvironmentBody, remote: &RemoteEnvironment) -> Changes {
+    let mut c = Changes::default();
     if desired.name != remote.name {
-        fields.insert("name".into(), json!(desired.name));
+        c.set(Field::Name, json!(desired.name));
     }
     if desired.display_name != remote.display_name {
-        fields.insert("display_name".into(), json!(desired.display_name));
+        c.set(Field::DisplayName, json!(desired.display_name));
     }
     if desired.description != remote.description {
-        fields.insert("description".into(), json!(desired.description));
+        c.set(Field::Description, json!(desired.description));
     }
     if desired.tags != set(&remote.tags) {
-        fields.insert("tags".into(), json!(desired.tags));
+        c.set(Field::Tags, json!(desired.tags));
     }
     if desired.settings != remote.settings {
-        fields.insert("settings".into(), Value::Object(desired.settings.clone()));
+        c.set(Field::Settings, Value::Object(desired.settings.clone()));
     }
     let r = &remote.execution_environment;
     let remote_exec = ExecutionEnvironmentBody {
@@ -88,7 +142,7 @@ pub fn diff(desired: &EnvironmentBody, remote: &RemoteEnvironment) -> Map<String
     };
     if desired.execution_environment != remote_exec {
         // PATCH replaces the whole object with the keys sent: always send all four.
-        fields.insert("execution_environment".into(), json!(desired.execution_environment));
+        c.set(Field::ExecutionEnvironment, json!(desired.execution_environment));
     }
     // The enabled state is enforced only on a settled environment: never over provisioning or
     // an error, which are the control plane's to report.
@@ -96,9 +150,18 @@ pub fn diff(desired: &EnvironmentBody, remote: &RemoteEnvironment) -> Map<String
         && matches!(remote.status.as_str(), "ready" | "active" | "inactive")
         && remote.status != want
     {
-        fields.insert("status".into(), json!(want));
+        c.set(Field::Status, json!(want));
     }
-    fields
+    c
+}
+
+/// The fields where `remote` differs from `desired`, owner markers aside: what Observe reports.
+pub fn drift(desired: &EnvironmentBody, remote: &RemoteEnvironment) -> Vec<Field> {
+    let mut desired = desired.clone();
+    desired.settings = without_marker(&desired.settings);
+    let mut seen = remote.clone();
+    seen.settings = without_marker(&seen.settings);
+    diff(&desired, &seen).fields().collect()
 }
 
 /// A list with set semantics, in a canonical order.
@@ -148,11 +211,8 @@ mod tests {
         .unwrap()
     }
 
-    fn update_of(plan: Plan) -> Map<String, Value> {
-        match plan {
-            Plan::Update { fields, .. } => fields,
-            Plan::InSync(_) => panic!("expected an update"),
-        }
+    fn keys(c: &Changes) -> Vec<&'static str> {
+        c.fields().map(Field::wire).collect()
     }
 
     #[test]
@@ -181,7 +241,7 @@ mod tests {
     fn a_fresh_remote_is_in_sync_and_keeps_the_remote() {
         let d = desired(&env(), &owner());
         let r = created(&d);
-        assert_eq!(plan(&d, r.clone()), Plan::InSync(r));
+        assert!(diff(&d, &r).is_empty());
     }
 
     #[test]
@@ -190,7 +250,7 @@ mod tests {
         let mut r = created(&d);
         r.tags.reverse();
         r.execution_environment.secrets.reverse();
-        assert!(matches!(plan(&d, r), Plan::InSync(_)));
+        assert!(diff(&d, &r).is_empty());
     }
 
     #[test]
@@ -199,8 +259,9 @@ mod tests {
         let mut r = created(&d);
         r.description = Some("changed by hand".into());
         r.execution_environment.env_vars.insert("X".into(), "1".into());
-        let f = update_of(plan(&d, r));
-        assert_eq!(f.keys().collect::<Vec<_>>(), ["description", "execution_environment"]);
+        let c = diff(&d, &r);
+        assert_eq!(keys(&c), ["description", "execution_environment"]);
+        let f = c.body();
         assert_eq!(f["description"], Value::Null);
         assert_eq!(
             f["execution_environment"],
@@ -228,8 +289,7 @@ mod tests {
         for (field, change) in cases {
             let mut r = created(&d);
             change(&mut r);
-            let f = update_of(plan(&d, r));
-            assert_eq!(f.keys().collect::<Vec<_>>(), [field]);
+            assert_eq!(keys(&diff(&d, &r)), [field]);
         }
     }
 
@@ -238,16 +298,21 @@ mod tests {
         let d = desired(&env(), &owner());
         let mut r = created(&d);
         r.settings.remove(OWNER_KEY);
-        let f = update_of(plan(&d, r.clone()));
-        assert_eq!(f.keys().collect::<Vec<_>>(), ["settings"]);
-        assert!(only_the_marker(&f, &r));
+        let c = diff(&d, &r);
+        assert_eq!(keys(&c), ["settings"]);
+        assert!(c.only_the_marker(&r));
+        assert!(drift(&d, &r).is_empty(), "the marker is not drift");
         r.settings.insert("k".into(), json!(1));
-        let f = update_of(plan(&d, r.clone()));
-        assert!(!only_the_marker(&f, &r), "another settings key changed too");
+        assert!(!diff(&d, &r).only_the_marker(&r), "another settings key changed too");
+        assert_eq!(drift(&d, &r), [Field::Settings]);
         r.settings.remove("k");
         r.description = Some("x".into());
-        let f = update_of(plan(&d, r.clone()));
-        assert!(!only_the_marker(&f, &r), "another field changed too");
+        assert!(!diff(&d, &r).only_the_marker(&r), "another field changed too");
+        assert_eq!(drift(&d, &r), [Field::Description]);
+        let marked = marking(&r, &Marker::held_by(&owner()));
+        assert_eq!(keys(&marked), ["settings"]);
+        assert!(marked.only_the_marker(&r));
+        assert_eq!(marked.names(), "settings");
     }
 
     #[test]
@@ -256,14 +321,35 @@ mod tests {
         e.spec.state = Some(RemoteState::Inactive);
         let d = desired(&e, &owner());
         let mut r = created(&d);
-        assert_eq!(update_of(plan(&d, r.clone()))["status"], "inactive");
+        assert_eq!(diff(&d, &r).body()["status"], "inactive");
         r.status = "active".into();
-        assert_eq!(update_of(plan(&d, r.clone()))["status"], "inactive");
+        assert_eq!(diff(&d, &r).body()["status"], "inactive");
         r.status = "inactive".into();
-        assert!(matches!(plan(&d, r.clone()), Plan::InSync(_)));
+        assert!(diff(&d, &r).is_empty());
         for busy in ["provisioning", "error", "pending"] {
             r.status = busy.into();
-            assert!(matches!(plan(&d, r.clone()), Plan::InSync(_)), "{busy}");
+            assert!(diff(&d, &r).is_empty(), "{busy}");
         }
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::*;
+
+    #[test]
+    fn every_field_has_its_own_wire_name() {
+        let all = [
+            Field::Name,
+            Field::DisplayName,
+            Field::Description,
+            Field::Tags,
+            Field::Settings,
+            Field::ExecutionEnvironment,
+            Field::Status,
+        ];
+        let names: std::collections::BTreeSet<_> = all.iter().map(|f| f.wire()).collect();
+        assert_eq!(names.len(), all.len());
+        assert!(names.contains("execution_environment") && names.contains("display_name"));
     }
 }

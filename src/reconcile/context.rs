@@ -1,0 +1,218 @@
+//! What every Environment pass shares ([`Context`]), and what this process remembers of each
+//! object between passes. No I/O of its own.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::{Resource, ResourceExt};
+
+use super::ownership::Owner;
+use super::worker_secret;
+use crate::connection;
+use crate::metrics::Metrics;
+use crate::resource::Environment;
+
+/// Everything a reconcile pass needs, shared by all passes.
+pub struct Context {
+    /// The Kubernetes client for requests (reads time out; watches use their own client).
+    pub kube: kube::Client,
+    /// The connections: a control-plane client for each, and which one each Environment uses.
+    pub connections: Arc<connection::Registry>,
+    /// Publishes Events on Environments.
+    pub recorder: Recorder,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// This cluster's name in owner markers: the UID of its `kube-system` namespace.
+    pub cluster: String,
+    /// How often to look again while the control plane provisions.
+    pub provisioning_poll: Duration,
+    /// How often to compare a settled environment with its spec, and to retry a permanent
+    /// failure; zero turns both off.
+    pub resync: Duration,
+    /// The longest a pass may take; past it, it is abandoned and retried (a transient error).
+    pub pass_timeout: Duration,
+    /// What this process remembers per object, by UID; forgotten when the object goes.
+    pub objects: Mutex<HashMap<String, Remembered>>,
+    /// What is known of the worker Secrets, from their watches (one index per watched scope).
+    pub worker_secrets: Vec<Arc<worker_secret::Index>>,
+}
+
+/// What this process remembers about one object between passes.
+#[derive(Debug, Default)]
+pub struct Remembered {
+    /// This process has looked at it (a settled object's first look is put off: see
+    /// [`Context::first_check`]).
+    seen: bool,
+    /// Consecutive failures, for exponential backoff (kube-runtime has none).
+    failures: u32,
+    /// The remote id this process created or adopted. A pass can start from a cached object that
+    /// predates the status write recording the id (the watch lags our own writes); this keeps
+    /// such a pass from creating again.
+    known_id: Option<String>,
+}
+
+impl Context {
+    /// This object as an owner marker names it.
+    pub fn owner(&self, env: &Environment) -> Owner {
+        Owner {
+            cluster: self.cluster.clone(),
+            uid: env.uid().unwrap_or_default(),
+            namespace: env.namespace().unwrap_or_default(),
+            name: env.name_any(),
+        }
+    }
+
+    /// Changes what is remembered of `obj`; `create`: start remembering it if it was not.
+    fn remembered<K: Resource, T>(
+        &self,
+        obj: &K,
+        create: bool,
+        f: impl FnOnce(&mut Remembered) -> T,
+    ) -> Option<T> {
+        let uid = obj.meta().uid.clone()?;
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        let r = if create { Some(objects.entry(uid).or_default()) } else { objects.get_mut(&uid) };
+        let r = r.map(f);
+        self.metrics.tracked_objects.set(objects.len() as i64);
+        r
+    }
+
+    /// One more failure of `obj` in a row; returns how many there have been.
+    pub fn failed<K: Resource>(&self, obj: &K) -> u32 {
+        self.remembered(obj, true, |r| {
+            r.failures = r.failures.saturating_add(1);
+            r.failures
+        })
+        .unwrap_or(1)
+    }
+
+    /// A pass succeeded: the backoff starts again from the beginning.
+    pub fn succeeded<K: Resource>(&self, obj: &K) {
+        self.remembered(obj, false, |r| r.failures = 0);
+    }
+
+    /// The remote id of `env`: what this process last recorded (never older than the object it
+    /// was handed), else its status.
+    pub fn known_id(&self, env: &Environment) -> Option<String> {
+        let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        env.uid()
+            .and_then(|uid| objects.get(&uid).and_then(|r| r.known_id.clone()))
+            .or_else(|| env.status.as_ref().and_then(|s| s.environment_id.clone()))
+    }
+
+    /// Records (or, with `None`, forgets) the remote id of `env`.
+    pub fn remember_id(&self, env: &Environment, id: Option<&str>) {
+        self.remembered(env, id.is_some(), |r| r.known_id = id.map(str::to_owned));
+    }
+
+    /// Whether this is the first time this process looks at `env` (and, from now on, it is not).
+    pub fn first_sight(&self, env: &Environment) -> bool {
+        self.remembered(env, true, |r| !std::mem::replace(&mut r.seen, true)).unwrap_or(false)
+    }
+
+    /// What the watch last said of the worker Secret `env`'s status names.
+    pub fn cached_worker_secret(&self, env: &Environment) -> Option<worker_secret::IndexedSecret> {
+        let name = env.status.as_ref()?.worker_secret_name.as_deref()?;
+        let namespace = env.namespace()?;
+        self.worker_secrets.iter().find_map(|index| index.get(&namespace, name))
+    }
+
+    /// When a settled Environment seen for the first time (at start, after a failover) is first
+    /// checked: see [`first_check`].
+    pub fn first_check(&self) -> Action {
+        first_check(self.resync, fastrand::f64())
+    }
+
+    /// When to look at a settled environment, or a permanent failure, again: see [`resync`].
+    pub fn resync_action(&self) -> Action {
+        resync(self.resync, fastrand::f64())
+    }
+
+    /// The object is gone (deleted, or no longer selected): forget it.
+    pub fn forget(&self, uid: &str) {
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        objects.remove(uid);
+        self.metrics.tracked_objects.set(objects.len() as i64);
+    }
+
+    /// Forgets every object that is no longer in the caches: a deletion missed while a watch was
+    /// down (a relist reports none), or one that raced with the end of its last pass.
+    pub fn prune(&self, present: &HashSet<String>) {
+        let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        objects.retain(|uid, _| present.contains(uid));
+        self.metrics.tracked_objects.set(objects.len() as i64);
+    }
+}
+
+/// The first check of a settled Environment seen for the first time: at a random point (`dice`,
+/// in [0, 1)) of the resync interval, after a grace that leaves the first minute to the work
+/// users wait for. A restart costs the control plane nothing up front, and drift checks are
+/// spread evenly; each is still within one interval. Never, when resyncs are off.
+pub fn first_check(resync: Duration, dice: f64) -> Action {
+    if resync.is_zero() {
+        return Action::await_change();
+    }
+    let grace = (resync / 2).min(Duration::from_secs(60));
+    Action::requeue(grace + (resync - grace).mul_f64(dice))
+}
+
+/// The next look at a settled environment, or a permanent failure: within the resync interval,
+/// jittered (by `dice`, in [0, 1)) down to 75 % of it, never beyond, so that drift is corrected
+/// within one interval. Never, when resyncs are off.
+pub fn resync(resync: Duration, dice: f64) -> Action {
+    if resync.is_zero() {
+        Action::await_change()
+    } else {
+        Action::requeue(resync.mul_f64(0.75 + dice * 0.25))
+    }
+}
+
+/// Backoff after the `n`-th failure in a row: 1 s, 2 s, 4 s … 5 min, jittered ±25 % by `dice`
+/// (in [0, 1)), so that objects that failed together do not retry together.
+pub fn backoff(n: u32, dice: f64) -> Duration {
+    let base = Duration::from_secs((1u64 << n.saturating_sub(1).min(9)).min(300));
+    base.mul_f64(0.75 + dice * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_second_to_five_minutes_within_a_quarter_either_way() {
+        let secs = |n, dice| backoff(n, dice).as_secs_f64();
+        assert_eq!(secs(1, 0.5), 1.0);
+        assert_eq!(secs(2, 0.5), 2.0);
+        assert_eq!(secs(3, 0.5), 4.0);
+        assert_eq!(secs(9, 0.5), 256.0);
+        assert_eq!(secs(10, 0.5), 300.0, "capped");
+        assert_eq!(secs(u32::MAX, 0.5), 300.0);
+        assert_eq!(secs(0, 0.5), 1.0, "a first failure however counted");
+        assert_eq!(secs(3, 0.0), 3.0);
+        assert_eq!(secs(3, 1.0), 5.0);
+    }
+
+    #[test]
+    fn a_resync_falls_in_the_last_quarter_of_the_interval_and_never_beyond() {
+        let interval = Duration::from_secs(600);
+        assert_eq!(resync(interval, 0.0), Action::requeue(Duration::from_secs(450)));
+        assert_eq!(resync(interval, 0.5), Action::requeue(Duration::from_millis(525_000)));
+        assert_eq!(resync(interval, 1.0), Action::requeue(interval));
+        assert_eq!(resync(Duration::ZERO, 0.5), Action::await_change());
+    }
+
+    #[test]
+    fn a_first_check_leaves_the_first_minute_and_stays_within_one_interval() {
+        let interval = Duration::from_secs(600);
+        assert_eq!(first_check(interval, 0.0), Action::requeue(Duration::from_secs(60)));
+        assert_eq!(first_check(interval, 1.0), Action::requeue(interval));
+        assert_eq!(first_check(interval, 0.5), Action::requeue(Duration::from_secs(330)));
+        let short = Duration::from_secs(6);
+        assert_eq!(first_check(short, 0.0), Action::requeue(Duration::from_secs(3)), "half of a short one");
+        assert_eq!(first_check(short, 1.0), Action::requeue(short));
+        assert_eq!(first_check(Duration::ZERO, 0.5), Action::await_change());
+    }
+}
