@@ -1,5 +1,6 @@
-//! The operator under control-plane faults: it converges, never duplicates, never calls transient
-//! trouble Stalled, and keeps its request rate down while the control plane is away.
+//! The operator under control-plane faults: it converges, never duplicates (a create whose answer
+//! was lost included), never calls transient trouble Stalled, and keeps its request rate down while
+//! the control plane is away.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,10 +10,13 @@ use futures::StreamExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
-use kubiya_operator::resource::{Environment, EnvironmentSpec};
+use kubiya_operator::resource::{Environment, EnvironmentSpec, Phase};
 use serde_json::json;
 
-use crate::support::{TestBed, condition, is_ready, wait_until_within};
+use crate::support::health::assert_health;
+use crate::support::{
+    TestBed, condition, id_of, is_ready, metric_sum, phase, ready_now, wait_until, wait_until_within,
+};
 
 /// Watches the namespace and raises the flag if any Environment is ever seen Stalled.
 fn stalled_watch(bed: &TestBed) -> Arc<AtomicBool> {
@@ -111,6 +115,45 @@ async fn a_batch_reaches_ready_through_5xx_429_hangs_and_malformed_bodies() {
     eprintln!(
         "fault batch: {calls} control-plane calls for {BATCH} environments (amplification {amplification:.2})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_is_recovered_not_duplicated() {
+    // Every answer hangs past the client timeout, but the create happens: then the control plane
+    // recovers and the next create gets 409, as with the real server under load.
+    let emulator = EmulatorConfig { faults: Faults { hang: 1.0, ..Faults::default() }, ..ready_now() };
+    let mut bed = TestBed::without_operator("lost", emulator).await;
+    bed.operator_env.push(("KUBIYA_REQUEST_TIMEOUT", "1s".into()));
+    bed.start_operator();
+    bed.create("lost", EnvironmentSpec::default()).await;
+    // The first pass says work has started before any control-plane call has been answered.
+    let env = bed
+        .wait_for("lost", "Pending and Reconciling", |e| {
+            phase(e) == Some(Phase::Pending) && condition(e, "Reconciling").as_deref() == Some("True")
+        })
+        .await;
+    assert_eq!(env.status.as_ref().and_then(|s| s.observed_generation), env.metadata.generation);
+    assert_health(&env, "Progressing", "InProgress");
+    wait_until("the create to reach the emulator", || async { bed.remote_named("lost").is_some() }).await;
+    bed.emulator.set_faults(Faults::default());
+
+    let env = bed.wait_for("lost", "Ready", is_ready).await;
+    let named: Vec<_> = bed.remote().into_iter().filter(|e| e["name"] == "lost").collect();
+    assert_eq!(named.len(), 1, "exactly one environment: {named:#?}");
+    assert_eq!(named[0]["id"].as_str(), Some(id_of(&env).as_str()));
+    // Recovered, not found by luck: the operator's own count shows its create answered 409 (the
+    // environment was there already), and a list (where it found its owner marker).
+    let metrics = bed.metrics().await;
+    let requests = |method: &str, code: &str| {
+        metric_sum(
+            &metrics,
+            &format!(
+                "kubiya_operator_control_plane_requests_total{{connection=\"operator\",route=\"/api/v1/environments\",method=\"{method}\",code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert!(requests("POST", "409") >= 1.0, "no create answered 409:\n{metrics}");
+    assert!(requests("GET", "200") >= 1.0, "no list after the 409:\n{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::process::Child;
 use tokio::time::Instant;
 
-use crate::cluster::PrivateCluster;
+use crate::support::cluster::PrivateCluster;
 use crate::support::{TIMEOUT, TestBed, is_ready, try_http_get, wait_until};
 
 fn provisioning(ms: u64) -> EmulatorConfig {

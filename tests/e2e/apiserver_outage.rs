@@ -8,7 +8,7 @@ use std::time::Duration;
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::{EnvironmentSpec, Phase};
 
-use crate::cluster::PrivateCluster;
+use crate::support::cluster::PrivateCluster;
 use crate::support::{TestBed, is_ready, phase, wait_until_within};
 
 const BATCH: usize = 30;

@@ -4,6 +4,14 @@
 //! Refuses to run against anything but the local test API server, so that a test can never touch
 //! the cluster a developer's kubeconfig points at. A test's namespaces are its own: a name taken
 //! already fails the test, and they are deleted when its [`TestBed`] is dropped.
+//!
+//! Beside it: [`cluster`], a private test API server for the tests that stop or replace theirs;
+//! [`health`], how Argo CD and kstatus see an Environment; [`cli`], the command lines a user runs
+//! (`kubiya-operator export`, `kubectl apply`).
+
+pub mod cli;
+pub mod cluster;
+pub mod health;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -499,9 +507,9 @@ pub async fn test_client(path: &std::path::Path) -> Client {
 pub async fn install_crd(client: Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     for text in [
-        include_str!("../../crds/environment.yaml"),
-        include_str!("../../crds/connection.yaml"),
-        include_str!("../../crds/clusterconnection.yaml"),
+        include_str!("../../../crds/environment.yaml"),
+        include_str!("../../../crds/connection.yaml"),
+        include_str!("../../../crds/clusterconnection.yaml"),
     ] {
         let crd: CustomResourceDefinition = serde_yaml_ng::from_str(text).expect("a CRD of crds/");
         let name = crd.metadata.name.clone().unwrap_or_default();
