@@ -3,13 +3,20 @@
 //! blindly) and capped, answers over 16 MiB, and redirects, which are never followed; each refusal
 //! with a clear reason.
 
-use std::time::Duration;
-
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::{Environment, EnvironmentSpec, Phase};
 
 use crate::support::health::assert_health;
 use crate::support::{TestBed, condition, is_ready, message, phase, ready_now};
+
+/// Reconciling, because the control plane is unavailable (here: it answered 429).
+fn throttled(e: &Environment) -> bool {
+    e.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciling" && c.status == "True" && c.reason == "ControlPlaneUnavailable")
+    })
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_is_honoured_post_is_never_retried_blindly_and_calls_are_limited() {
@@ -25,25 +32,30 @@ async fn throttling_is_honoured_post_is_never_retried_blindly_and_calls_are_limi
     }
     assert!(bed.emulator.max_in_flight() <= 2, "{} requests in flight at once", bed.emulator.max_in_flight());
 
-    // 429 with a long Retry-After: the create is tried once, reported, and not hammered.
-    bed.emulator.set_faults(Faults { throttle: 1.0, retry_after_secs: 3600, ..Faults::default() });
+    // 429 with a long Retry-After, each answer 3 s late: a create is tried once, reported, and not
+    // hammered.
+    bed.emulator.set_faults(Faults {
+        throttle: 1.0,
+        retry_after_secs: 3600,
+        latency_ms: 3000,
+        ..Faults::default()
+    });
     let posts = |bed: &TestBed| bed.emulator.calls().get("POST /api/v1/environments").copied().unwrap_or(0);
     let before = posts(&bed);
     bed.create("slow", EnvironmentSpec::default()).await;
-    let env = bed
-        .wait_for("slow", "Reconciling after a 429", |e| {
-            e.status.as_ref().is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.type_ == "Reconciling" && c.status == "True" && c.reason == "ControlPlaneUnavailable"
-                })
-            })
-        })
-        .await;
+    let env = bed.wait_for("slow", "Reconciling after a 429", throttled).await;
     assert_eq!(condition(&env, "Stalled").as_deref(), Some("False"), "transient trouble is never Stalled");
     assert_health(&env, "Progressing", "InProgress");
-    // An observation window, not a synchronisation: nothing may happen in it.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(posts(&bed), before + 1, "one POST, no retry inside the client, and Retry-After honoured");
+    // The window in which nothing more may happen ends with a later create's own 429: made once the
+    // first was refused, its answer alone takes 3 s, longer than the backoff (1 s) of a retry
+    // that ignored Retry-After. A POST is counted as it arrives, before its answer.
+    bed.create("later", EnvironmentSpec::default()).await;
+    bed.wait_for("later", "Reconciling after a 429", throttled).await;
+    assert_eq!(
+        posts(&bed),
+        before + 2,
+        "one POST each: no retry inside the client, and Retry-After honoured"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

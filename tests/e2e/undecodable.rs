@@ -50,7 +50,7 @@ async fn an_environment_nested_too_deep_to_decode_never_stops_the_others_across_
     assert!(note.contains("cannot be decoded"), "{note}");
 
     // Across a restart: the caches sync, everything else is still reconciled, deletions work.
-    bed.terminate_operator().await;
+    let _ = bed.terminate_operator().await;
     bed.start_operator();
     wait_until("/readyz after the restart", || async {
         crate::support::try_http_get(&bed.log, "/readyz").await.as_deref() == Some("ok: leading")

@@ -200,17 +200,24 @@ impl TestBed {
         }
     }
 
-    /// Sends SIGTERM and waits for the operator to exit; returns how long that took and how it
-    /// exited.
-    pub async fn terminate_operator(&mut self) -> (Duration, std::process::ExitStatus) {
+    /// Sends SIGTERM and waits for the operator to exit, failing the test after [`TIMEOUT`];
+    /// returns how it exited.
+    pub async fn terminate_operator(&mut self) -> std::process::ExitStatus {
+        self.terminate_operator_within(TIMEOUT).await
+    }
+
+    /// Same, failing the test unless the operator exits within `timeout` of the signal.
+    pub async fn terminate_operator_within(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self.operator.take().expect("operator running");
         let pid = child.id().expect("pid").to_string();
-        let started = tokio::time::Instant::now();
         let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
         assert!(status.success());
-        match tokio::time::timeout(TIMEOUT, child.wait()).await {
-            Ok(Ok(exit)) => (started.elapsed(), exit),
-            other => panic!("the operator did not exit on SIGTERM: {other:?}\n{}", self.operator_log()),
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(exit)) => exit,
+            other => panic!(
+                "the operator did not exit within {timeout:?} of SIGTERM: {other:?}\n{}",
+                self.operator_log()
+            ),
         }
     }
 
