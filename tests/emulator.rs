@@ -58,6 +58,36 @@ async fn faults_can_be_switched_on_and_off_and_calls_are_counted() {
     assert_eq!(calls["GET /api/v1/environments"], 6);
 }
 
+#[tokio::test]
+async fn calls_are_counted_per_key_presented_whatever_the_answer() {
+    let emulator = Emulator::start(Config::default()).await.unwrap();
+    let a = kubiya_cp_emulator::token("keys");
+    let b = kubiya_cp_emulator::token_with_claims(&json!({"organization": "keys", "email": "b@keys.test"}));
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/environments", emulator.base_url());
+    let call = |authorization: Option<String>| {
+        let mut req = http.get(&url);
+        if let Some(value) = authorization {
+            req = req.header("Authorization", value);
+        }
+        req.send()
+    };
+    assert_eq!(call(Some(format!("UserKey {a}"))).await.unwrap().status(), 200);
+    assert_eq!(call(Some(format!("Bearer {a}"))).await.unwrap().status(), 200);
+    assert_eq!(call(Some(format!("UserKey {b}"))).await.unwrap().status(), 200);
+    assert_eq!(call(Some("UserKey not-a-key".into())).await.unwrap().status(), 401);
+    assert_eq!(call(None).await.unwrap().status(), 401);
+    emulator.set_faults(Faults { throttle: 1.0, retry_after_secs: 1, ..Faults::default() });
+    assert_eq!(call(Some(format!("UserKey {b}"))).await.unwrap().status(), 429);
+
+    assert_eq!(emulator.calls_with_key(&a), 2, "the same key however it is presented");
+    assert_eq!(emulator.calls_with_key(&b), 2, "a throttled call counts");
+    assert_eq!(emulator.calls_with_key("not-a-key"), 1, "a refused key counts");
+    assert_eq!(emulator.calls_with_key(""), 1, "no key at all");
+    assert_eq!(emulator.calls_by_key().values().sum::<u64>(), 6);
+    assert_eq!(emulator.calls()["GET /api/v1/environments"], 6);
+}
+
 /// A plain `cargo test` does not build the end-to-end tests (they need the test API server that
 /// `make test` starts): say so once, on stderr itself, which libtest does not capture.
 #[test]

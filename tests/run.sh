@@ -16,12 +16,30 @@ export TA_RUN=${TA_RUN:-$TA_HOME/run-tests}
 export TA_API_PORT=${TA_TEST_API_PORT:-16543} TA_ETCD_PORT=${TA_TEST_ETCD_PORT:-12479} TA_ETCD_PEER_PORT=${TA_TEST_ETCD_PEER_PORT:-12480}
 APISERVER="bash $ROOT/tests/cluster/apiserver.sh"
 
-# The Argo CD health check is tested with a real Lua interpreter.
+# The Argo CD health check is tested with a real Lua interpreter. Installed here when missing (as
+# root); a lock another apt or dpkg process holds is waited for up to 2 minutes. If that fails,
+# stop now: without it, the end-to-end tests of the health check fail much later.
 if ! command -v lua5.4 >/dev/null; then
-	if [ "$(id -u)" = 0 ]; then
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q lua5.4 >/dev/null
-	else
-		echo "lua5.4 is needed by the tests: sudo apt-get install lua5.4" >&2
+	if [ "$(id -u)" != 0 ]; then
+		echo "tests/run.sh: lua5.4 is needed by the tests: sudo apt-get install lua5.4" >&2
+		exit 1
+	fi
+	apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 "$@"; }
+	if ! apt_get update -qq; then
+		echo "tests/run.sh: 'apt-get update' failed (see above), so lua5.4, which the tests need, could not be installed." >&2
+		echo "  If another apt or dpkg process holds its lock, wait for it to finish and run this again;" >&2
+		echo "  or install lua5.4 yourself (apt-get install lua5.4)." >&2
+		exit 1
+	fi
+	if ! apt_get install -y -q lua5.4 >/dev/null; then
+		echo "tests/run.sh: 'apt-get install lua5.4' failed (see above); the tests need lua5.4." >&2
+		echo "  If another apt or dpkg process holds its lock, wait for it to finish and run this again;" >&2
+		echo "  or install lua5.4 yourself (apt-get install lua5.4)." >&2
+		exit 1
+	fi
+	if ! command -v lua5.4 >/dev/null; then
+		echo "tests/run.sh: apt-get installed lua5.4, but there is no lua5.4 on PATH ($PATH)." >&2
+		echo "  Install it by hand so that \`lua5.4\` runs (Debian package lua5.4), then run this again." >&2
 		exit 1
 	fi
 fi

@@ -91,6 +91,48 @@ async fn main() -> Result<(), Failure> {
         std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
         return Ok(());
     }
+    let report = load(&args, &client).await?;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+    print_table(&report);
+    Ok(())
+}
+
+/// The load phase, in order: the floors, the operator started on a canary, N applied at once, the
+/// steady state, and the restart if asked. Returns the report.
+async fn load(args: &Args, client: &Client) -> Result<Value, Failure> {
+    create_namespaces(client).await;
+    let floors = floors(args, client).await?;
+
+    // The control plane.
+    let emulator = Emulator::start(EmulatorConfig {
+        provisioning: Duration::ZERO,
+        faults: Faults { latency_ms: args.latency_ms, ..Faults::default() },
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "bench", &resource());
+
+    let Started { mut operator, rss, sampler, first_reconcile } =
+        start_on_a_canary(args, &emulator, &envs).await?;
+    let applied = apply_at_once(args, client, &emulator, &envs).await?;
+    let steady = steady_state(args, client, &emulator).await?;
+    let memory = Memory {
+        settled_kib: rss.current.load(Ordering::Relaxed),
+        peak_kib: rss.peak.load(Ordering::Relaxed),
+    };
+    sampler.abort();
+    let restart = if args.restart {
+        Some(restart(args, operator, &emulator, &envs).await?)
+    } else {
+        let _ = operator.kill().await;
+        None
+    };
+    Ok(load_report(args, &floors, first_reconcile, &applied, &steady, &memory, restart))
+}
+
+/// The bench's namespaces (kept if they exist): `bench-floor` for the floors, `bench` for the
+/// operator.
+async fn create_namespaces(client: &Client) {
     for ns in ["bench-floor", "bench"] {
         let obj = Namespace {
             metadata: ObjectMeta { name: Some(ns.into()), ..Default::default() },
@@ -98,7 +140,18 @@ async fn main() -> Result<(), Failure> {
         };
         let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &obj).await;
     }
+}
 
+/// The API server's own throughput for writes, the floor the operator's figures are read against.
+struct Floors {
+    /// Plain writes (ConfigMap creates) per second.
+    plain: f64,
+    /// Environment creates, in a namespace the operator does not watch, per second.
+    custom_resource: f64,
+}
+
+/// Both floors, at the bench's concurrency.
+async fn floors(args: &Args, client: &Client) -> Result<Floors, Failure> {
     // The floor: plain writes (ConfigMap creates) at the same concurrency.
     let floor_n = args.n.max(100);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-floor");
@@ -119,7 +172,7 @@ async fn main() -> Result<(), Failure> {
         .try_collect::<Vec<_>>()
         .await?;
     let floor_secs = t.elapsed().as_secs_f64();
-    let floor_rate = floor_n as f64 / floor_secs;
+    let plain = floor_n as f64 / floor_secs;
 
     // A second floor in the operator's own kind: Environment creates in a namespace it does not
     // watch (custom-resource writes cost the API server more: schema, CEL, managedFields).
@@ -135,21 +188,29 @@ async fn main() -> Result<(), Failure> {
         .buffer_unordered(args.concurrency)
         .try_collect::<Vec<_>>()
         .await?;
-    let cr_floor_rate = floor_n as f64 / t.elapsed().as_secs_f64();
+    let custom_resource = floor_n as f64 / t.elapsed().as_secs_f64();
+    Ok(Floors { plain, custom_resource })
+}
 
-    // The control plane.
-    let emulator = Emulator::start(EmulatorConfig {
-        provisioning: Duration::ZERO,
-        faults: Faults { latency_ms: args.latency_ms, ..Faults::default() },
-        ..EmulatorConfig::default()
-    })
-    .await?;
-    let envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "bench", &resource());
+/// The operator, started with one canary applied before it; its memory sampled from then on.
+struct Started {
+    operator: tokio::process::Child,
+    rss: Arc<RssSampler>,
+    sampler: tokio::task::JoinHandle<()>,
+    /// Process start → the canary's first status.
+    first_reconcile: Duration,
+}
 
-    // Process start → first reconcile, on one canary applied before the start.
+/// Process start → first reconcile, on one canary applied before the start; returns once the
+/// canary is Ready.
+async fn start_on_a_canary(
+    args: &Args,
+    emulator: &Emulator,
+    envs: &Api<DynamicObject>,
+) -> Result<Started, Failure> {
     envs.create(&PostParams::default(), &environment("canary")).await?;
     let started = Instant::now();
-    let mut operator = start_operator(&args, &emulator)?;
+    let operator = start_operator(args, emulator)?;
     let pid = operator.id().unwrap_or_default();
     let rss = Arc::new(RssSampler::default());
     let sampler = tokio::spawn(rss.clone().run(pid));
@@ -159,9 +220,32 @@ async fn main() -> Result<(), Failure> {
     .await?;
     let first_reconcile = started.elapsed();
     await_condition(envs.clone(), "canary", |o: Option<&DynamicObject>| o.is_some_and(is_ready)).await?;
+    Ok(Started { operator, rss, sampler, first_reconcile })
+}
 
-    // Apply N at once and time each to Ready.
-    let api_before = apiserver_requests(&client).await?;
+/// What applying N at once measured.
+struct Applied {
+    /// The bench's own creates.
+    apply: Duration,
+    /// From the first create to the last Ready.
+    all_ready: Duration,
+    /// Apply → Ready of each Environment, in seconds, sorted.
+    latencies: Vec<f64>,
+    api_before: BTreeMap<String, f64>,
+    api_after: BTreeMap<String, f64>,
+    cp_before: BTreeMap<String, u64>,
+    cp_after: BTreeMap<String, u64>,
+}
+
+/// Applies N at once and times each to Ready, counting the API server's requests and the
+/// control plane's calls over it.
+async fn apply_at_once(
+    args: &Args,
+    client: &Client,
+    emulator: &Emulator,
+    envs: &Api<DynamicObject>,
+) -> Result<Applied, Failure> {
+    let api_before = apiserver_requests(client).await?;
     let cp_before = emulator.calls();
     let created: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
     let ready: Arc<std::sync::Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -199,7 +283,7 @@ async fn main() -> Result<(), Failure> {
         .buffer_unordered(args.concurrency)
         .try_collect::<Vec<_>>()
         .await?;
-    let applied = t0.elapsed();
+    let apply = t0.elapsed();
     let deadline = Instant::now() + Duration::from_secs(3600);
     while (ready_count.load(Ordering::Relaxed) as usize) < args.n {
         if Instant::now() > deadline {
@@ -209,7 +293,7 @@ async fn main() -> Result<(), Failure> {
     }
     let all_ready = t0.elapsed();
     watch.abort();
-    let api_after = apiserver_requests(&client).await?;
+    let api_after = apiserver_requests(client).await?;
     let cp_after = emulator.calls();
 
     let mut latencies: Vec<f64> = {
@@ -223,60 +307,86 @@ async fn main() -> Result<(), Failure> {
             .collect()
     };
     latencies.sort_by(f64::total_cmp);
+    Ok(Applied { apply, all_ready, latencies, api_before, api_after, cp_before, cp_after })
+}
+
+/// The steady state: what the operator does when there is nothing to do, over `--steady-secs`.
+struct Steady {
+    api_before: BTreeMap<String, f64>,
+    api_after: BTreeMap<String, f64>,
+    cp_before: BTreeMap<String, u64>,
+    cp_after: BTreeMap<String, u64>,
+}
+
+/// Counts the API server's requests and the control plane's calls over `--steady-secs` with
+/// nothing to do.
+async fn steady_state(args: &Args, client: &Client, emulator: &Emulator) -> Result<Steady, Failure> {
+    let api_before = apiserver_requests(client).await?;
+    let cp_before = emulator.calls();
+    tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;
+    let api_after = apiserver_requests(client).await?;
+    let cp_after = emulator.calls();
+    Ok(Steady { api_before, api_after, cp_before, cp_after })
+}
+
+/// The operator's resident set, sampled every 100 ms, after the steady state.
+struct Memory {
+    settled_kib: u64,
+    peak_kib: u64,
+}
+
+/// The figures of the load phase, as the JSON report holds them.
+fn load_report(
+    args: &Args,
+    floors: &Floors,
+    first_reconcile: Duration,
+    applied: &Applied,
+    steady: &Steady,
+    memory: &Memory,
+    restart: Option<Value>,
+) -> Value {
+    let latencies = &applied.latencies;
     let pct =
         |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
-
-    // Steady state: what the operator does when there is nothing to do.
-    let api_steady0 = apiserver_requests(&client).await?;
-    let cp_steady0 = emulator.calls();
-    tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;
-    let api_steady1 = apiserver_requests(&client).await?;
-    let cp_steady1 = emulator.calls();
-    let settled_rss = rss.current.load(Ordering::Relaxed);
-    let peak_rss = rss.peak.load(Ordering::Relaxed);
-    sampler.abort();
-    let restart = if args.restart {
-        Some(restart(&args, operator, &emulator, &envs).await?)
-    } else {
-        let _ = operator.kill().await;
-        None
-    };
-
     // The bench's own traffic during the apply: n creates, and its watch.
     let n = args.n as f64;
-    let (w, r) = split(&api_before, &api_after);
+    let (w, r) = split(&applied.api_before, &applied.api_after);
     let operator_writes = (w - n) / n;
     let operator_reads = r / n;
-    let per_route: BTreeMap<String, f64> = cp_after
+    let per_route: BTreeMap<String, f64> = applied
+        .cp_after
         .iter()
-        .map(|(k, v)| (k.clone(), (v - cp_before.get(k).copied().unwrap_or(0)) as f64 / n))
+        .map(|(k, v)| (k.clone(), (v - applied.cp_before.get(k).copied().unwrap_or(0)) as f64 / n))
         .collect();
     let cp_total: f64 = per_route.values().sum();
     let minutes = args.steady_secs as f64 / 60.0;
-    let (sw, sr) = split(&api_steady0, &api_steady1);
-    let steady_calls: BTreeMap<String, f64> = cp_steady1
+    let (sw, sr) = split(&steady.api_before, &steady.api_after);
+    let steady_calls: BTreeMap<String, f64> = steady
+        .cp_after
         .iter()
-        .map(|(k, v)| (k.clone(), (v - cp_steady0.get(k).copied().unwrap_or(0)) as f64 / minutes))
+        .map(|(k, v)| (k.clone(), (v - steady.cp_before.get(k).copied().unwrap_or(0)) as f64 / minutes))
         .filter(|(_, v)| *v > 0.0)
         .collect();
-    let by_resource: BTreeMap<String, f64> = api_after
+    let by_resource: BTreeMap<String, f64> = applied
+        .api_after
         .iter()
         .filter(|(k, _)| k.contains(' '))
-        .map(|(k, v)| (k.clone(), (v - api_before.get(k).copied().unwrap_or(0.0)) / n))
+        .map(|(k, v)| (k.clone(), (v - applied.api_before.get(k).copied().unwrap_or(0.0)) / n))
         .filter(|(_, v)| *v > 0.0)
         .collect();
     let needed_writes = operator_writes * n;
-    let floor_for_needed = needed_writes / floor_rate;
+    let floor_for_needed = needed_writes / floors.plain;
+    let all_ready = applied.all_ready;
 
-    let report = json!({
+    json!({
         "n": args.n,
         "emulator_latency_ms": args.latency_ms,
-        "apply_seconds": applied.as_secs_f64(),
+        "apply_seconds": applied.apply.as_secs_f64(),
         "all_ready_seconds": all_ready.as_secs_f64(),
         "apply_to_ready_p50_seconds": pct(0.5),
         "apply_to_ready_p95_seconds": pct(0.95),
         "apiserver_writes_per_environment": operator_writes,
-                "apiserver_reads_per_environment": operator_reads,
+        "apiserver_reads_per_environment": operator_reads,
         "apiserver_requests_per_environment_by_verb_and_resource": by_resource,
         "control_plane_calls_per_environment": cp_total,
         "control_plane_calls_per_environment_by_route": per_route,
@@ -284,19 +394,16 @@ async fn main() -> Result<(), Failure> {
         "steady_apiserver_writes_per_minute": sw / minutes,
         "steady_apiserver_reads_per_minute": sr / minutes,
         "steady_control_plane_calls_per_minute_by_route": steady_calls,
-        "operator_peak_rss_mib": peak_rss as f64 / 1024.0,
-        "operator_settled_rss_mib": settled_rss as f64 / 1024.0,
+        "operator_peak_rss_mib": memory.peak_kib as f64 / 1024.0,
+        "operator_settled_rss_mib": memory.settled_kib as f64 / 1024.0,
         "start_to_first_reconcile_seconds": first_reconcile.as_secs_f64(),
-        "floor_plain_writes_per_second": floor_rate,
+        "floor_plain_writes_per_second": floors.plain,
         "floor_seconds_for_the_operators_writes": floor_for_needed,
-                "all_ready_over_floor": all_ready.as_secs_f64() / floor_for_needed,
-        "floor_custom_resource_writes_per_second": cr_floor_rate,
-        "all_ready_over_custom_resource_floor": all_ready.as_secs_f64() / (needed_writes / cr_floor_rate),
+        "all_ready_over_floor": all_ready.as_secs_f64() / floor_for_needed,
+        "floor_custom_resource_writes_per_second": floors.custom_resource,
+        "all_ready_over_custom_resource_floor": all_ready.as_secs_f64() / (needed_writes / floors.custom_resource),
         "restart": restart,
-    });
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
-    print_table(&report);
-    Ok(())
+    })
 }
 
 /// The operator, as the bench runs it: the emulator's `bench` organization, the `bench` namespace.

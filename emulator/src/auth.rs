@@ -38,6 +38,16 @@ impl Denied {
 /// no space at all, which is the token itself; any other value is ignored and a separate
 /// `UserKey` header is used instead.
 pub fn caller(headers: &HeaderMap) -> Result<Caller, Denied> {
+    let token = presented(headers);
+    if token.is_empty() {
+        return Err(Denied::Missing);
+    }
+    decode(token).ok_or(Denied::Invalid)
+}
+
+/// The token a request presents, found as [`caller`] finds it, whether or not it is valid; empty
+/// when there is none.
+pub fn presented(headers: &HeaderMap) -> &str {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let from_authorization = header("authorization").and_then(|v| {
         ["Bearer ", "UserKey ", "Baerer "]
@@ -45,11 +55,7 @@ pub fn caller(headers: &HeaderMap) -> Result<Caller, Denied> {
             .find_map(|p| v.strip_prefix(p))
             .or_else(|| (!v.contains(' ')).then_some(v))
     });
-    let token = from_authorization.or_else(|| header("userkey")).unwrap_or("");
-    if token.is_empty() {
-        return Err(Denied::Missing);
-    }
-    decode(token).ok_or(Denied::Invalid)
+    from_authorization.or_else(|| header("userkey")).unwrap_or("")
 }
 
 /// The claims the server reads without verifying the signature: a truthy `organization` with a
@@ -118,6 +124,15 @@ mod tests {
         ] {
             assert_eq!(caller(&h).ok().map(|c| c.organization).as_deref(), Some("acme"));
         }
+    }
+
+    #[test]
+    fn the_presented_token_is_found_whatever_its_validity() {
+        let t = token("acme");
+        assert_eq!(presented(&with("authorization", &format!("UserKey {t}"))), t);
+        assert_eq!(presented(&with("authorization", "Bearer nonsense")), "nonsense");
+        assert_eq!(presented(&with("userkey", "raw")), "raw");
+        assert_eq!(presented(&HeaderMap::new()), "");
     }
 
     #[test]

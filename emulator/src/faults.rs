@@ -1,8 +1,9 @@
 //! Fault injection and call counting, for tests and benchmarks: latency, a share of 5xx, 429 with
 //! `Retry-After`, requests that never answer, malformed or huge bodies, redirects. Applies to the API routes only
-//! (`/api/v1/...`), never to health checks or the emulator's own `/_emulator/...` routes.
+//! (`/api/v1/...`), never to health checks or the emulator's own `/_emulator/...` routes. Calls are
+//! counted per route and per API key presented.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -47,11 +48,15 @@ pub struct Faults {
 /// Calls per route: `"POST /api/v1/environments"` → count.
 pub type Calls = BTreeMap<String, u64>;
 
+/// Calls per API key, as presented (the raw token; `""` for a request without one) → count.
+pub type CallsByKey = HashMap<String, u64>;
+
 /// Fault settings and counters, changeable while the emulator runs.
 #[derive(Default)]
 pub struct Chaos {
     faults: Mutex<Faults>,
     calls: Mutex<Calls>,
+    by_key: Mutex<CallsByKey>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -73,8 +78,14 @@ impl Chaos {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Calls per API key presented, whatever their answer (refused ones too).
+    pub fn calls_by_key(&self) -> CallsByKey {
+        self.by_key.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn reset_calls(&self) {
         self.calls.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.by_key.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The most API requests that were being handled at once.
@@ -82,16 +93,18 @@ impl Chaos {
         self.max_in_flight.load(Ordering::Relaxed)
     }
 
-    fn count(&self, key: String) {
-        *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default() += 1;
+    fn count(&self, route: String, token: &str) {
+        *self.calls.lock().unwrap_or_else(|p| p.into_inner()).entry(route).or_default() += 1;
+        *self.by_key.lock().unwrap_or_else(|p| p.into_inner()).entry(token.to_owned()).or_default() += 1;
     }
 }
 
-/// Middleware on the API routes: count, then misbehave as configured.
+/// Middleware on the API routes: count (by route and by the key presented, before anything can
+/// refuse the request), then misbehave as configured.
 pub async fn layer(State(store): State<Arc<Store>>, path: MatchedPath, req: Request, next: Next) -> Response {
     let chaos = store.chaos();
     let method = req.method().clone();
-    chaos.count(format!("{method} {}", path.as_str()));
+    chaos.count(format!("{method} {}", path.as_str()), crate::auth::presented(req.headers()));
     let _in_flight = InFlight::enter(chaos);
     let f = chaos.faults();
     let wait = Duration::from_millis(f.latency_ms);

@@ -5,9 +5,9 @@
 //! `execution_environment`, 500 for non-UUID ids and constraint violations, 204 on delete, and
 //! UserKey/Bearer/raw-token auth with unverified HS256 JWTs.
 //!
-//! Tests start it in-process ([`Emulator::start`]) and read or steer its state directly;
-//! `kubiya-cp-emulator` runs it on its own, steered through `/_emulator/faults` and read through
-//! `/_emulator/calls`.
+//! Tests start it in-process ([`Emulator::start`]) and read or steer its state directly (calls
+//! are counted per route and per API key); `kubiya-cp-emulator` runs it on its own, steered
+//! through `/_emulator/faults` and read through `/_emulator/calls`.
 
 mod api;
 mod auth;
@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 pub use auth::{token, token_with_claims};
-pub use faults::{Calls, Faults};
+pub use faults::{Calls, CallsByKey, Faults};
 use store::Store;
 
 /// What happens to an organization's first environment, which starts `provisioning`.
@@ -128,6 +128,17 @@ impl Emulator {
     /// Calls received so far, per route (`"POST /api/v1/environments"` → count).
     pub fn calls(&self) -> Calls {
         self.store.chaos().calls()
+    }
+
+    /// Calls received so far on the API routes, per API key as presented (the raw token, without
+    /// `UserKey `/`Bearer `; `""` for none), whatever their answer: refused keys are counted too.
+    pub fn calls_by_key(&self) -> CallsByKey {
+        self.store.chaos().calls_by_key()
+    }
+
+    /// Calls received so far on the API routes with this key (the raw token).
+    pub fn calls_with_key(&self, key: &str) -> u64 {
+        self.calls_by_key().get(key).copied().unwrap_or(0)
     }
 
     /// The most API requests that were being handled at once since the start.

@@ -1,7 +1,8 @@
 //! Several organisations in one cluster: Connections and ClusterConnections, each Environment in
-//! its own organisation, keys rotated without a restart, namespaces a ClusterConnection does not
-//! select, adoption only where allowed, connections kept while in use, and an Environment that
-//! cannot move between organisations.
+//! its own organisation, a refused key and a rotated one taken up without a restart (the old key
+//! never sent again), namespaces a ClusterConnection does not select, adoption only where
+//! allowed, connections kept while in use, and an Environment that cannot move between
+//! organisations.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -153,17 +154,25 @@ async fn two_organisations_each_environment_lands_in_its_own() {
     assert!(message(&env).contains("create a Connection named default"), "{}", message(&env));
 }
 
+/// A refused key, then a key rotated to another of the same organisation, both taken up without a
+/// restart; once the new key has been sent, the old one never is again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_rotated_valid_refused_valid_takes_effect_without_a_restart() {
+async fn a_key_rotated_to_another_valid_key_is_used_without_a_restart_and_the_old_is_never_sent_again() {
     let mut bed = keyless("rotate").await;
-    let good = kubiya_cp_emulator::token(&bed.org);
-    put_secret(&bed, &bed.namespace, "kubiya-api-key", &good).await;
+    let key_a = kubiya_cp_emulator::token(&bed.org);
+    // A second user key of the same organisation: the same environments, another token.
+    let key_b = kubiya_cp_emulator::token_with_claims(
+        &json!({"organization": bed.org, "email": format!("rotated@{}.test", bed.org)}),
+    );
+    assert_ne!(key_a, key_b);
+    put_secret(&bed, &bed.namespace, "kubiya-api-key", &key_a).await;
     connection(&bed, "default", "kubiya-api-key").await;
     // The namespace's `default` Connection serves Environments that name none.
     bed.create("app", EnvironmentSpec::default()).await;
     let env = bed.wait_for("app", "Ready", is_ready).await;
     assert_eq!(env.status.as_ref().and_then(|s| s.connection.as_deref()), Some("Connection/default"));
 
+    // A refused key: the connection and its Environments say so, and the process goes on.
     put_secret(&bed, &bed.namespace, "kubiya-api-key", "not-a-key").await;
     let c = wait_connection(&bed, "default", "Stalled KeyRefused", |c| {
         c.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Stalled", "True", "KeyRefused"))
@@ -177,12 +186,34 @@ async fn a_key_rotated_valid_refused_valid_takes_effect_without_a_restart() {
         message(&env)
     );
     assert!(bed.operator_alive(), "no crash loop");
-
-    put_secret(&bed, &bed.namespace, "kubiya-api-key", &good).await;
+    put_secret(&bed, &bed.namespace, "kubiya-api-key", &key_a).await;
     wait_connection(&bed, "default", "Ready again", connection_ready).await;
     bed.wait_for("app", "Ready again without an edit", is_ready).await;
+
+    // Rotated to B. The emulator counts the requests made with each key: from the first with B
+    // (the check of the new key), none may come with A.
+    put_secret(&bed, &bed.namespace, "kubiya-api-key", &key_b).await;
+    wait_until("a request with the new key", || async { bed.emulator.calls_with_key(&key_b) > 0 }).await;
+    let (a_at_switch, b_at_switch) =
+        (bed.emulator.calls_with_key(&key_a), bed.emulator.calls_with_key(&key_b));
+    // Work after the switch, which ends the window: an edit applied by a pass (a read and a
+    // PATCH), besides the periodic checks every 2 s.
+    let patch = json!({"spec": {"description": "after the rotation"}});
+    let edited = bed.envs.patch("app", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let generation = edited.metadata.generation;
+    bed.wait_for("app", "Ready at the edit's generation", move |e| {
+        is_ready(e) && e.status.as_ref().and_then(|s| s.observed_generation) == generation
+    })
+    .await;
+    assert_eq!(bed.remote_named("app").expect("app")["description"], "after the rotation");
+    assert_eq!(bed.emulator.calls_with_key(&key_a), a_at_switch, "the old key was sent after the new one");
+    assert!(
+        bed.emulator.calls_with_key(&key_b) > b_at_switch,
+        "the edit did not go out with the new key: {:?}",
+        bed.emulator.calls()
+    );
     assert!(bed.operator_alive(), "the same process throughout");
-    bed.assert_no_secret_leaked().await;
+    bed.assert_no_secret_leaked_including(&[key_b.as_str()]).await;
     bed.kill_operator().await;
     assert!(!bed.operator_log().contains("not-a-key"));
 }

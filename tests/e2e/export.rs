@@ -3,12 +3,12 @@
 //! written but the owner marker.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 
 use kube::api::{ListParams, Patch, PatchParams};
 use kubiya_operator::resource::Environment;
 use serde_json::{Value, json};
 
+use crate::support::cli::{export, kubectl_apply};
 use crate::support::{TestBed, ready_now, wait_until};
 
 /// The organisation: every kind of field, names that are not DNS names, two that are the same
@@ -37,38 +37,6 @@ fn bodies() -> Vec<Value> {
         v.push(json!({"name": format!("plain-{i}"), "description": format!("number {i}")}));
     }
     v
-}
-
-/// `kubiya-operator export` as a user runs it; its stdout.
-pub async fn export(bed: &TestBed, args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubiya-operator"))
-        .arg("export")
-        .args(args)
-        .env_clear()
-        .env("KUBIYA_API_KEY", kubiya_cp_emulator::token(&bed.org))
-        .env("KUBIYA_CONTROL_PLANE_BASE_URL", &bed.control_plane_url)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run export");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "export failed: {stderr}");
-    assert!(!stderr.contains(&kubiya_cp_emulator::token(&bed.org)), "the key in the progress");
-    String::from_utf8(out.stdout).expect("UTF-8")
-}
-
-pub fn kubectl_apply(bed: &TestBed, manifests: &str) {
-    use std::io::Write;
-    let kubectl = std::env::var_os("KUBIYA_TEST_KUBECTL").expect("KUBIYA_TEST_KUBECTL");
-    let mut child = std::process::Command::new(kubectl)
-        .args(["--kubeconfig", crate::support::kubeconfig_path().to_str().unwrap(), "apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("kubectl");
-    child.stdin.take().unwrap().write_all(manifests.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success(), "kubectl apply refused the export:\n{manifests}");
-    let _ = bed;
 }
 
 fn writes(bed: &TestBed) -> u64 {

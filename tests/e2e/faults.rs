@@ -1,18 +1,23 @@
-//! The operator under control-plane faults: it converges, never duplicates, never calls transient
-//! trouble Stalled, and keeps its request rate down while the control plane is away.
+//! The operator under control-plane faults: it converges, never duplicates (a create whose answer
+//! was lost included), never calls transient trouble Stalled, and backs off while the control
+//! plane is away.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
-use kubiya_operator::resource::{Environment, EnvironmentSpec};
+use kubiya_operator::resource::{Environment, EnvironmentSpec, Phase};
 use serde_json::json;
 
-use crate::support::{TestBed, condition, is_ready, wait_until_within};
+use crate::support::health::assert_health;
+use crate::support::{
+    TestBed, condition, id_of, is_ready, metric_sum, phase, ready_now, wait_until, wait_until_within,
+};
 
 /// Watches the namespace and raises the flag if any Environment is ever seen Stalled.
 fn stalled_watch(bed: &TestBed) -> Arc<AtomicBool> {
@@ -54,6 +59,19 @@ async fn wait_all(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// How many passes over the Environment `name` failed with `reason`, from its Warning Event: the
+/// operator's recorder folds a failure that repeats into one Event and counts it in its series.
+async fn failed_passes(bed: &TestBed, name: &str, reason: &str) -> i32 {
+    let api: Api<Event> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    let lp = ListParams::default().fields(&format!("regarding.name={name}"));
+    let events = api.list(&lp).await.expect("list events").items;
+    events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+        .sum()
 }
 
 const BATCH: usize = 200;
@@ -108,9 +126,45 @@ async fn a_batch_reaches_ready_through_5xx_429_hangs_and_malformed_bodies() {
     // may multiply that, never without limit.
     assert!(amplification < 12.0, "{calls} control-plane calls for {BATCH} environments");
     bed.assert_no_secret_leaked().await;
-    eprintln!(
-        "fault batch: {calls} control-plane calls for {BATCH} environments (amplification {amplification:.2})"
-    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_whose_answer_was_lost_is_recovered_not_duplicated() {
+    // Every answer hangs past the client timeout, but the create happens: then the control plane
+    // recovers and the next create gets 409, as with the real server under load.
+    let emulator = EmulatorConfig { faults: Faults { hang: 1.0, ..Faults::default() }, ..ready_now() };
+    let mut bed = TestBed::without_operator("lost", emulator).await;
+    bed.operator_env.push(("KUBIYA_REQUEST_TIMEOUT", "1s".into()));
+    bed.start_operator();
+    bed.create("lost", EnvironmentSpec::default()).await;
+    // The first pass says work has started before any control-plane call has been answered.
+    let env = bed
+        .wait_for("lost", "Pending and Reconciling", |e| {
+            phase(e) == Some(Phase::Pending) && condition(e, "Reconciling").as_deref() == Some("True")
+        })
+        .await;
+    assert_eq!(env.status.as_ref().and_then(|s| s.observed_generation), env.metadata.generation);
+    assert_health(&env, "Progressing", "InProgress");
+    wait_until("the create to reach the emulator", || async { bed.remote_named("lost").is_some() }).await;
+    bed.emulator.set_faults(Faults::default());
+
+    let env = bed.wait_for("lost", "Ready", is_ready).await;
+    let named: Vec<_> = bed.remote().into_iter().filter(|e| e["name"] == "lost").collect();
+    assert_eq!(named.len(), 1, "exactly one environment: {named:#?}");
+    assert_eq!(named[0]["id"].as_str(), Some(id_of(&env).as_str()));
+    // Recovered, not found by luck: the operator's own count shows its create answered 409 (the
+    // environment was there already), and a list (where it found its owner marker).
+    let metrics = bed.metrics().await;
+    let requests = |method: &str, code: &str| {
+        metric_sum(
+            &metrics,
+            &format!(
+                "kubiya_operator_control_plane_requests_total{{connection=\"operator\",route=\"/api/v1/environments\",method=\"{method}\",code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert!(requests("POST", "409") >= 1.0, "no create answered 409:\n{metrics}");
+    assert!(requests("GET", "200") >= 1.0, "no list after the 409:\n{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +184,8 @@ async fn while_the_control_plane_is_down_nothing_is_lost_and_recovery_is_automat
     bed.envs.patch("d-0", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     bed.envs.delete("d-1", &DeleteParams::default()).await.unwrap();
     bed.create("d-new", EnvironmentSpec::default()).await;
-    for name in ["d-0", "d-1", "d-new"] {
+    let busy = ["d-0", "d-1", "d-new"];
+    for name in busy {
         bed.wait_for(name, "reporting the outage", |e| {
             e.status.as_ref().is_some_and(|s| {
                 s.conditions.iter().any(|c| {
@@ -143,18 +198,39 @@ async fn while_the_control_plane_is_down_nothing_is_lost_and_recovery_is_automat
     let env = bed.envs.get("d-1").await.unwrap();
     assert!(env.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default().contains("unreachable"));
 
-    // Backoff caps the rate: count failed passes over an observation window.
-    let failed = |m: &str| {
-        m.lines()
-            .filter(|l| l.starts_with("kubiya_operator_reconciles_total{") && !l.contains("result=\"ok\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
-    let before = failed(&bed.metrics().await);
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let during = failed(&bed.metrics().await) - before;
-    // Three objects with work to do, backing off 1 s, 2 s, 4 s …: a handful of passes each at most.
-    assert!(during <= 15.0, "{during} failed passes in 6 s while the control plane was down");
+    // Backoff caps the rate: counted up to a later event, not over a stretch of time. The three
+    // with work to do fail their first passes 1 s, 2 s, 4 s … apart (±25 %, plus the pass): after
+    // the 4th, the next comes 6–11 s later, and the one after that at least 12 s later still.
+    // Then a fourth resource with work, created now, fails its first 3 passes (at most 7 s),
+    // which ends the window. Backing off, each of the three fails at most once in it; retrying
+    // at a steady pace, or starting its backoff over, each would fail about as often as the
+    // newcomer.
+    const BEFORE: i32 = 4;
+    const WINDOW: i32 = 3;
+    const REASON: &str = "ControlPlaneUnavailable";
+    let mut at_start = Vec::new();
+    for name in busy {
+        wait_until(&format!("{BEFORE} failed passes of {name}"), || async {
+            failed_passes(&bed, name, REASON).await >= BEFORE
+        })
+        .await;
+    }
+    for name in busy {
+        at_start.push(failed_passes(&bed, name, REASON).await);
+    }
+    bed.create("d-late", EnvironmentSpec::default()).await;
+    wait_until(&format!("{WINDOW} failed passes of d-late"), || async {
+        failed_passes(&bed, "d-late", REASON).await >= WINDOW
+    })
+    .await;
+    for (name, before) in busy.into_iter().zip(at_start) {
+        let during = failed_passes(&bed, name, REASON).await - before;
+        assert!(
+            during <= 1,
+            "{name} failed {during} more passes while d-late, created after it, failed its first {WINDOW}: \
+             its retries do not back off"
+        );
+    }
 
     let changed = bed.envs.get("d-0").await.unwrap();
     assert_eq!(
@@ -166,11 +242,13 @@ async fn while_the_control_plane_is_down_nothing_is_lost_and_recovery_is_automat
     bed.emulator.come_up().await.unwrap();
     bed.wait_gone("d-1").await;
     let settled = |e: &Environment| is_ready(e) && condition(e, "Reconciling").as_deref() == Some("False");
-    wait_all(&bed, 6, "Ready", Duration::from_secs(120), settled).await;
+    wait_all(&bed, 7, "Ready", Duration::from_secs(120), settled).await;
     assert!(!stalled.load(Ordering::Relaxed), "an outage was reported as Stalled");
     let remote = bed.remote();
     assert!(remote.iter().all(|e| e["name"] != "d-1"), "deleted while down, then deleted remotely");
-    assert_eq!(remote.iter().filter(|e| e["name"] == "d-new").count(), 1);
+    for name in ["d-new", "d-late"] {
+        assert_eq!(remote.iter().filter(|e| e["name"] == name).count(), 1, "{name}");
+    }
     assert_eq!(remote.iter().find(|e| e["name"] == "d-0").unwrap()["description"], "changed while down");
-    assert_eq!(remote.iter().filter(|e| e["name"] != "default").count(), 6);
+    assert_eq!(remote.iter().filter(|e| e["name"] != "default").count(), 7);
 }

@@ -13,10 +13,9 @@ use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::EnvironmentSpec;
 use serde_json::json;
 use tokio::process::Child;
-use tokio::time::Instant;
 
-use crate::cluster::PrivateCluster;
-use crate::support::{TIMEOUT, TestBed, is_ready, try_http_get, wait_until};
+use crate::support::cluster::PrivateCluster;
+use crate::support::{TIMEOUT, TestBed, is_ready, try_http_get, wait_until, wait_until_within};
 
 fn provisioning(ms: u64) -> EmulatorConfig {
     EmulatorConfig { provisioning: Duration::from_millis(ms), ..EmulatorConfig::default() }
@@ -90,17 +89,15 @@ async fn one_replica_reconciles_and_the_other_takes_over_within_the_lease_losing
     // The leader dies without releasing its Lease; meanwhile users go on changing things.
     let _ = a.start_kill();
     let _ = a.wait().await;
-    let killed = Instant::now();
     let patch = json!({"spec": {"description": "v2"}});
     let changed = bed.envs.patch("one", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
     bed.create("three", EnvironmentSpec::default()).await;
 
-    wait_until("b to lead", || leads(&bed, "b", &log_b)).await;
-    let handover = killed.elapsed();
-    eprintln!("handover after SIGKILL of the leader: {handover:?} (lease {LEASE:?})");
-    // The Lease can have been renewed just before the kill; the standby looks every 2 s, then
-    // waits up to 1 s (jitter against a race with another standby), then syncs its caches.
-    assert!(handover < LEASE + Duration::from_secs(6), "handover took {handover:?}");
+    // Within the lease: it can have been renewed just before the kill; the standby looks every
+    // 2 s, then waits up to 1 s (jitter against a race with another standby), then syncs its
+    // caches.
+    let within = LEASE + Duration::from_secs(6);
+    wait_until_within("b to lead within the lease", within, || leads(&bed, "b", &log_b)).await;
 
     let generation = changed.metadata.generation;
     bed.wait_for("one", "Ready at the new generation", move |e| {
@@ -133,18 +130,15 @@ async fn sigterm_mid_batch_releases_the_lease_and_the_next_leader_converges() {
     assert!(posts(&bed) < N as u64, "the batch finished before the signal; the test would prove nothing");
 
     let pid = a.id().expect("pid").to_string();
-    let signalled = Instant::now();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     let exit = tokio::time::timeout(TIMEOUT, a.wait()).await.expect("a exits on SIGTERM").expect("wait");
-    let stopped = signalled.elapsed();
     assert!(exit.success(), "a exited with {exit:?}");
     let after_exit = holder(&bed).await;
     assert!(after_exit.as_deref() != Some("a"), "a exited without releasing the lease");
-    wait_until("b to lead", || leads(&bed, "b", &log_b)).await;
-    let handover = signalled.elapsed();
-    eprintln!("SIGTERM mid-batch: a stopped in {stopped:?}, b led after {handover:?}");
-    // Released, the Lease is taken at the standby's next look (every 2 s), not when it expires.
-    assert!(handover - stopped < Duration::from_secs(8), "b took {handover:?} after the signal");
+    // Released, the Lease is taken at the standby's next look (every 2 s), well before it could
+    // expire (15 s).
+    let released = Duration::from_secs(8);
+    wait_until_within("b to lead, the lease released", released, || leads(&bed, "b", &log_b)).await;
 
     bed.emulator.set_faults(Faults::default());
     for name in &names {
@@ -194,10 +188,10 @@ async fn a_leader_cut_off_from_the_api_server_steps_down_before_its_lease_could_
     let lease = leases.get("kubiya-operator").await.expect("the lease, kept with etcd's data");
     let renewed = lease.spec.and_then(|s| s.renew_time).expect("renewTime").0;
     let expiry = SystemTime::from(renewed) + LEASE;
-    let margin = expiry
-        .duration_since(exited)
-        .unwrap_or_else(|e| panic!("exited {:?} after the lease expired", e.duration()));
-    eprintln!(
-        "leader cut off from the API server exited {margin:?} before its lease expired (lease {LEASE:?})"
+    // The safety property itself, an order of two instants (not a speed): the exit came first.
+    assert!(
+        exited < expiry,
+        "exited {:?} after the lease expired (lease {LEASE:?})",
+        exited.duration_since(expiry).unwrap_or_default()
     );
 }

@@ -1,16 +1,17 @@
-//! The lifecycle of an Environment against the emulator. Each test has its own namespace,
-//! emulator organization and operator process.
+//! The lifecycle of an Environment against the emulator: applied (provisioning, then Ready with
+//! every field remote and a worker Secret), edited (one PATCH), disabled and enabled again, and a
+//! remote error. Deletion is in `deletion.rs`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::gitops::assert_health;
-use crate::support::{TestBed, condition, is_ready, phase};
+use crate::support::health::assert_health;
+use crate::support::{TestBed, condition, is_ready, phase, ready_now};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, FirstOutcome};
 use kubiya_operator::resource::{
-    DeletionPolicy, EnvironmentSpec, ExecutionEnvironment, Phase, WorkerSecretRef,
+    DeletionPolicy, EnvironmentSpec, ExecutionEnvironment, Phase, RemoteState, WorkerSecretRef,
 };
 use serde_json::json;
 
@@ -146,28 +147,25 @@ async fn spec_edit_patches_the_remote_environment_and_moves_observed_generation(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_removes_the_remote_environment_and_then_the_object() {
-    let bed = TestBed::start("delete", provisioning(0)).await;
-    bed.create("gone", EnvironmentSpec::default()).await;
-    bed.wait_for("gone", "Ready", is_ready).await;
-    assert!(bed.remote_named("gone").is_some());
+async fn the_enabled_state_is_enforced_and_phase_is_selectable() {
+    let bed = TestBed::start("state", ready_now()).await;
+    bed.create("off", EnvironmentSpec { state: Some(RemoteState::Inactive), ..Default::default() }).await;
+    bed.create("on", EnvironmentSpec::default()).await;
+    let off = bed.wait_for("off", "Inactive", |e| phase(e) == Some(Phase::Inactive)).await;
+    assert_eq!(bed.remote_named("off").unwrap()["status"], "inactive");
+    assert_health(&off, "Suspended", "Current");
+    bed.wait_for("on", "Ready", is_ready).await;
 
-    bed.envs.delete("gone", &DeleteParams::default()).await.unwrap();
-    bed.wait_gone("gone").await;
-    assert!(bed.remote_named("gone").is_none(), "remote environment left behind: {:#?}", bed.remote());
-}
+    // `kubectl get kenv --field-selector status.phase=Ready`
+    let ready = bed.envs.list(&ListParams::default().fields("status.phase=Ready")).await.unwrap();
+    let names: Vec<_> = ready.items.iter().filter_map(|e| e.metadata.name.clone()).collect();
+    assert_eq!(names, ["on"]);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphan_deletion_policy_keeps_the_remote_environment() {
-    let bed = TestBed::start("orphan", provisioning(0)).await;
-    bed.create("kept", EnvironmentSpec { deletion_policy: DeletionPolicy::Orphan, ..Default::default() })
-        .await;
-    let env = bed.wait_for("kept", "Ready", is_ready).await;
-
-    bed.envs.delete("kept", &DeleteParams::default()).await.unwrap();
-    bed.wait_gone("kept").await;
-    let remote = bed.remote_named("kept").expect("remote environment kept");
-    assert_eq!(remote["id"].as_str(), env.status.and_then(|s| s.environment_id).as_deref());
+    let patch = json!({"spec": {"state": "Active"}});
+    bed.envs.patch("off", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let on = bed.wait_for("off", "Ready", is_ready).await;
+    assert_eq!(bed.remote_named("off").unwrap()["status"], "active");
+    assert_health(&on, "Healthy", "Current");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

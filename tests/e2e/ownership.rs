@@ -1,8 +1,8 @@
-//! Who owns a remote environment, at the edges a platform team meets: a paused deletion, Orphan
-//! and taking back, a move between namespaces, a restore with a new UID, a status that names
-//! someone else's environment, the CRD deleted and installed again, and another cluster taking
-//! over. The rule: an environment belongs to one resource at a time; it changes hands only when
-//! its owner lets it go or no longer exists, or when a human says so.
+//! Who owns a remote environment, as it changes hands: Orphan and taking back, a move between
+//! namespaces, a restore with a new UID, a status that names someone else's environment, and the
+//! CRD deleted and installed again. The rule: an environment belongs to one resource at a time; it
+//! changes hands only when its owner lets it go or no longer exists, or when a human says so
+//! (adoption by annotation: `adoption.rs`; a paused deletion: `pause.rs`).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -10,9 +10,9 @@ use kube::runtime::wait::{await_condition, conditions};
 use kubiya_operator::resource::{DeletionPolicy, Environment, EnvironmentSpec, Phase};
 use serde_json::{Value, json};
 
-use crate::cluster::PrivateCluster;
+use crate::support::cluster::PrivateCluster;
 use crate::support::{
-    TIMEOUT, TestBed, condition, id_of, is_ready, message, phase, ready_now, stalled_with, wait_until,
+    TIMEOUT, TestBed, id_of, is_ready, message, phase, ready_now, stalled_with, wait_until,
 };
 
 fn orphan() -> EnvironmentSpec {
@@ -22,72 +22,6 @@ fn orphan() -> EnvironmentSpec {
 /// The owner marker of the remote environment named `name`.
 fn marker(bed: &TestBed, name: &str) -> Value {
     bed.remote_named(name).map(|r| r["settings"]["kubiya.ai/owner"].clone()).unwrap_or(Value::Null)
-}
-
-fn remote_writes(bed: &TestBed) -> u64 {
-    bed.calls("POST /api/v1/environments")
-        + bed.calls("PATCH /api/v1/environments/{id}")
-        + bed.calls("DELETE /api/v1/environments/{id}")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_deletion_holds_the_finalizer_and_writes_nothing_until_unpaused() {
-    let bed = TestBed::start("pause-delete", ready_now()).await;
-    bed.create("held", EnvironmentSpec::default()).await;
-    let env = bed.wait_for("held", "Ready", is_ready).await;
-    let id = id_of(&env);
-    bed.annotate("held", "kubiya.ai/paused", Some("true")).await;
-    bed.wait_for("held", "paused", |e| {
-        e.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == "Paused"))
-    })
-    .await;
-    let writes = remote_writes(&bed);
-
-    bed.envs.delete("held", &DeleteParams::default()).await.unwrap();
-    let env = bed
-        .wait_for("held", "Deleting and paused", |e| {
-            phase(e) == Some(Phase::Deleting) && message(e).contains("deletion paused")
-        })
-        .await;
-    assert!(env.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == "kubiya.ai/environment")));
-    let text = message(&env);
-    assert!(
-        text.contains("remove the annotation") && text.contains("kubiya.ai/deletion-policy=Orphan"),
-        "{text}"
-    );
-    assert_eq!(crate::gitops::argo(&env).0, "Suspended");
-    // Held, not just slow: a reconcile request gets a pass, which still writes nothing.
-    bed.annotate("held", "kubiya.ai/reconcile-requested-at", Some("r1")).await;
-    bed.wait_for("held", "the request handled", |e| {
-        e.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("r1")
-    })
-    .await;
-    assert!(bed.envs.get_opt("held").await.unwrap().is_some(), "the paused resource stays");
-    assert_eq!(remote_writes(&bed), writes, "nothing written while paused");
-    assert!(bed.remote().iter().any(|r| r["id"] == id.as_str()));
-
-    // Unpaused, the deletion goes on by its policy (Delete).
-    bed.annotate("held", "kubiya.ai/paused", None).await;
-    bed.wait_gone("held").await;
-    assert!(!bed.remote().iter().any(|r| r["id"] == id.as_str()), "deleted once unpaused");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_deletion_ends_with_the_orphan_annotation_and_still_writes_nothing() {
-    let bed = TestBed::start("pause-orphan", ready_now()).await;
-    bed.create("held", EnvironmentSpec::default()).await;
-    let id = id_of(&bed.wait_for("held", "Ready", is_ready).await);
-    bed.annotate("held", "kubiya.ai/paused", Some("true")).await;
-    bed.envs.delete("held", &DeleteParams::default()).await.unwrap();
-    bed.wait_for("held", "Deleting and paused", |e| {
-        phase(e) == Some(Phase::Deleting) && message(e).contains("paused")
-    })
-    .await;
-    let writes = remote_writes(&bed);
-    bed.annotate("held", "kubiya.ai/deletion-policy", Some("Orphan")).await;
-    bed.wait_gone("held").await;
-    assert_eq!(remote_writes(&bed), writes, "paused: not even the release is written");
-    assert!(bed.remote().iter().any(|r| r["id"] == id.as_str()), "left in the control plane");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,26 +138,6 @@ async fn a_resource_whose_status_names_someone_elses_environment_never_writes_or
     assert_eq!(id_of(&owner), id);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adopting_an_environment_a_live_resource_manages_is_refused() {
-    let bed = TestBed::start("live-owner", ready_now()).await;
-    bed.create("owner", EnvironmentSpec::default()).await;
-    let id = id_of(&bed.wait_for("owner", "Ready", is_ready).await);
-    bed.create_annotated(
-        "thief",
-        &[("kubiya.ai/environment-id", &id)],
-        EnvironmentSpec {
-            name: Some("owner".into()),
-            description: Some("stolen".into()),
-            ..Default::default()
-        },
-    )
-    .await;
-    let env = bed.wait_for("thief", "Stalled with OwnedElsewhere", stalled_with("OwnedElsewhere")).await;
-    assert!(message(&env).contains("two resources must not manage one environment"), "{}", message(&env));
-    assert!(bed.remote_named("owner").unwrap()["description"].is_null(), "not written");
-}
-
 /// Waits on an Environment in any namespace.
 async fn wait(
     api: &Api<Environment>,
@@ -292,44 +206,4 @@ async fn deleting_the_crd_releases_every_environment_and_reinstalling_takes_them
     assert_eq!(others(&bed), envs_before, "no environment created");
     let events = bed.events(&name(0)).await;
     assert!(events.iter().any(|(r, _)| r == "Reclaimed"), "{events:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_cluster_takes_over_with_the_annotation_and_the_first_lets_go() {
-    let old = TestBed::start("old-cluster", ready_now()).await;
-    old.create("app", EnvironmentSpec { description: Some("blue".into()), ..Default::default() }).await;
-    let id = id_of(&old.wait_for("app", "Ready", is_ready).await);
-
-    // A second cluster, on the same control-plane organization, told to take it over.
-    let cluster = PrivateCluster::start_at("new-cluster", ["17243", "13179", "13180"]);
-    let mut new = TestBed::on_cluster(cluster.kubeconfig(), "new-cluster", ready_now()).await;
-    new.control_plane_url = old.control_plane_url.clone();
-    new.org = old.org.clone();
-    new.start_operator();
-    new.create_annotated(
-        "app",
-        &[("kubiya.ai/environment-id", &id)],
-        EnvironmentSpec { description: Some("green".into()), ..Default::default() },
-    )
-    .await;
-    let env = new.wait_for("app", "Ready", is_ready).await;
-    assert_eq!(id_of(&env), id);
-    let note = new.wait_event("app", "Adopted").await;
-    assert!(note.contains("in another cluster"), "{note}");
-    assert_eq!(old.remote_named("app").unwrap()["description"], "green");
-
-    // The old cluster's resource lets go: Stalled, no writes, and its deletion deletes nothing.
-    old.annotate("app", "kubiya.ai/reconcile-requested-at", Some("later")).await;
-    let env = old.wait_for("app", "Stalled with OwnedElsewhere", stalled_with("OwnedElsewhere")).await;
-    assert!(message(&env).contains("managed from another cluster"), "{}", message(&env));
-    assert_eq!(condition(&env, "Ready").as_deref(), Some("False"));
-    assert_eq!(old.remote_named("app").unwrap()["description"], "green", "the old spec is not written back");
-    old.envs.delete("app", &DeleteParams::default()).await.unwrap();
-    old.wait_gone("app").await;
-    assert!(old.remote().iter().any(|r| r["id"] == id.as_str()), "deleted by the old cluster");
-    new.annotate("app", "kubiya.ai/reconcile-requested-at", Some("after")).await;
-    new.wait_for("app", "still Ready", |e| {
-        is_ready(e) && e.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref()) == Some("after")
-    })
-    .await;
 }

@@ -213,9 +213,10 @@ async fn an_organisation_exported_observed_then_managed_on_the_real_server() {
     }
     let before = list().await;
 
-    let manifests = crate::export::export(&bed, &["--observe", "--namespace", &bed.namespace.clone()]).await;
+    let manifests =
+        crate::support::cli::export(&bed, &["--observe", "--namespace", &bed.namespace.clone()]).await;
     assert_eq!(manifests.matches("kind: Environment").count(), 3, "{manifests}");
-    crate::export::kubectl_apply(&bed, &manifests);
+    crate::support::cli::kubectl_apply(&bed, &manifests);
     bed.start_operator();
     let synced = |e: &kubiya_operator::resource::Environment, status: &str| {
         e.status

@@ -1,5 +1,5 @@
-//! A private test API server (etcd + apiserver) for the tests that stop or restart it, so that
-//! doing so does not disturb the other tests.
+//! A private test API server (etcd + apiserver) for the tests that stop, restart or replace it
+//! (or need a second cluster), so that doing so does not disturb the other tests.
 
 use std::path::PathBuf;
 use std::process::Command;

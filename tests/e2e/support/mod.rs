@@ -4,6 +4,14 @@
 //! Refuses to run against anything but the local test API server, so that a test can never touch
 //! the cluster a developer's kubeconfig points at. A test's namespaces are its own: a name taken
 //! already fails the test, and they are deleted when its [`TestBed`] is dropped.
+//!
+//! Beside it: [`cluster`], a private test API server for the tests that stop or replace theirs;
+//! [`health`], how Argo CD and kstatus see an Environment; [`cli`], the command lines a user runs
+//! (`kubiya-operator export`, `kubectl apply`).
+
+pub mod cli;
+pub mod cluster;
+pub mod health;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -156,8 +164,15 @@ impl TestBed {
     /// Fails if the API key or any worker token this test's organization was given appears in
     /// the operator's log, in an Event or in a status of this test's namespace.
     pub async fn assert_no_secret_leaked(&self) {
+        self.assert_no_secret_leaked_including(&[]).await;
+    }
+
+    /// Same, for these other keys too (one a test rotated to, say).
+    pub async fn assert_no_secret_leaked_including(&self, keys: &[&str]) {
         let mut secrets = self.emulator.worker_tokens(&self.org);
+        let issued = secrets.len();
         secrets.push(kubiya_cp_emulator::token(&self.org));
+        secrets.extend(keys.iter().map(|k| (*k).to_owned()));
         let mut places = vec![("operator log".to_owned(), self.operator_log())];
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         for e in events.list(&Default::default()).await.expect("events").items {
@@ -175,7 +190,7 @@ impl TestBed {
                 assert!(!text.contains(secret.as_str()), "a secret leaked into the {place}");
             }
         }
-        assert!(secrets.len() > 1, "no worker token was issued: the check would be vacuous");
+        assert!(issued > 0, "no worker token was issued: the check would be vacuous");
     }
 
     /// Whether the operator process is still running (it must never crash on bad input).
@@ -192,17 +207,24 @@ impl TestBed {
         }
     }
 
-    /// Sends SIGTERM and waits for the operator to exit; returns how long that took and how it
-    /// exited.
-    pub async fn terminate_operator(&mut self) -> (Duration, std::process::ExitStatus) {
+    /// Sends SIGTERM and waits for the operator to exit, failing the test after [`TIMEOUT`];
+    /// returns how it exited.
+    pub async fn terminate_operator(&mut self) -> std::process::ExitStatus {
+        self.terminate_operator_within(TIMEOUT).await
+    }
+
+    /// Same, failing the test unless the operator exits within `timeout` of the signal.
+    pub async fn terminate_operator_within(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let mut child = self.operator.take().expect("operator running");
         let pid = child.id().expect("pid").to_string();
-        let started = tokio::time::Instant::now();
         let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
         assert!(status.success());
-        match tokio::time::timeout(TIMEOUT, child.wait()).await {
-            Ok(Ok(exit)) => (started.elapsed(), exit),
-            other => panic!("the operator did not exit on SIGTERM: {other:?}\n{}", self.operator_log()),
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(Ok(exit)) => exit,
+            other => panic!(
+                "the operator did not exit within {timeout:?} of SIGTERM: {other:?}\n{}",
+                self.operator_log()
+            ),
         }
     }
 
@@ -499,9 +521,9 @@ pub async fn test_client(path: &std::path::Path) -> Client {
 pub async fn install_crd(client: Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     for text in [
-        include_str!("../../crds/environment.yaml"),
-        include_str!("../../crds/connection.yaml"),
-        include_str!("../../crds/clusterconnection.yaml"),
+        include_str!("../../../crds/environment.yaml"),
+        include_str!("../../../crds/connection.yaml"),
+        include_str!("../../../crds/clusterconnection.yaml"),
     ] {
         let crd: CustomResourceDefinition = serde_yaml_ng::from_str(text).expect("a CRD of crds/");
         let name = crd.metadata.name.clone().unwrap_or_default();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::{EnvironmentSpec, Phase};
 
-use crate::cluster::PrivateCluster;
+use crate::support::cluster::PrivateCluster;
 use crate::support::{TestBed, is_ready, phase, wait_until_within};
 
 const BATCH: usize = 30;
@@ -58,8 +58,8 @@ async fn sigterm_stops_the_operator_even_with_the_api_server_gone() {
     bed.create("up", EnvironmentSpec::default()).await;
     bed.wait_for("up", "Ready", |e| phase(e) == Some(Phase::Ready)).await;
     cluster.script("stop");
-    let (took, exit) = bed.terminate_operator().await;
-    assert!(took < Duration::from_secs(30), "SIGTERM took {took:?}");
+    // Within Kubernetes' default grace period (30 s), after which the kubelet would SIGKILL it.
+    let exit = bed.terminate_operator_within(Duration::from_secs(30)).await;
     // Success is the signal handled: killed by it, the process has no exit code; having lost
     // its Lease, or failed otherwise, it exits with 1.
     assert!(exit.success(), "the operator exited with {exit:?} on SIGTERM:\n{}", bed.operator_log());

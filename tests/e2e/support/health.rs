@@ -1,6 +1,6 @@
 //! How GitOps tools see an Environment's health, for the end-to-end tests to check on the objects
-//! they produce: the Argo CD health script (run by a real Lua interpreter) and the kstatus rules
-//! that Flux applies.
+//! they produce: the Argo CD health script (run by a real Lua interpreter, which `tests/run.sh`
+//! installs) and the kstatus rules that Flux applies.
 
 use std::process::Command;
 
@@ -38,7 +38,7 @@ pub fn argo(env: &Environment) -> (String, String) {
     let out = Command::new("lua5.4")
         .args(["-e", &driver])
         .output()
-        .expect("run lua5.4 (Debian package lua5.4; .ci/run installs it)");
+        .expect("run lua5.4 (Debian package lua5.4; tests/run.sh installs it)");
     assert!(out.status.success(), "health.lua failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (status, message) = text.split_once('\t').unwrap_or((&text, ""));
