@@ -23,6 +23,25 @@ fn lease_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A control plane's origin: an http(s) URL, of which only scheme, host and port count.
+fn origin(s: &str) -> Result<url::Origin, String> {
+    let url = Url::parse(s.trim()).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{s:?} is not an http(s) URL with a host"));
+    }
+    Ok(url.origin())
+}
+
+/// A cluster id: what markers and `kubiya.ai/take-over-from` carry (a UID's characters).
+fn cluster_id(s: &str) -> Result<String, String> {
+    let id = s.trim();
+    let plain = !id.is_empty() && id.len() <= 63 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !plain || id == crate::reconcile::ownership::UNKNOWN_CLUSTER {
+        return Err("a cluster id is 1 to 63 letters, digits and '-' (and not \"unknown\")".into());
+    }
+    Ok(id.to_owned())
+}
+
 fn parse_key(s: &str) -> Result<ApiKey, std::convert::Infallible> {
     Ok(ApiKey::new(s))
 }
@@ -63,9 +82,24 @@ pub struct Config {
     pub control_plane: ControlPlane,
 
     /// Whether Environments managed with the operator's own key may adopt environments made
-    /// outside Kubernetes (`kubiya.ai/environment-id`).
+    /// outside Kubernetes (`kubiya.ai/environment-id`). Turn it off on a cluster shared by
+    /// tenants: whoever may create an Environment could otherwise take any environment of the
+    /// organisation, and its worker token.
     #[arg(long, env = "KUBIYA_ALLOW_ADOPTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_adoption: bool,
+
+    /// The control planes (origins: scheme://host[:port], comma-separated) that Connections and
+    /// ClusterConnections may send their keys to, besides --control-plane-url's, which is always
+    /// allowed. A connection whose baseUrl is elsewhere is Stalled (UrlNotAllowed), and its Secret
+    /// is never read.
+    #[arg(long, env = "KUBIYA_ALLOWED_CONTROL_PLANES", value_delimiter = ',', value_parser = origin)]
+    pub allowed_control_planes: Vec<url::Origin>,
+
+    /// This cluster's id in the owner markers of remote environments (default: the UID of the
+    /// kube-system namespace). Give a cluster restored from another's etcd snapshot an id of its
+    /// own, so that it does not take itself for the original.
+    #[arg(long, env = "KUBIYA_CLUSTER_ID", value_parser = cluster_id)]
+    pub cluster_id: Option<String>,
 
     /// Timeout of one control-plane request.
     #[arg(long, env = "KUBIYA_REQUEST_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
@@ -267,6 +301,33 @@ mod tests {
         let cli = Cli::try_parse_from(["kubiya-operator", "--concurrency", "3"]).unwrap();
         assert!(cli.command.is_none() && cli.run.concurrency == 3);
         assert!(Cli::try_parse_from(["kubiya-operator", "--concurrency", "3", "run"]).is_err());
+    }
+
+    #[test]
+    fn allowed_control_planes_are_origins_and_cluster_ids_are_plain() {
+        let cli = Cli::try_parse_from([
+            "kubiya-operator",
+            "--allowed-control-planes",
+            "https://cp.example/path, http://127.0.0.1:8080",
+            "--cluster-id",
+            "prod-eu-1",
+        ])
+        .unwrap();
+        let origins: Vec<String> =
+            cli.run.allowed_control_planes.iter().map(|o| o.ascii_serialization()).collect();
+        assert_eq!(origins, ["https://cp.example", "http://127.0.0.1:8080"]);
+        assert_eq!(cli.run.cluster_id.as_deref(), Some("prod-eu-1"));
+        for bad in ["ftp://cp.example", "not a url", "file:///etc/passwd"] {
+            assert!(
+                Cli::try_parse_from(["kubiya-operator", "--allowed-control-planes", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        for bad in ["", "a b", "unknown", "x/y"] {
+            assert!(Cli::try_parse_from(["kubiya-operator", "--cluster-id", bad]).is_err(), "{bad:?}");
+        }
+        let none = Cli::try_parse_from(["kubiya-operator"]).unwrap();
+        assert!(none.run.allowed_control_planes.is_empty() && none.run.cluster_id.is_none());
     }
 
     #[test]

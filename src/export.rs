@@ -366,6 +366,7 @@ mod tests {
         assert!(v.get("status").is_none());
         // Managed as is, the operator would write nothing but its marker.
         let owner = crate::reconcile::ownership::Owner {
+            namespace_uid: "nsu".into(),
             cluster: "c".into(),
             uid: "u".into(),
             namespace: "imported".into(),

@@ -763,6 +763,7 @@ proptest! {
         env.metadata.namespace = Some("ns".into());
         env.metadata.uid = Some("uid".into());
         let owner = ownership::Owner {
+            namespace_uid: "nsu".into(),
             cluster: "c".into(),
             uid: "uid".into(),
             namespace: "ns".into(),

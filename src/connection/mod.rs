@@ -18,6 +18,34 @@ use std::fmt;
 pub use error::{Error, Unusable};
 pub use registry::{Defaults, HeldConnection, Registry, ResolvedConnection, State};
 
+/// Where an Environment lives: the organisation its connection's key answers for, and the
+/// control plane's origin. Recorded in status; a connection that now leads elsewhere
+/// (another key, another `baseUrl`) is a change the Environment refuses, never a reason to
+/// create it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// The key's `organization` claim, which is what the control plane reads; None when the key
+    /// names none (the control plane then refuses it).
+    pub organization: Option<String>,
+    /// Scheme, host and port.
+    pub control_plane: String,
+}
+
+impl Place {
+    pub fn new(organization: Option<String>, base_url: &url::Url) -> Place {
+        Place { organization, control_plane: base_url.origin().ascii_serialization() }
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.organization {
+            Some(org) => write!(f, "organisation {org} at {}", self.control_plane),
+            None => write!(f, "an organisation its key does not name, at {}", self.control_plane),
+        }
+    }
+}
+
 /// A connection, as status, metrics and messages name it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConnKey {
@@ -73,6 +101,16 @@ impl fmt::Display for ConnKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_place_is_an_origin_and_an_organisation() {
+        let url = url::Url::parse("https://cp.example:443/prefix/").unwrap();
+        let place = Place::new(Some("acme".into()), &url);
+        assert_eq!(place.control_plane, "https://cp.example");
+        assert_eq!(place.to_string(), "organisation acme at https://cp.example");
+        let other = Place::new(None, &url::Url::parse("http://127.0.0.1:8080").unwrap());
+        assert_eq!(other.to_string(), "an organisation its key does not name, at http://127.0.0.1:8080");
+    }
 
     #[test]
     fn labels_round_trip_within_a_namespace() {

@@ -139,19 +139,35 @@ where
         return Ok(Action::await_change());
     }
     let users = ctx.registry.users(&declared.key);
-    if users.is_empty() {
+    if may_let_go(&users, ctx.registry.users_known()) {
         finalizer::remove(api, obj, CONNECTION_FINALIZER).await?;
         ctx.registry.remove(&declared.key);
         info!("deleted: no Environment uses it");
         return Ok(Action::await_change());
     }
-    let state = ctx.registry.get(&declared.key).map_or(State::Ready, |h| h.state);
+    // Held: its Environments still use it (their own deletions among them), so it is kept
+    // current as a live one is; after a restart, this is what gives it a client at all.
+    let (held, _) = refresh::refresh(declared, ctx).await?;
+    let state = held.state.clone();
+    ctx.registry.set(held);
+    if !ctx.registry.users_known() {
+        // At a leader's start the Environment caches fill after the connections' own: until
+        // then, nobody can tell it is unused.
+        info!("deletion waits: the Environments that use it are not all known yet");
+        return Ok(Action::requeue(POLL));
+    }
     let next = status::next(old, &findings(obj, declared, &state, &users, None, ctx, true), &now());
     let note = next.message.clone().unwrap_or_default();
     write_status(api, obj, old, next).await?;
     events::publish(&ctx.recorder, obj, EventType::Warning, "InUse", note).await;
     // Its users' deletions do not wake it: look again.
     Ok(Action::requeue(POLL))
+}
+
+/// Whether a connection being deleted may go: no Environment uses it, as counted from caches
+/// that have all synced.
+fn may_let_go(users: &[String], users_known: bool) -> bool {
+    users_known && users.is_empty()
 }
 
 fn findings<'a, K: Resource>(
@@ -186,4 +202,17 @@ where
     }
     crate::k8s::status::patch(api, &obj.name_any(), serde_json::json!({ "status": next })).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_goes_only_when_nothing_uses_it_as_counted_from_synced_caches() {
+        assert!(may_let_go(&[], true));
+        assert!(!may_let_go(&[], false), "the caches are not all synced: perhaps used");
+        assert!(!may_let_go(&["ns/e".to_owned()], true));
+        assert!(!may_let_go(&["ns/e".to_owned()], false));
+    }
 }

@@ -40,6 +40,11 @@ pub async fn refresh(declared: &Declared, ctx: &Context) -> Result<(HeldConnecti
         },
         None => ctx.registry.defaults.base_url.clone(),
     };
+    // Checked before the Secret is read: whoever may create a connection must not be able to
+    // send a Secret of the namespace (or the operator's key) anywhere else.
+    if !ctx.registry.defaults.allows(&base_url) {
+        return Ok(broken("UrlNotAllowed", not_allowed(&base_url)));
+    }
     let (key, version) = match read_key(declared, ctx).await? {
         Ok(read) => read,
         Err(message) => return Ok(broken("SecretNotFound", message)),
@@ -69,6 +74,16 @@ pub async fn refresh(declared: &Declared, ctx: &Context) -> Result<(HeldConnecti
     held.state = check(&client, declared).await;
     held.checked_at = Some(Instant::now());
     Ok((held, Some(Time(Timestamp::now()))))
+}
+
+/// What a connection whose `baseUrl` is not allowed says.
+fn not_allowed(url: &Url) -> String {
+    format!(
+        "baseUrl {} is not a control plane this operator sends keys to, so its Secret was not read: \
+         an administrator allows it with --allowed-control-planes (KUBIYA_ALLOWED_CONTROL_PLANES; \
+         Helm value allowedControlPlanes)",
+        url.origin().ascii_serialization()
+    )
 }
 
 /// The API key in the connection's Secret and the Secret's resourceVersion; or, when there is

@@ -11,9 +11,9 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::broadcast;
 use url::Url;
 
-use super::ConnKey;
 use super::error::Unusable;
 use super::resolve::{self, DEFAULT_CONNECTION};
+use super::{ConnKey, Place};
 use crate::controlplane::{self, ApiKey};
 use crate::k8s::namespaces::Namespaces;
 use crate::metrics::Metrics;
@@ -29,7 +29,7 @@ pub struct HeldConnection {
     /// Whether Environments using it may adopt environments made outside Kubernetes.
     pub allow_adoption: bool,
     pub state: State,
-    /// The key's organization claim, for display.
+    /// The key's `organization` claim: the organisation its Environments live in.
     pub organization: Option<String>,
     /// What the client was built from: base URL, request limit, the Secret's resourceVersion.
     pub built_from: Option<(Url, usize, String)>,
@@ -57,6 +57,8 @@ pub struct ResolvedConnection {
     pub key: ConnKey,
     pub client: controlplane::Client,
     pub allow_adoption: bool,
+    /// Where its Environments live.
+    pub place: Place,
 }
 
 /// Whether a connection can be used.
@@ -76,16 +78,26 @@ pub enum State {
     },
 }
 
-/// What the operator's own flags say about connections without a URL or limit of their own.
+/// What the operator's own flags say about connections without a URL or limit of their own, and
+/// where connections may send their keys.
 #[derive(Clone, Debug)]
 pub struct Defaults {
     pub base_url: Url,
     pub timeout: Duration,
     pub max_concurrent: usize,
     pub metrics: Arc<Metrics>,
+    /// The control planes (origins) connections may name besides `base_url`'s.
+    pub allowed: Vec<url::Origin>,
 }
 
 impl Defaults {
+    /// Whether a connection may send its key to `url`: the operator's own control plane, or one
+    /// the administrator listed.
+    pub fn allows(&self, url: &Url) -> bool {
+        let origin = url.origin();
+        origin == self.base_url.origin() || self.allowed.contains(&origin)
+    }
+
     /// The client of connection `key`: the one way the operator builds control-plane clients
     /// (`max_concurrent` None: the flag's).
     pub fn client(
@@ -148,7 +160,15 @@ impl Registry {
     pub fn set(&self, held: HeldConnection) {
         let key = held.key.clone();
         let before = self.held.write().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), held.clone());
-        let same = before.is_some_and(|b| b.state == held.state && b.allow_adoption == held.allow_adoption);
+        // What its Environments see of it: whether it works, whether it allows adoption, and
+        // where it leads (a key of another organisation, another control plane).
+        let url = |h: &HeldConnection| h.built_from.as_ref().map(|(u, ..)| u.clone());
+        let same = before.is_some_and(|b| {
+            b.state == held.state
+                && b.allow_adoption == held.allow_adoption
+                && b.organization == held.organization
+                && url(&b) == url(&held)
+        });
         if !same {
             let _ = self.changed.send(key);
         }
@@ -190,7 +210,7 @@ impl Registry {
                 let Some(cc) = self.cluster_connections.get(&ObjectRef::new(name)) else {
                     return Err(Unusable::NotFound { connection: key.to_string() });
                 };
-                let labels = self.namespaces.get(&namespace, kube).await?.labels;
+                let labels = self.namespaces.get(&namespace, None, kube).await?.labels;
                 if !resolve::selects(cc.spec.namespace_selector.as_ref(), &labels) {
                     return Err(Unusable::NamespaceNotAllowed { connection: key.to_string(), namespace });
                 }
@@ -208,7 +228,8 @@ impl Registry {
         let Some(held) = self.get(&key) else { return Err(not_ready("not checked yet", false)) };
         match (&held.state, held.client) {
             (State::Ready, Some(client)) => {
-                Ok(ResolvedConnection { key, client, allow_adoption: held.allow_adoption })
+                let place = Place::new(held.organization.clone(), client.base_url());
+                Ok(ResolvedConnection { key, client, allow_adoption: held.allow_adoption, place })
             }
             (State::Ready, None) => Err(not_ready("no key read yet", false)),
             (State::Broken { message, .. }, _) => Err(not_ready(message, true)),
@@ -284,7 +305,21 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_concurrent: 1,
             metrics: Arc::default(),
+            allowed: vec![Url::parse("https://allowed.test").unwrap().origin()],
         }
+    }
+
+    #[test]
+    fn keys_go_only_to_the_operators_control_plane_and_those_listed() {
+        let d = defaults();
+        assert!(d.allows(&Url::parse("http://127.0.0.1:9/prefix").unwrap()), "the operator's own");
+        assert!(
+            d.allows(&Url::parse("https://allowed.test:443/x").unwrap()),
+            "listed; the default port is the same"
+        );
+        assert!(!d.allows(&Url::parse("https://allowed.test:8443").unwrap()), "another port");
+        assert!(!d.allows(&Url::parse("http://allowed.test").unwrap()), "another scheme");
+        assert!(!d.allows(&Url::parse("http://127.0.0.1:19999").unwrap()));
     }
 
     fn env(name: &str, connection_ref: Option<&str>, recorded: Option<&str>) -> Environment {

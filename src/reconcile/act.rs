@@ -93,6 +93,15 @@ pub async fn publish(env: &Environment, notes: Vec<Note>, ctx: &Context) {
     }
 }
 
+/// This object as an owner marker names it; its namespace's UID is read (at most every few
+/// seconds).
+pub async fn me(env: &Environment, ctx: &Context) -> Result<Owner, Error> {
+    let namespace = env.metadata.namespace.as_deref().ok_or(Error::Unnamed)?;
+    let created = env.metadata.creation_timestamp.as_ref();
+    let facts = ctx.connections.namespaces.get(namespace, created, &ctx.kube).await?;
+    Ok(ctx.owner(env, facts.uid))
+}
+
 /// Whether the Environment a marker names still exists: same namespace and name, same UID.
 pub async fn liveness(owner: &Owner, ctx: &Context) -> Result<Liveness, Error> {
     let api: Api<Guarded> = Api::namespaced(ctx.kube.clone(), &owner.namespace);

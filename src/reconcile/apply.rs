@@ -6,17 +6,18 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::context::Context;
-use super::decide::{self, Decision, Goal, Plan, Situation};
+use super::decide::{self, Cause, Decision, Goal, Plan, Situation};
+use super::desired::{self, Field};
 use super::error::Error;
 use super::locate::{self, Asked, Located, Looking, Search};
-use super::ownership::{Liveness, Owner, Route};
-use super::status::{self, Outcome};
-use super::{act, desired, report, worker_secret};
+use super::ownership::{Claim, Liveness, Owner, Route};
+use super::status::{self, Outcome, Seen};
+use super::{act, report, worker_secret};
 use crate::connection::ResolvedConnection;
 use crate::controlplane::{RemoteEnvironment, sanitize};
 use crate::k8s::events;
 use crate::metrics::FieldLabels;
-use crate::resource::{ADOPT_ANNOTATION, Environment, ManagementPolicy, Phase};
+use crate::resource::{ADOPT_ANNOTATION, Environment, ManagementPolicy, Phase, TAKE_OVER_ANNOTATION};
 
 pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     if env.is_paused() {
@@ -39,7 +40,7 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     let conn = ctx.connections.for_environment(env, &ctx.kube).await?;
     // A drift check: nobody waits for it, so its requests yield to those of passes someone does.
     let conn = ResolvedConnection { client: conn.client.in_background(settled), ..conn };
-    let me = ctx.owner(env);
+    let me = act::me(env, ctx).await?;
     let desired = desired::desired(env, &me);
     let goal = match env.spec.management_policy {
         ManagementPolicy::Full => Goal::Manage {
@@ -80,9 +81,15 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     }
     let Decision { plan, events } = decision;
     notes.extend(events);
+    let mut took_over = None;
     let (remote, drift) = match plan {
         Plan::InSync { remote } => (remote, None),
         Plan::Update { remote, changes, cause } => {
+            if let Cause::Claim(Claim::Adopted { previous: Some(m) }) = &cause
+                && m.owner.cluster != me.cluster
+            {
+                took_over = take_over(env);
+            }
             (act::update(&conn.client, &remote, &changes, &cause, ctx).await?, None)
         }
         Plan::Observe { remote, release, drift, newly_drifted } => {
@@ -96,7 +103,15 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
             }
             (remote, Some(drift))
         }
-        Plan::Refuse(refusal) => return Err(refusal.error(&kubectl_target(env), &conn.key.to_string())),
+        Plan::Refuse(refusal) => {
+            // The whole refusal (whose resource holds it, its ids) is for the operator's log;
+            // the resource's status and Events say only what its namespace may read.
+            warn!(refusal = ?refusal, "hands off the remote environment");
+            if refusal.loses_ownership() {
+                worker_secret::withdraw(env, ctx).await?;
+            }
+            return Err(refusal.error(&me, &conn.key.to_string()));
+        }
         // A second create, after its name was taken: it raced with a deletion. (Removal plans
         // are never decided for a live resource.)
         Plan::Create | Plan::Delete { .. } | Plan::Release { .. } | Plan::Leave | Plan::Hold => {
@@ -105,11 +120,16 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     };
     ctx.remember_id(env, Some(&remote.id));
     act::publish(env, notes, ctx).await;
-    finish(env, remote, drift, &conn, ctx).await
+    finish(env, remote, drift, took_over.as_deref(), &conn, ctx).await
 }
 
-/// Gathers what the decision needs beyond what was located (whether the marked object lives),
-/// and decides.
+/// The `kubiya.ai/take-over-from` value of `env`, trimmed, if set.
+fn take_over(env: &Environment) -> Option<String> {
+    env.annotation(TAKE_OVER_ANNOTATION).map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
+/// Gathers what the decision needs beyond what was located (whether the marked object lives,
+/// what was asked, where the environment lives), and decides.
 async fn decision(
     env: &Environment,
     goal: Goal,
@@ -126,14 +146,19 @@ async fn decision(
         && matches!(goal, Goal::Manage { .. })
     {
         ctx.remember_id(env, None);
-        warn!(environment_id = %id, "remote environment is gone; creating it again");
+        warn!(environment_id = %id, "the remote environment is gone");
     }
+    // Used once: the value it was last used with is no new request.
+    let used = env.status.as_ref().and_then(|s| s.taken_over_from.as_deref());
     Ok(decide::decide(Situation {
         goal,
         me: me.clone(),
         located,
         liveness,
         allow_adoption: conn.allow_adoption,
+        take_over: take_over(env).filter(|t| Some(t.as_str()) != used),
+        place: conn.place.clone(),
+        recorded: status::recorded_place(env),
     }))
 }
 
@@ -142,7 +167,8 @@ async fn decision(
 async fn finish(
     env: &Environment,
     remote: RemoteEnvironment,
-    drift: Option<Vec<desired::Field>>,
+    drift: Option<Vec<Field>>,
+    took_over: Option<&str>,
     conn: &ResolvedConnection,
     ctx: &Context,
 ) -> Result<Action, Error> {
@@ -151,9 +177,10 @@ async fn finish(
     } else {
         None
     };
+    let seen = Seen { remote: &remote, worker_secret, connection: &conn.key, place: &conn.place };
     let outcome = match &drift {
-        Some(drift) => Outcome::Observed { remote: &remote, worker_secret, connection: &conn.key, drift },
-        None => Outcome::Managed { remote: &remote, worker_secret, connection: &conn.key },
+        Some(drift) => Outcome::Observed { seen, drift },
+        None => Outcome::Managed { seen, took_over },
     };
     let phase = report::status(env, outcome, ctx).await?;
     let was = env.status.as_ref().and_then(|s| s.phase);
@@ -166,10 +193,4 @@ async fn finish(
         Some(Phase::Provisioning) => Action::requeue(ctx.provisioning_poll),
         _ => ctx.resync_action(),
     })
-}
-
-/// `environment/<name> -n <namespace>`, for commands in messages.
-pub fn kubectl_target(env: &Environment) -> String {
-    use kube::ResourceExt;
-    format!("environment/{} -n {}", env.name_any(), env.namespace().unwrap_or_default())
 }

@@ -9,7 +9,7 @@ use super::decide::{self, Decision, Goal, Plan, Removal, Situation};
 use super::error::Error;
 use super::locate::{self, Asked, Looking};
 use super::ownership::Liveness;
-use super::{act, apply, report, status};
+use super::{act, report, status};
 use crate::resource::{DELETION_POLICY_ANNOTATION, Environment, ManagementPolicy};
 
 /// How a cleanup ended.
@@ -42,23 +42,27 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
             };
         }
     };
-    let me = ctx.owner(env);
+    let me = act::me(env, ctx).await?;
     let asked = Asked { id: None, was_observed: false };
     let search = locate::search(Looking::ToDelete, ctx.known_id(env).as_deref(), asked, env.remote_name());
     let located = locate::locate(&conn.client, search).await?;
     let decision = decide::decide(Situation {
         goal: Goal::Remove(removal),
-        me,
+        me: me.clone(),
         located,
         liveness: Liveness::Live,
         allow_adoption: conn.allow_adoption,
+        take_over: None,
+        place: conn.place.clone(),
+        recorded: status::recorded_place(env),
     });
     let Decision { plan, events } = decision;
     match plan {
         Plan::Delete { remote } => act::delete(&conn.client, &remote).await?,
         Plan::Release { remote } => act::release(&conn.client, &remote).await?,
         Plan::Refuse(refusal) => {
-            return Err(refusal.error(&apply::kubectl_target(env), &conn.key.to_string()));
+            tracing::warn!(refusal = ?refusal, "left the remote environment alone");
+            return Err(refusal.error(&me, &conn.key.to_string()));
         }
         // Leave: nothing remote to do. (Nothing else is decided for a deletion.)
         _ => {}

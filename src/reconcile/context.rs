@@ -25,7 +25,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// This cluster's name in owner markers: the UID of its `kube-system` namespace.
+    /// This cluster's name in owner markers: `--cluster-id`, else the UID of its `kube-system`
+    /// namespace.
     pub cluster: String,
     /// How often to look again while the control plane provisions.
     pub provisioning_poll: Duration,
@@ -55,12 +56,13 @@ pub struct Remembered {
 }
 
 impl Context {
-    /// This object as an owner marker names it.
-    pub fn owner(&self, env: &Environment) -> Owner {
+    /// This object as an owner marker names it, in the namespace whose UID is `namespace_uid`.
+    pub fn owner(&self, env: &Environment, namespace_uid: String) -> Owner {
         Owner {
             cluster: self.cluster.clone(),
             uid: env.uid().unwrap_or_default(),
             namespace: env.namespace().unwrap_or_default(),
+            namespace_uid,
             name: env.name_any(),
         }
     }

@@ -9,6 +9,7 @@ use super::error::Error;
 use super::locate::Located;
 use super::ownership::{self, Claim, Elsewhere, Liveness, Marker, Owner, Route};
 use super::status::drift_message;
+use crate::connection::Place;
 use crate::controlplane::{EnvironmentBody, RemoteEnvironment};
 use crate::resource::DeletionPolicy;
 
@@ -60,6 +61,13 @@ pub struct Situation {
     pub liveness: Liveness,
     /// Whether the connection lets Environments take environments they did not create.
     pub allow_adoption: bool,
+    /// The cluster `kubiya.ai/take-over-from` names, unless this resource used it on it already.
+    pub take_over: Option<String>,
+    /// Where the connection leads now.
+    pub place: Place,
+    /// Where the status says the environment lives (None: no environment recorded yet, or
+    /// recorded by an older version).
+    pub recorded: Option<Place>,
 }
 
 /// A plan and what to say once it is carried out.
@@ -131,8 +139,10 @@ pub enum Cause {
 pub enum Refusal {
     /// Creating answered 409, and the environment of that name is someone else's.
     NameConflict { name: String, id: String, elsewhere: Elsewhere },
-    /// The environment this resource recorded, or was pointed at, is someone else's.
-    OwnedElsewhere { id: String, elsewhere: Elsewhere },
+    /// The environment this resource recorded, was pointed at, or observes by name, is someone
+    /// else's. `which`: the environment as this resource knows it (its id, or `named "x"` when it
+    /// was found by name: an id the tenant never had is not told).
+    OwnedElsewhere { which: String, elsewhere: Elsewhere },
     /// Taking it needs a connection that allows adoption.
     AdoptionNotAllowed { id: String },
     /// The annotation names no environment.
@@ -141,25 +151,32 @@ pub enum Refusal {
     NothingToObserve { name: String },
     /// Creating answered 409, and then nothing had the name: try again.
     CreateRaced { name: String },
+    /// The connection leads to another organisation or control plane than the one the
+    /// environment lives in.
+    Moved { was: String, now: String },
 }
 
 impl Refusal {
-    /// The error the pass ends with; `target` (`environment/x -n ns`) and `connection` name this
-    /// object and its connection in the message.
-    pub fn error(self, target: &str, connection: &str) -> Error {
-        let target = target.to_owned();
+    /// The error the pass ends with: `me` is this object, `connection` names its connection.
+    pub fn error(self, me: &Owner, connection: &str) -> Error {
+        let me = me.clone();
         match self {
-            Refusal::NameConflict { name, id, elsewhere } => {
-                Error::NameConflict { name, id, elsewhere, target }
-            }
-            Refusal::OwnedElsewhere { id, elsewhere } => Error::OwnedElsewhere { id, elsewhere, target },
+            Refusal::NameConflict { name, id, elsewhere } => Error::NameConflict { name, id, elsewhere, me },
+            Refusal::OwnedElsewhere { which, elsewhere } => Error::OwnedElsewhere { which, elsewhere, me },
             Refusal::AdoptionNotAllowed { id } => {
                 Error::AdoptionNotAllowed { connection: connection.to_owned(), id }
             }
             Refusal::AdoptMissing { id } => Error::AdoptMissing { id },
             Refusal::NothingToObserve { name } => Error::NothingToObserve { name },
             Refusal::CreateRaced { name } => Error::CreateRaced { name },
+            Refusal::Moved { was, now } => Error::Moved { was, now },
         }
+    }
+
+    /// Whether this resource is no longer the environment's owner (taken over, refused): its
+    /// worker Secret goes, so that the last holder keeps no valid token.
+    pub fn loses_ownership(&self) -> bool {
+        matches!(self, Refusal::OwnedElsewhere { .. })
     }
 }
 
@@ -196,7 +213,7 @@ pub fn deletion_without_connection(removal: &Removal, why: &str) -> Option<Decis
 /// The marked object whose existence [`decide`] needs to know, if any.
 pub fn needs_liveness(goal: &Goal, located: &Located, me: &Owner) -> Option<Owner> {
     let Located::Found { remote, .. } = located else { return None };
-    if !matches!(goal, Goal::Manage { .. }) {
+    if matches!(goal, Goal::Remove(_)) {
         return None;
     }
     ownership::needs_liveness(Marker::read(&remote.settings).as_ref(), me).cloned()
@@ -204,15 +221,40 @@ pub fn needs_liveness(goal: &Goal, located: &Located, me: &Owner) -> Option<Owne
 
 /// The decision, for every goal and everything locate can find.
 pub fn decide(s: Situation) -> Decision {
-    match s.goal {
-        Goal::Manage { desired, applied_to } => {
-            manage(s.located, &s.me, s.liveness, s.allow_adoption, &desired, applied_to.as_deref())
+    // An environment lives in one organisation, on one control plane: a connection that now
+    // leads elsewhere is never a reason to create (or delete) anything.
+    let moved = s
+        .recorded
+        .as_ref()
+        .filter(|r| moved(r, &s.place))
+        .map(|r| Refusal::Moved { was: r.to_string(), now: s.place.to_string() });
+    match (s.goal, moved) {
+        (Goal::Remove(removal), Some(moved)) if removal.orphan_asked || removal.crd_going => {
+            let note = format!("left the remote environment as it is: {}", moved.clone().error(&s.me, ""));
+            Decision::plan(Plan::Leave).and(true, "LeftRemote", note)
         }
-        Goal::Observe { desired, last_drift } => {
-            observe(s.located, &s.me, s.allow_adoption, &desired, last_drift.as_deref())
+        (_, Some(moved)) => Decision::plan(Plan::Refuse(moved)),
+        (Goal::Manage { desired, applied_to }, None) => manage(
+            s.located,
+            &s.me,
+            s.liveness,
+            s.allow_adoption,
+            s.take_over.as_deref(),
+            &desired,
+            applied_to.as_deref(),
+        ),
+        (Goal::Observe { desired, last_drift }, None) => {
+            observe(s.located, &s.me, s.liveness, s.allow_adoption, &desired, last_drift.as_deref())
         }
-        Goal::Remove(removal) => remove(s.located, &s.me, &removal),
+        (Goal::Remove(removal), None) => remove(s.located, &s.me, &removal),
     }
+}
+
+/// Whether `now` leads elsewhere than where the environment lives: another control plane, or a
+/// key of another organisation (or of none it names).
+fn moved(recorded: &Place, now: &Place) -> bool {
+    recorded.control_plane != now.control_plane
+        || (recorded.organization.is_some() && recorded.organization != now.organization)
 }
 
 fn manage(
@@ -220,6 +262,7 @@ fn manage(
     me: &Owner,
     liveness: Liveness,
     allow_adoption: bool,
+    take_over: Option<&str>,
     desired: &EnvironmentBody,
     applied_to: Option<&str>,
 ) -> Decision {
@@ -239,7 +282,7 @@ fn manage(
         Located::Found { remote, route } => (remote, route),
     };
     let marker = Marker::read(&remote.settings);
-    match ownership::decide(marker.as_ref(), me, route, liveness) {
+    match ownership::decide(marker.as_ref(), me, route, liveness, take_over) {
         ownership::Decision::Manage => update(remote, desired, applied_to),
         // Whoever may create an Environment where this connection serves could otherwise take any
         // environment of the organization, and its worker token.
@@ -256,7 +299,7 @@ fn manage(
             let id = remote.id;
             Decision::plan(Plan::Refuse(match route {
                 Route::Name => Refusal::NameConflict { name: desired.name.clone(), id, elsewhere },
-                Route::Status | Route::Annotation => Refusal::OwnedElsewhere { id, elsewhere },
+                Route::Status | Route::Annotation => Refusal::OwnedElsewhere { which: id, elsewhere },
             }))
         }
     }
@@ -300,11 +343,14 @@ fn announce(remote: &RemoteEnvironment, claim: &Claim, me: &Owner) -> (&'static 
         Claim::Adopted { previous } => {
             let from = match previous {
                 None => String::new(),
-                Some(m) if m.released => format!(" (released by {})", m.owner),
+                Some(m) if m.released => format!(" (released by {})", m.owner.seen_from(me)),
                 Some(m) if m.owner.cluster == me.cluster => {
-                    format!(" (it was managed by {}, which no longer exists)", m.owner)
+                    format!(" (it was managed by {}, which no longer exists)", m.owner.seen_from(me))
                 }
-                Some(m) => format!(" (it was managed by {} in another cluster)", m.owner),
+                Some(m) => format!(
+                    " (taken over from cluster {}, whose resource no longer writes to it)",
+                    m.owner.cluster_name()
+                ),
             };
             (
                 "Adopted",
@@ -320,14 +366,20 @@ fn announce(remote: &RemoteEnvironment, claim: &Claim, me: &Owner) -> (&'static 
 fn observe(
     located: Located,
     me: &Owner,
+    liveness: Liveness,
     allow_adoption: bool,
     desired: &EnvironmentBody,
     last_drift: Option<&str>,
 ) -> Decision {
-    let Located::Found { remote, .. } = located else {
+    let Located::Found { remote, route } = located else {
         return Decision::plan(Plan::Refuse(Refusal::NothingToObserve { name: desired.name.clone() }));
     };
     let marker = Marker::read(&remote.settings);
+    // Worker tokens go only to the owner's namespace.
+    if let Err(elsewhere) = ownership::may_observe(marker.as_ref(), me, liveness) {
+        let which = if route == Route::Name { format!("named {:?}", remote.name) } else { remote.id };
+        return Decision::plan(Plan::Refuse(Refusal::OwnedElsewhere { which, elsewhere }));
+    }
     // Managed by this resource until now (Full → Observe): let it go, as an Orphan deletion would.
     let release = ownership::may_delete(marker.as_ref(), me);
     if !release && !allow_adoption && !ownership::names(marker.as_ref(), me) {
@@ -357,7 +409,7 @@ fn remove(located: Located, me: &Owner, removal: &Removal) -> Decision {
         if route == Route::Name {
             return Decision::plan(Plan::Leave);
         }
-        let holder = marker.map_or_else(|| "no owner".to_owned(), |m| m.owner.to_string());
+        let holder = marker.map_or_else(|| "no owner".to_owned(), |m| m.owner.seen_from(me));
         let note = format!(
             "left environment {:?} ({}) in the control plane: its owner marker names {holder}, not this resource",
             remote.name, remote.id
@@ -401,11 +453,27 @@ mod tests {
     const ID: &str = "5da3f05e-0000-4000-8000-000000000001";
 
     fn me() -> Owner {
-        Owner { cluster: "c1".into(), uid: "u1".into(), namespace: "ns".into(), name: "prod".into() }
+        Owner {
+            cluster: "c1".into(),
+            uid: "u1".into(),
+            namespace: "ns".into(),
+            namespace_uid: "nsu".into(),
+            name: "prod".into(),
+        }
     }
 
     fn other(cluster: &str) -> Owner {
-        Owner { cluster: cluster.into(), uid: "u2".into(), namespace: "ns2".into(), name: "else".into() }
+        Owner {
+            cluster: cluster.into(),
+            uid: "u2".into(),
+            namespace: "ns2".into(),
+            namespace_uid: "nsu2".into(),
+            name: "else".into(),
+        }
+    }
+
+    fn place(org: &str) -> Place {
+        Place { organization: Some(org.into()), control_plane: "https://cp.test".into() }
     }
 
     fn desired() -> EnvironmentBody {
@@ -457,7 +525,17 @@ mod tests {
     }
 
     fn decide_with(goal: Goal, located: Located, liveness: Liveness, allow_adoption: bool) -> Decision {
-        decide(Situation { goal, me: me(), located, liveness, allow_adoption })
+        let (take_over, recorded) = (None, Some(place("acme")));
+        decide(Situation {
+            goal,
+            me: me(),
+            located,
+            liveness,
+            allow_adoption,
+            take_over,
+            place: place("acme"),
+            recorded,
+        })
     }
 
     fn reasons(d: &Decision) -> Vec<(&'static str, bool)> {
@@ -549,18 +627,16 @@ mod tests {
         assert!(d.events[0].message.starts_with("took back environment \"prod\""));
 
         // Adopted from someone: the Event says from whom, and how it let go.
+        let same_namespace = Owner { namespace: "ns".into(), namespace_uid: "nsu".into(), ..other("c1") };
         let rows = [
-            (released(other("c1")), Liveness::Live, " (released by Environment ns2/else)"),
+            (released(other("c1")), Liveness::Live, " (released by another resource of this cluster)"),
+            (released(same_namespace), Liveness::Live, " (released by Environment else)"),
             (
                 Some(Marker::held_by(&other("c1"))),
                 Liveness::Gone,
-                " (it was managed by Environment ns2/else, which no longer exists)",
+                " (it was managed by another resource of this cluster, which no longer exists)",
             ),
-            (
-                Some(Marker::held_by(&other("c2"))),
-                Liveness::Live,
-                " (it was managed by Environment ns2/else in another cluster)",
-            ),
+            (released(other("c2")), Liveness::Live, " (released by a resource of cluster c2)"),
         ];
         for (marker, liveness, says) in rows {
             let d = decide_with(manage(None), found(remote(marker), Route::Annotation), liveness, true);
@@ -570,6 +646,37 @@ mod tests {
                 format!("adopted environment \"prod\" ({ID}){says}; the spec is now enforced on it")
             );
         }
+        // Another cluster's, only with kubiya.ai/take-over-from naming it.
+        let theirs = Some(Marker::held_by(&other("c2")));
+        let d =
+            decide_with(manage(None), found(remote(theirs.clone()), Route::Annotation), Liveness::Live, true);
+        assert_eq!(
+            refused(&d),
+            Refusal::OwnedElsewhere { which: ID.into(), elsewhere: Elsewhere::OtherCluster(other("c2")) }
+        );
+        let take = |take_over: &str, allow_adoption| {
+            decide(Situation {
+                goal: manage(None),
+                me: me(),
+                located: found(remote(theirs.clone()), Route::Annotation),
+                liveness: Liveness::Live,
+                allow_adoption,
+                take_over: Some(take_over.into()),
+                place: place("acme"),
+                recorded: None,
+            })
+        };
+        let d = take("c2", true);
+        assert!(adopted(&d));
+        assert_eq!(
+            d.events[0].message,
+            format!(
+                "adopted environment \"prod\" ({ID}) (taken over from cluster c2, whose resource no \
+                 longer writes to it); the spec is now enforced on it"
+            )
+        );
+        assert_eq!(refused(&take("c2", false)), Refusal::AdoptionNotAllowed { id: ID.into() });
+        assert!(matches!(refused(&take("c3", true)), Refusal::OwnedElsewhere { .. }));
     }
 
     #[test]
@@ -584,7 +691,7 @@ mod tests {
             let d = decide_with(manage(Some(ID)), found(remote(live.clone()), route), Liveness::Live, true);
             assert_eq!(
                 refused(&d),
-                Refusal::OwnedElsewhere { id: ID.into(), elsewhere: Elsewhere::LiveOwner(other("c1")) }
+                Refusal::OwnedElsewhere { which: ID.into(), elsewhere: Elsewhere::LiveOwner(other("c1")) }
             );
             assert!(d.events.is_empty());
         }
@@ -666,7 +773,9 @@ mod tests {
         let d = rm(delete, found(remote(theirs), Route::Status));
         assert_eq!((d.plan.clone(), reasons(&d)), (Plan::Leave, vec![("LeftRemote", true)]));
         assert!(
-            d.events[0].message.contains("its owner marker names Environment ns2/else, not this resource")
+            d.events[0]
+                .message
+                .contains("its owner marker names another resource of this cluster, not this resource")
         );
         let d = rm(delete, found(remote(None), Route::Status));
         assert!(d.events[0].message.contains("its owner marker names no owner"));
@@ -717,36 +826,126 @@ mod tests {
     }
 
     #[test]
-    fn only_managing_asks_whether_the_marked_object_lives() {
+    fn only_a_live_resource_asks_whether_the_marked_object_lives() {
         let theirs = found(remote(Some(Marker::held_by(&other("c1")))), Route::Annotation);
         assert_eq!(needs_liveness(&manage(None), &theirs, &me()), Some(other("c1")));
-        assert_eq!(needs_liveness(&observe(None), &theirs, &me()), None);
+        assert_eq!(needs_liveness(&observe(None), &theirs, &me()), Some(other("c1")));
         assert_eq!(needs_liveness(&Goal::Remove(removal(DeletionPolicy::Delete)), &theirs, &me()), None);
         assert_eq!(needs_liveness(&manage(None), &found(remote(mine()), Route::Status), &me()), None);
         assert_eq!(needs_liveness(&manage(None), &Located::NotSought, &me()), None);
     }
 
     #[test]
+    fn observing_what_a_live_resource_of_another_namespace_manages_is_refused() {
+        let theirs = Some(Marker::held_by(&other("c1")));
+        for liveness in [Liveness::Live, Liveness::Unknown] {
+            let d = decide_with(observe(None), found(remote(theirs.clone()), Route::Name), liveness, true);
+            let which = "named \"prod\"".to_owned();
+            assert_eq!(
+                refused(&d),
+                Refusal::OwnedElsewhere { which, elsewhere: Elsewhere::LiveOwner(other("c1")) }
+            );
+            assert!(refused(&d).loses_ownership(), "its worker Secret goes, if it had one");
+        }
+        let d =
+            decide_with(observe(None), found(remote(theirs.clone()), Route::Status), Liveness::Live, true);
+        assert!(
+            matches!(refused(&d), Refusal::OwnedElsewhere { which, .. } if which == ID),
+            "its own record: the id"
+        );
+        let d = decide_with(observe(None), found(remote(theirs), Route::Name), Liveness::Gone, true);
+        assert!(matches!(d.plan, Plan::Observe { release: false, .. }));
+    }
+
+    #[test]
+    fn a_connection_that_leads_elsewhere_creates_and_deletes_nothing() {
+        let at = |goal: Goal, located: Located, now: Place, recorded: Option<Place>| {
+            decide(Situation {
+                goal,
+                me: me(),
+                located,
+                liveness: Liveness::Live,
+                allow_adoption: true,
+                take_over: None,
+                place: now,
+                recorded,
+            })
+        };
+        let gone = || Located::Missing { route: Route::Status, id: Some(ID.into()) };
+        let moved = Refusal::Moved {
+            was: "organisation acme at https://cp.test".into(),
+            now: "organisation other at https://cp.test".into(),
+        };
+        let d = at(manage(Some(ID)), gone(), place("other"), Some(place("acme")));
+        assert_eq!(refused(&d), moved, "never created again in another organisation");
+        let elsewhere = Place { control_plane: "https://else.test".into(), ..place("acme") };
+        let d = at(manage(Some(ID)), gone(), elsewhere, Some(place("acme")));
+        assert!(
+            matches!(refused(&d), Refusal::Moved { now, .. } if now == "organisation acme at https://else.test")
+        );
+        let keyless = Place { organization: None, ..place("acme") };
+        assert!(matches!(
+            refused(&at(manage(Some(ID)), gone(), keyless, Some(place("acme")))),
+            Refusal::Moved { .. }
+        ));
+        let d = at(observe(None), found(remote(None), Route::Status), place("other"), Some(place("acme")));
+        assert_eq!(refused(&d), moved);
+        let delete = Removal {
+            policy: DeletionPolicy::Delete,
+            paused: false,
+            crd_going: false,
+            orphan_asked: false,
+            observed: false,
+        };
+        let d = at(
+            Goal::Remove(delete),
+            found(remote(mine()), Route::Status),
+            place("other"),
+            Some(place("acme")),
+        );
+        assert_eq!(refused(&d), moved, "nothing deleted");
+        for r in [Removal { orphan_asked: true, ..delete }, Removal { crd_going: true, ..delete }] {
+            let d = at(Goal::Remove(r), gone(), place("other"), Some(place("acme")));
+            assert_eq!((d.plan.clone(), reasons(&d)), (Plan::Leave, vec![("LeftRemote", true)]));
+            assert!(d.events[0].message.contains("organisation other"), "{}", d.events[0].message);
+        }
+        // Nothing recorded (no environment yet, or an older version's status): nothing to compare.
+        let d = at(manage(None), Located::NotSought, place("other"), None);
+        assert_eq!(d.plan, Plan::Create);
+        let unnamed = Place { organization: None, ..place("acme") };
+        let d = at(manage(Some(ID)), found(remote(mine()), Route::Status), place("acme"), Some(unnamed));
+        assert!(
+            matches!(d.plan, Plan::InSync { .. }),
+            "recorded without an organisation: its control plane only"
+        );
+    }
+
+    #[test]
     fn each_refusal_becomes_its_error() {
-        let t = "environment/prod -n ns";
+        let t = &me();
         let rows: Vec<(Refusal, &str)> = vec![
             (
                 Refusal::NameConflict { name: "prod".into(), id: ID.into(), elsewhere: Elsewhere::Foreign },
                 "NameConflict",
             ),
-            (Refusal::OwnedElsewhere { id: ID.into(), elsewhere: Elsewhere::Foreign }, "OwnedElsewhere"),
+            (Refusal::OwnedElsewhere { which: ID.into(), elsewhere: Elsewhere::Foreign }, "OwnedElsewhere"),
             (Refusal::AdoptionNotAllowed { id: ID.into() }, "AdoptionNotAllowed"),
             (Refusal::AdoptMissing { id: ID.into() }, "AdoptionFailed"),
             (Refusal::NothingToObserve { name: "prod".into() }, "NotFound"),
             (Refusal::CreateRaced { name: "prod".into() }, "CreateRaced"),
+            (Refusal::Moved { was: "a".into(), now: "b".into() }, "ConnectionChanged"),
         ];
         for (refusal, reason) in rows {
+            assert_eq!(refusal.loses_ownership(), reason == "OwnedElsewhere");
             let e = refusal.error(t, "ClusterConnection acme");
             assert_eq!(e.reason(), reason);
         }
         let e = Refusal::AdoptionNotAllowed { id: ID.into() }.error(t, "ClusterConnection acme");
         assert!(e.to_string().starts_with("ClusterConnection acme does not allow adopting"), "{e}");
-        let e = Refusal::OwnedElsewhere { id: ID.into(), elsewhere: Elsewhere::Foreign }.error(t, "c");
-        assert!(e.to_string().contains("kubectl annotate environment/prod -n ns"), "{e}");
+        let e = Refusal::OwnedElsewhere { which: ID.into(), elsewhere: Elsewhere::Foreign }.error(t, "c");
+        assert!(
+            e.to_string().contains("kubectl annotate environment/prod -n ns kubiya.ai/environment-id="),
+            "{e}"
+        );
     }
 }

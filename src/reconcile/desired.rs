@@ -198,7 +198,13 @@ mod tests {
     }
 
     fn owner() -> Owner {
-        Owner { cluster: "c".into(), uid: "uid-1".into(), namespace: "ns".into(), name: "prod".into() }
+        Owner {
+            cluster: "c".into(),
+            uid: "uid-1".into(),
+            namespace: "ns".into(),
+            namespace_uid: "nsu".into(),
+            name: "prod".into(),
+        }
     }
 
     /// What the server would return right after creating `body`.

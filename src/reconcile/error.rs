@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::ownership::Elsewhere;
+use super::ownership::{Elsewhere, Owner};
 use crate::connection::Unusable;
 use crate::{controlplane, k8s};
 
@@ -44,10 +44,11 @@ pub enum Error {
         #[source]
         source: controlplane::Error,
     },
-    #[error("{}", conflict(name, id, elsewhere, target))]
-    NameConflict { name: String, id: String, elsewhere: Elsewhere, target: String },
-    #[error("{}", owned_elsewhere(id, elsewhere, target))]
-    OwnedElsewhere { id: String, elsewhere: Elsewhere, target: String },
+    /// `me`: the resource whose message it is (what it may read of the holder depends on it).
+    #[error("{}", conflict(name, id, elsewhere, me))]
+    NameConflict { name: String, id: String, elsewhere: Elsewhere, me: Owner },
+    #[error("{}", owned_elsewhere(which, elsewhere, me))]
+    OwnedElsewhere { which: String, elsewhere: Elsewhere, me: Owner },
     #[error(
         "the name {name:?} was taken when creating the environment, and no environment had it a \
          moment later (deleted meanwhile?)"
@@ -63,6 +64,14 @@ pub enum Error {
          control plane (or belongs to another organization): fix or remove the annotation"
     )]
     AdoptMissing { id: String },
+    #[error(
+        "the environment lives in {was}, but its connection now leads to {now}: an environment \
+         cannot move between organisations or control planes, so nothing is created or deleted \
+         meanwhile; put the connection's key and URL back, or, if this is the same control plane \
+         under a new address, annotate kubiya.ai/deletion-policy=Orphan, delete this resource and \
+         apply it again (it takes the environment back by its name)"
+    )]
+    Moved { was: String, now: String },
     #[error("the Environment cannot be decoded: {error}; fix or delete it")]
     Undecodable { error: String },
     #[error(
@@ -125,6 +134,7 @@ impl Error {
             Error::AdoptMissing { .. } => row("AdoptionFailed", "adopt_missing", true, ""),
             Error::Undecodable { .. } => row("InvalidSpec", "undecodable", true, ""),
             Error::AdoptionNotAllowed { .. } => row("AdoptionNotAllowed", "adoption_not_allowed", true, ""),
+            Error::Moved { .. } => row("ConnectionChanged", "connection_moved", true, ""),
             Error::NothingToObserve { .. } => row("NotFound", "nothing_to_observe", true, ""),
             Error::Connection(u) => {
                 let permanent = u.is_permanent();
@@ -144,6 +154,11 @@ impl Error {
     /// The CamelCase reason used in conditions and Events.
     pub fn reason(&self) -> &'static str {
         self.kind().reason
+    }
+
+    /// This resource is no longer the environment's owner: its worker Secret goes.
+    pub fn loses_ownership(&self) -> bool {
+        matches!(self, Error::OwnedElsewhere { .. })
     }
 
     /// Waiting for its connection: the connection's next change wakes the Environment.
@@ -210,59 +225,86 @@ fn classify(e: &controlplane::Error, metric: &'static str) -> (&'static str, &'s
     }
 }
 
-/// The command that hands an environment to the resource `target` (`environment/x -n ns`).
-fn adopt_command(id: &str, target: &str) -> String {
-    format!("kubectl annotate {target} kubiya.ai/environment-id={id}")
+/// `environment/<name> -n <namespace>` of `me`, for commands in messages.
+fn target(me: &Owner) -> String {
+    format!("environment/{} -n {}", me.name, me.namespace)
 }
 
-fn conflict(name: &str, id: &str, elsewhere: &Elsewhere, target: &str) -> String {
+/// The command that hands environment `id` to `me`.
+fn adopt_command(id: &str, me: &Owner) -> String {
+    format!("kubectl annotate {} kubiya.ai/environment-id={id}", target(me))
+}
+
+/// The command that takes an environment managed from `cluster` for `me`.
+fn take_over_command(cluster: &str, me: &Owner) -> String {
+    format!("kubectl annotate {} kubiya.ai/take-over-from={cluster}", target(me))
+}
+
+/// Creating answered 409. What the tenant reads names nothing outside its namespace: another
+/// resource's namespace, name and id go to the operator's log only.
+fn conflict(name: &str, id: &str, elsewhere: &Elsewhere, me: &Owner) -> String {
     let head = format!("a control-plane environment named {name:?} ({id}) already exists");
-    let adopt = adopt_command(id, target);
+    let adopt = adopt_command(id, me);
     match elsewhere {
         Elsewhere::Foreign => format!(
             "{head} and was not created by this operator: choose another spec.name, or take it over \
              (its fields become this spec's) with `{adopt}`"
         ),
-        Elsewhere::Released(o) => format!("{head} and was released by {o}: to take it over, `{adopt}`"),
-        Elsewhere::GoneOwner(o) => {
-            format!("{head}; it was managed by {o}, which no longer exists: to take it over, `{adopt}`")
+        Elsewhere::Released(o) => {
+            format!("{head} and was released by {}: to take it over, `{adopt}`", o.seen_from(me))
         }
+        Elsewhere::GoneOwner(o) => format!(
+            "{head}; it was managed by {}, which no longer exists: to take it over, `{adopt}`",
+            o.seen_from(me)
+        ),
         Elsewhere::LiveOwner(o) => format!(
-            "{head} and is managed by {o} in this cluster: choose another spec.name, or let that \
-             resource go first (`kubectl annotate environment/{} -n {} kubiya.ai/deletion-policy=Orphan` \
-             and delete it), then `{adopt}`",
-            o.name, o.namespace
+            "a control-plane environment named {name:?} already exists and is managed by {}: choose \
+             another spec.name (two resources must not manage one environment; to move it here, \
+             its manager is annotated kubiya.ai/deletion-policy=Orphan and deleted first, and the \
+             operator's log names it)",
+            o.seen_from(me)
         ),
         Elsewhere::OtherCluster(o) => format!(
-            "{head} and is managed from another cluster ({o}): to move it to this cluster, `{adopt}`; \
-             the other cluster's resource then stops managing it"
+            "a control-plane environment named {name:?} already exists and is managed from cluster \
+             {}: choose another spec.name, or move it to this cluster with `{}` (the other \
+             cluster's resource then stops managing it)",
+            o.cluster_name(),
+            take_over_command(o.cluster_name(), me)
         ),
     }
 }
 
-fn owned_elsewhere(id: &str, elsewhere: &Elsewhere, target: &str) -> String {
-    let adopt = adopt_command(id, target);
+/// The environment this resource recorded, or was pointed at, is someone else's.
+fn owned_elsewhere(which: &str, elsewhere: &Elsewhere, me: &Owner) -> String {
+    let id = which;
+    let recreate = format!(
+        "this resource writes nothing to it; to take it, delete this resource (nothing remote is \
+         deleted) and create it again annotated kubiya.ai/environment-id={id}"
+    );
     match elsewhere {
         Elsewhere::Foreign => {
-            format!("the environment {id} carries no owner marker: to manage it, `{adopt}`")
+            format!("the environment {id} carries no owner marker: to manage it, `{}`", adopt_command(id, me))
         }
         Elsewhere::Released(o) => {
-            format!("the environment {id} was released by {o}: to take it over, `{adopt}`")
+            format!("the environment {id} was released by {}: {recreate}", o.seen_from(me))
         }
         Elsewhere::GoneOwner(o) => format!(
-            "the environment {id} is marked as managed by {o}, which no longer exists: to take it \
-             over, `{adopt}`"
+            "the environment {id} is marked as managed by {}, which no longer exists: {recreate}",
+            o.seen_from(me)
         ),
         Elsewhere::LiveOwner(o) => format!(
-            "the environment {id} is managed by {o} in this cluster: two resources must not manage \
-             one environment; delete this resource (nothing remote is deleted), or let that one \
-             go first (`kubectl annotate environment/{} -n {} kubiya.ai/deletion-policy=Orphan` and \
-             delete it), then `{adopt}`",
-            o.name, o.namespace
+            "the environment {id} is managed by {}: two resources must not manage one environment, \
+             so this resource writes nothing to it and publishes no worker Secret; delete this \
+             resource (nothing remote is deleted), or have that one let go first (annotate it \
+             kubiya.ai/deletion-policy=Orphan and delete it; the operator's log names it)",
+            o.seen_from(me)
         ),
         Elsewhere::OtherCluster(o) => format!(
-            "the environment {id} is now managed from another cluster ({o}): this resource no \
-             longer writes to it, and deleting it leaves the environment alone; to take it back, `{adopt}`"
+            "the environment {id} is managed from cluster {}: this resource writes nothing to it and \
+             publishes no worker Secret, and deleting it leaves the environment alone; to take it \
+             over, `{}`",
+            o.cluster_name(),
+            take_over_command(o.cluster_name(), me)
         ),
     }
 }
@@ -270,7 +312,6 @@ fn owned_elsewhere(id: &str, elsewhere: &Elsewhere, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::ownership::Owner;
 
     fn cp(status: u16) -> controlplane::Error {
         controlplane::Error::api(
@@ -369,20 +410,32 @@ mod tests {
         assert_eq!((big.reason(), big.is_permanent()), ("AnswerTooLarge", true));
     }
 
+    fn owner(cluster: &str, ns: &str, name: &str) -> Owner {
+        Owner {
+            cluster: cluster.into(),
+            uid: format!("uid-{name}"),
+            namespace: ns.into(),
+            namespace_uid: format!("nsu-{ns}"),
+            name: name.into(),
+        }
+    }
+
     #[test]
     fn every_kubernetes_error_is_transient_and_every_refusal_permanent() {
         let elsewhere = Elsewhere::Foreign;
+        let me = owner("c", "ns", "e");
         let permanent = [
             Error::NameConflict {
                 name: "n".into(),
                 id: "i".into(),
                 elsewhere: elsewhere.clone(),
-                target: "t".into(),
+                me: me.clone(),
             },
-            Error::OwnedElsewhere { id: "i".into(), elsewhere, target: "t".into() },
+            Error::OwnedElsewhere { which: "i".into(), elsewhere, me },
             Error::SecretConflict { name: "s".into() },
             Error::AdoptMissing { id: "i".into() },
             Error::Undecodable { error: "e".into() },
+            Error::Moved { was: "a".into(), now: "b".into() },
             Error::Unnamed,
         ];
         for e in permanent {
@@ -391,35 +444,94 @@ mod tests {
         }
         assert!(!Error::Timeout(Duration::from_secs(1)).is_permanent());
         assert_eq!(Error::Undecodable { error: "e".into() }.reason(), "InvalidSpec");
+        let kube = Error::Kube(crate::k8s::Error::new(
+            crate::k8s::Op::WriteSecret,
+            kube::Error::Api(kube::core::Status::failure("conflict", "Conflict").with_code(409).boxed()),
+        ));
+        assert_eq!(
+            kube.kind(),
+            Kind { reason: "KubernetesApiError", metric: "write_secret", permanent: false, advice: RETRY }
+        );
+        let waiting = Error::Connection(Unusable::NotReady {
+            connection: "c".into(),
+            why: "w".into(),
+            permanent: false,
+        });
+        assert_eq!(
+            (waiting.reason(), waiting.is_permanent(), waiting.kind().metric),
+            ("ConnectionNotReady", false, "connection_not_ready")
+        );
+        assert!(waiting.explain().ends_with(RETRY));
+        let missing = Error::Connection(Unusable::NotFound { connection: "c".into() });
+        assert!(missing.is_permanent() && !missing.explain().ends_with(RETRY));
     }
 
+    /// What a tenant of `team-b` reads of a refusal: the case, the command, and nothing of
+    /// another namespace (its name, its resources' names, their environments' ids).
     #[test]
-    fn conflicts_say_which_case_and_give_the_command() {
-        let o =
-            Owner { cluster: "c".into(), uid: "u".into(), namespace: "team-a".into(), name: "mover".into() };
-        let target = "environment/mover -n team-b";
-        let cases = [
-            (Elsewhere::Foreign, "not created by this operator"),
-            (Elsewhere::Released(o.clone()), "released by Environment team-a/mover"),
-            (Elsewhere::GoneOwner(o.clone()), "no longer exists"),
-            (Elsewhere::LiveOwner(o.clone()), "managed by Environment team-a/mover in this cluster"),
-            (Elsewhere::OtherCluster(o.clone()), "managed from another cluster"),
+    fn conflicts_say_which_case_and_give_the_command_and_nothing_of_other_namespaces() {
+        let me = owner("c1", "team-b", "mover");
+        let elsewhere_here = owner("c1", "team-a", "secret-project");
+        let same_namespace = owner("c1", "team-b", "old");
+        let other_cluster = owner("c2", "team-a", "secret-project");
+        let adopt = "kubectl annotate environment/mover -n team-b kubiya.ai/environment-id=id-1";
+        let take = "kubectl annotate environment/mover -n team-b kubiya.ai/take-over-from=c2";
+        let conflicts = [
+            (Elsewhere::Foreign, vec!["not created by this operator", adopt]),
+            (Elsewhere::Released(same_namespace.clone()), vec!["released by Environment old", adopt]),
+            (
+                Elsewhere::Released(elsewhere_here.clone()),
+                vec!["released by another resource of this cluster", adopt],
+            ),
+            (
+                Elsewhere::GoneOwner(elsewhere_here.clone()),
+                vec!["another resource of this cluster, which no longer exists", adopt],
+            ),
+            (
+                Elsewhere::LiveOwner(elsewhere_here.clone()),
+                vec!["managed by another resource of this cluster", "choose another spec.name"],
+            ),
+            (Elsewhere::OtherCluster(other_cluster.clone()), vec!["managed from cluster c2", take]),
         ];
-        for (elsewhere, says) in cases {
-            let e = Error::NameConflict {
-                name: "prod".into(),
-                id: "id-1".into(),
-                elsewhere: elsewhere.clone(),
-                target: target.into(),
-            };
+        for (elsewhere, says) in conflicts {
+            let live = matches!(elsewhere, Elsewhere::LiveOwner(_) | Elsewhere::OtherCluster(_));
+            let e = Error::NameConflict { name: "prod".into(), id: "id-1".into(), elsewhere, me: me.clone() };
             let text = e.to_string();
-            assert!(text.contains(says), "{text}");
-            assert!(
-                text.contains("kubectl annotate environment/mover -n team-b kubiya.ai/environment-id=id-1"),
-                "{text}"
+            for s in says {
+                assert!(text.contains(s), "{s:?} in {text}");
+            }
+            assert!(!text.contains("team-a") && !text.contains("secret-project"), "{text}");
+            assert_eq!(
+                text.contains("id-1"),
+                !live,
+                "the id of an environment someone manages is not told: {text}"
             );
-            let e = Error::OwnedElsewhere { id: "id-1".into(), elsewhere, target: target.into() };
-            assert!(e.to_string().contains("kubiya.ai/environment-id=id-1"), "{e}");
+        }
+        let owned = [
+            (Elsewhere::Foreign, vec![adopt]),
+            (
+                Elsewhere::Released(elsewhere_here.clone()),
+                vec![
+                    "released by another resource",
+                    "create it again annotated kubiya.ai/environment-id=id-1",
+                ],
+            ),
+            (
+                Elsewhere::GoneOwner(elsewhere_here.clone()),
+                vec!["which no longer exists", "delete this resource"],
+            ),
+            (
+                Elsewhere::LiveOwner(elsewhere_here.clone()),
+                vec!["managed by another resource of this cluster", "publishes no worker Secret"],
+            ),
+            (Elsewhere::OtherCluster(other_cluster), vec!["managed from cluster c2", take]),
+        ];
+        for (elsewhere, says) in owned {
+            let text = Error::OwnedElsewhere { which: "id-1".into(), elsewhere, me: me.clone() }.to_string();
+            for s in says {
+                assert!(text.contains(s), "{s:?} in {text}");
+            }
+            assert!(!text.contains("team-a") && !text.contains("secret-project"), "{text}");
         }
     }
 }

@@ -46,8 +46,8 @@ pub struct Asked<'a> {
 pub fn search(looking: Looking, known: Option<&str>, asked: Asked<'_>, name: &str) -> Search {
     let by_id = |id: &str, route| Search::Id { id: id.to_owned(), route };
     match (looking, known, asked.id) {
-        // The annotation naming the recorded id is a standing consent to take it over.
-        (Looking::ToManage, Some(id), Some(a)) if a == id => by_id(id, Route::Annotation),
+        // Observed until now: managing it takes it over, as an adoption would. (An annotation
+        // naming the recorded id is no new request: consent is used once.)
         (Looking::ToManage, Some(id), _) if asked.was_observed => by_id(id, Route::Annotation),
         (Looking::ToManage, Some(id), _) => by_id(id, Route::Status),
         (Looking::ToManage, None, Some(a)) => by_id(a, Route::Annotation),
@@ -132,7 +132,7 @@ mod tests {
         use Route::*;
         let rows = [
             (ToManage, Some("k"), None, false, id("k", Status)),
-            (ToManage, Some("k"), Some("k"), false, id("k", Annotation)),
+            (ToManage, Some("k"), Some("k"), false, id("k", Status)),
             (ToManage, Some("k"), Some("other"), false, id("k", Status)),
             (ToManage, Some("k"), None, true, id("k", Annotation)),
             (ToManage, None, Some("a"), false, id("a", Annotation)),

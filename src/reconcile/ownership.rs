@@ -4,11 +4,14 @@
 //! its owner lets it go or no longer exists, or when a human says so.
 //!
 //! The operator stamps each environment it manages with an owner marker in the remote `settings`:
-//! the cluster (the `kube-system` namespace's UID), the object's UID, namespace and name, and
-//! `released` once its owner let it go (an Orphan deletion, or the Environment CRD being
-//! deleted). [`decide`] turns (marker, this object, how the environment was found, whether the
-//! marked object still exists) into what this resource may do; the reconcile only gathers those
-//! inputs.
+//! the cluster (`--cluster-id`, by default the `kube-system` namespace's UID), the object's UID,
+//! namespace, namespace UID and name, and `released` once its owner let it go (an Orphan
+//! deletion, `Full → Observe`, or the Environment CRD being deleted). [`decide`] turns (marker,
+//! this object, how the environment was found, whether the marked object still exists, a
+//! take-over request) into what this resource may do; the reconcile only gathers those inputs.
+//! Consent is explicit and used once: the adoption annotation (`Route::Annotation`) only when it
+//! names another id than the one recorded, `kubiya.ai/take-over-from` only when it names another
+//! cluster than the one it was last used on.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -25,19 +28,48 @@ pub struct Owner {
     pub cluster: String,
     pub uid: String,
     pub namespace: String,
+    /// The namespace's UID: a namespace deleted and created again (for someone else, perhaps)
+    /// is another one. Empty in markers written before namespaces were named so.
+    #[serde(default, rename = "namespaceUid", skip_serializing_if = "String::is_empty")]
+    pub namespace_uid: String,
     pub name: String,
 }
 
+/// How a marker that names no cluster is named, in messages and in `kubiya.ai/take-over-from`.
+pub const UNKNOWN_CLUSTER: &str = "unknown";
+
 impl Owner {
+    /// The cluster as messages and `kubiya.ai/take-over-from` name it.
+    pub fn cluster_name(&self) -> &str {
+        if self.cluster.is_empty() { UNKNOWN_CLUSTER } else { &self.cluster }
+    }
+
+    /// This owner as a tenant, `me`, may read of it: its name when it is of the same namespace,
+    /// else no more than where it is. (The operator's log has the rest.)
+    pub fn seen_from(&self, me: &Owner) -> String {
+        if self.cluster != me.cluster {
+            format!("a resource of cluster {}", self.cluster_name())
+        } else if self.namespace == me.namespace && self.namespace_uid == me.namespace_uid {
+            format!("Environment {}", self.name)
+        } else {
+            "another resource of this cluster".to_owned()
+        }
+    }
+
     /// Whether this names the same object as `other`: same UID, in the same cluster (a marker
     /// that names no cluster counts, by UID alone: UIDs are unique).
     fn is(&self, other: &Owner) -> bool {
         self.uid == other.uid && (self.cluster == other.cluster || self.cluster.is_empty())
     }
 
-    /// Whether this names `namespace/name` of the same cluster as `other`.
+    /// Whether this names `namespace/name` of the same cluster as `other`, in the same namespace
+    /// (its UID, which a marker without one cannot show).
     fn same_name_as(&self, other: &Owner) -> bool {
-        self.cluster == other.cluster && self.namespace == other.namespace && self.name == other.name
+        self.cluster == other.cluster
+            && self.namespace == other.namespace
+            && self.name == other.name
+            && !self.namespace_uid.is_empty()
+            && self.namespace_uid == other.namespace_uid
     }
 }
 
@@ -148,8 +180,15 @@ pub fn needs_liveness<'a>(marker: Option<&'a Marker>, me: &Owner) -> Option<&'a 
     (!m.released && !o.is(me) && o.cluster == me.cluster && !o.same_name_as(me)).then_some(o)
 }
 
-/// The decision, for every combination (see the table test below).
-pub fn decide(marker: Option<&Marker>, me: &Owner, route: Route, liveness: Liveness) -> Decision {
+/// The decision, for every combination (see the table test below). `take_over`: the cluster
+/// that `kubiya.ai/take-over-from` names, unless it was used on it already.
+pub fn decide(
+    marker: Option<&Marker>,
+    me: &Owner,
+    route: Route,
+    liveness: Liveness,
+    take_over: Option<&str>,
+) -> Decision {
     let Some(m) = marker else {
         return match route {
             // It was ours and the marker was lost: nobody else claimed it; put it back.
@@ -168,7 +207,9 @@ pub fn decide(marker: Option<&Marker>, me: &Owner, route: Route, liveness: Liven
     }
     let other_cluster = o.cluster != me.cluster;
     let gone = liveness == Liveness::Gone;
-    if route == Route::Annotation && (m.released || other_cluster || gone) {
+    // Another cluster's: only when a human names that cluster.
+    let taken_over = other_cluster && take_over == Some(o.cluster_name());
+    if taken_over || (route == Route::Annotation && (m.released || (gone && !other_cluster))) {
         return Decision::Claim(Claim::Adopted { previous: Some(m.clone()) });
     }
     Decision::Refuse(if m.released {
@@ -180,6 +221,20 @@ pub fn decide(marker: Option<&Marker>, me: &Owner, route: Route, liveness: Liven
     } else {
         Elsewhere::LiveOwner(o.clone())
     })
+}
+
+/// Whether `me` may observe (read, and publish the worker token of) the environment: not when a
+/// live resource of this cluster in another namespace manages it. (Whether the connection allows
+/// taking what is not its own is the caller's to ask.)
+pub fn may_observe(marker: Option<&Marker>, me: &Owner, liveness: Liveness) -> Result<(), Elsewhere> {
+    let Some(m) = marker else { return Ok(()) };
+    let o = &m.owner;
+    let elsewhere = !m.released
+        && !o.is(me)
+        && o.cluster == me.cluster
+        && (o.namespace != me.namespace || o.namespace_uid != me.namespace_uid)
+        && liveness != Liveness::Gone;
+    if elsewhere { Err(Elsewhere::LiveOwner(o.clone())) } else { Ok(()) }
 }
 
 /// Whether the marker names `me`, released or not.
@@ -199,19 +254,34 @@ mod tests {
     use serde_json::json;
 
     fn me() -> Owner {
-        Owner { cluster: "c1".into(), uid: "u1".into(), namespace: "ns".into(), name: "env".into() }
+        Owner {
+            cluster: "c1".into(),
+            uid: "u1".into(),
+            namespace: "ns".into(),
+            namespace_uid: "nsu".into(),
+            name: "env".into(),
+        }
     }
 
+    /// A marker; the namespace `ns` has the UID `nsu` (this test's namespace) unless it is
+    /// `ns2`, whose UID is `nsu2`.
     fn marker(cluster: &str, uid: &str, ns: &str, name: &str, released: bool) -> Marker {
+        let namespace_uid = if ns == "ns" { "nsu" } else { "nsu2" };
         Marker {
             owner: Owner {
                 cluster: cluster.into(),
                 uid: uid.into(),
                 namespace: ns.into(),
+                namespace_uid: namespace_uid.into(),
                 name: name.into(),
             },
             released,
         }
+    }
+
+    fn in_namespace_uid(mut m: Marker, namespace_uid: &str) -> Marker {
+        m.owner.namespace_uid = namespace_uid.into();
+        m
     }
 
     /// Every row of the ownership table: (marker, route, liveness) → decision.
@@ -229,7 +299,10 @@ mod tests {
         let other_released = marker("c1", "u2", "ns2", "other", true);
         let other_cluster = marker("c2", "u3", "ns", "env", false);
         let old_format_other = marker("", "u4", "ns", "env", false);
+        let other_cluster_released = marker("c2", "u3", "ns", "env", true);
         let adopted = |m: &Marker| Claim(super::Claim::Adopted { previous: Some(m.clone()) });
+        let reused_namespace = in_namespace_uid(marker("c1", "u0", "ns", "env", true), "old-nsu");
+        let before_namespace_uids = in_namespace_uid(marker("c1", "u0", "ns", "env", true), "");
         let rows: Vec<(Option<&Marker>, Route, Liveness, Decision)> = vec![
             // No marker.
             (None, Status, Live, Manage),
@@ -247,6 +320,21 @@ mod tests {
             (Some(&same_name_dead_uid), Status, Live, Claim(super::Claim::Reclaimed)),
             (Some(&same_name_released), Name, Live, Claim(super::Claim::Reclaimed)),
             (Some(&same_name_released), Annotation, Live, Claim(super::Claim::Reclaimed)),
+            // The same namespace and name in a namespace created again (or not named by UID):
+            // another namespace's, taken only by annotation.
+            (
+                Some(&reused_namespace),
+                Name,
+                Live,
+                Refuse(Elsewhere::Released(reused_namespace.owner.clone())),
+            ),
+            (Some(&reused_namespace), Annotation, Live, adopted(&reused_namespace)),
+            (
+                Some(&before_namespace_uids),
+                Name,
+                Live,
+                Refuse(Elsewhere::Released(before_namespace_uids.owner.clone())),
+            ),
             // Another object of this cluster.
             (Some(&other), Status, Live, Refuse(Elsewhere::LiveOwner(other.owner.clone()))),
             (Some(&other), Name, Live, Refuse(Elsewhere::LiveOwner(other.owner.clone()))),
@@ -259,8 +347,20 @@ mod tests {
             (Some(&other_released), Annotation, Live, adopted(&other_released)),
             (Some(&other_released), Name, Live, Refuse(Elsewhere::Released(other_released.owner.clone()))),
             (Some(&other_released), Status, Live, Refuse(Elsewhere::Released(other_released.owner.clone()))),
-            // Another cluster (a marker naming no cluster is one too, unless its UID is ours).
-            (Some(&other_cluster), Annotation, Live, adopted(&other_cluster)),
+            // Another cluster (a marker naming no cluster is one too, unless its UID is ours):
+            // never by the id alone (the next table has take-overs).
+            (
+                Some(&other_cluster),
+                Annotation,
+                Live,
+                Refuse(Elsewhere::OtherCluster(other_cluster.owner.clone())),
+            ),
+            (
+                Some(&other_cluster),
+                Annotation,
+                Gone,
+                Refuse(Elsewhere::OtherCluster(other_cluster.owner.clone())),
+            ),
             (
                 Some(&other_cluster),
                 Status,
@@ -274,11 +374,102 @@ mod tests {
                 Live,
                 Refuse(Elsewhere::OtherCluster(old_format_other.owner.clone())),
             ),
-            (Some(&old_format_other), Annotation, Live, adopted(&old_format_other)),
+            (
+                Some(&old_format_other),
+                Annotation,
+                Live,
+                Refuse(Elsewhere::OtherCluster(old_format_other.owner.clone())),
+            ),
+            // Released from another cluster: the id alone takes it.
+            (Some(&other_cluster_released), Annotation, Live, adopted(&other_cluster_released)),
+            (
+                Some(&other_cluster_released),
+                Status,
+                Live,
+                Refuse(Elsewhere::Released(other_cluster_released.owner.clone())),
+            ),
         ];
         for (i, (m, route, liveness, want)) in rows.into_iter().enumerate() {
-            assert_eq!(decide(m, &me(), route, liveness), want, "row {i}: {m:?} {route:?} {liveness:?}");
+            assert_eq!(
+                decide(m, &me(), route, liveness, None),
+                want,
+                "row {i}: {m:?} {route:?} {liveness:?}"
+            );
         }
+    }
+
+    /// `kubiya.ai/take-over-from` naming the marker's cluster takes another cluster's environment,
+    /// by any route; naming another cluster, or this one's environments, it does nothing.
+    #[test]
+    fn the_take_over_table() {
+        use Decision::*;
+        use Route::*;
+        let theirs = marker("c2", "u3", "ns", "env", false);
+        let legacy = marker("", "u4", "ns", "env", false);
+        let local = marker("c1", "u2", "ns2", "other", false);
+        let adopted = |m: &Marker| Claim(super::Claim::Adopted { previous: Some(m.clone()) });
+        let other = |m: &Marker| Refuse(Elsewhere::OtherCluster(m.owner.clone()));
+        let rows: Vec<(&Marker, Route, Option<&str>, Decision)> = vec![
+            (&theirs, Annotation, Some("c2"), adopted(&theirs)),
+            (&theirs, Status, Some("c2"), adopted(&theirs)),
+            (&theirs, Name, Some("c2"), adopted(&theirs)),
+            (&theirs, Annotation, Some("c3"), other(&theirs)),
+            (&theirs, Annotation, Some("c1"), other(&theirs)),
+            (&theirs, Status, None, other(&theirs)),
+            (&legacy, Annotation, Some(UNKNOWN_CLUSTER), adopted(&legacy)),
+            (&legacy, Annotation, Some(""), other(&legacy)),
+            (&local, Annotation, Some("c1"), Refuse(Elsewhere::LiveOwner(local.owner.clone()))),
+        ];
+        for (i, (m, route, take_over, want)) in rows.into_iter().enumerate() {
+            assert_eq!(decide(Some(m), &me(), route, Liveness::Live, take_over), want, "row {i}");
+        }
+        assert_eq!(decide(None, &me(), Name, Liveness::Live, Some("c2")), Refuse(Elsewhere::Foreign));
+    }
+
+    #[test]
+    fn observing_is_refused_only_what_a_live_resource_of_another_namespace_manages() {
+        let live_elsewhere = marker("c1", "u2", "ns2", "other", false);
+        assert_eq!(
+            may_observe(Some(&live_elsewhere), &me(), Liveness::Live),
+            Err(Elsewhere::LiveOwner(live_elsewhere.owner.clone()))
+        );
+        assert!(
+            may_observe(Some(&live_elsewhere), &me(), Liveness::Unknown).is_err(),
+            "unknown counts as live"
+        );
+        let reused = in_namespace_uid(marker("c1", "u2", "ns", "other", false), "old-nsu");
+        assert!(
+            may_observe(Some(&reused), &me(), Liveness::Live).is_err(),
+            "a namespace of the same name before"
+        );
+        for (m, liveness) in [
+            (None, Liveness::Live),
+            (Some(marker("c1", "u1", "ns", "env", false)), Liveness::Live),
+            (Some(marker("c1", "u2", "ns", "other", false)), Liveness::Live),
+            (Some(marker("c1", "u2", "ns2", "other", true)), Liveness::Live),
+            (Some(marker("c1", "u2", "ns2", "other", false)), Liveness::Gone),
+            (Some(marker("c2", "u2", "ns2", "other", false)), Liveness::Live),
+        ] {
+            assert_eq!(may_observe(m.as_ref(), &me(), liveness), Ok(()), "{m:?} {liveness:?}");
+        }
+    }
+
+    #[test]
+    fn an_owner_is_named_to_a_tenant_only_when_it_is_of_the_same_namespace() {
+        let same = marker("c1", "u2", "ns", "other", false).owner;
+        assert_eq!(same.seen_from(&me()), "Environment other");
+        let elsewhere = marker("c1", "u2", "ns2", "other", false).owner;
+        assert_eq!(elsewhere.seen_from(&me()), "another resource of this cluster");
+        let reused = in_namespace_uid(marker("c1", "u2", "ns", "other", false), "old-nsu").owner;
+        assert_eq!(reused.seen_from(&me()), "another resource of this cluster");
+        assert_eq!(
+            marker("c2", "u2", "ns", "other", false).owner.seen_from(&me()),
+            "a resource of cluster c2"
+        );
+        assert_eq!(
+            marker("", "u2", "ns", "other", false).owner.seen_from(&me()),
+            "a resource of cluster unknown"
+        );
     }
 
     #[test]
@@ -312,7 +503,7 @@ mod tests {
         let settings = with_marker(&Map::new(), &m);
         assert_eq!(
             settings[OWNER_KEY],
-            json!({"cluster": "c1", "uid": "u1", "namespace": "ns", "name": "env", "released": true})
+            json!({"cluster": "c1", "uid": "u1", "namespace": "ns", "namespaceUid": "nsu", "name": "env", "released": true})
         );
         assert_eq!(Marker::read(&settings), Some(m));
         let held = with_marker(&Map::new(), &Marker::held_by(&me()));

@@ -5,31 +5,37 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::desired::Field;
 use super::error::Error;
-use crate::connection::ConnKey;
+use crate::connection::{ConnKey, Place};
 use crate::controlplane::{RemoteEnvironment, sanitize};
 use crate::k8s::conditions::{Kstatus, READY, Readiness, condition, find, is_true};
-use crate::resource::{Environment, EnvironmentStatus, Phase, RECONCILE_REQUEST_ANNOTATION};
+use crate::resource::{
+    Environment, EnvironmentStatus, Phase, RECONCILE_REQUEST_ANNOTATION, TAKE_OVER_ANNOTATION,
+};
 
 pub use crate::k8s::conditions::{RECONCILING, STALLED};
 
 /// Under `managementPolicy: Observe` only: whether the remote environment matches the spec.
 pub const SYNCED: &str = "Synced";
 
+/// The remote environment as a pass left it, and what it was reached through.
+pub struct Seen<'a> {
+    pub remote: &'a RemoteEnvironment,
+    /// The worker Secret, when it was published.
+    pub worker_secret: Option<String>,
+    pub connection: &'a ConnKey,
+    pub place: &'a Place,
+}
+
 /// What a pass came to, from which the status follows.
 pub enum Outcome<'a> {
     /// First sight of the object: nothing has been sent to the control plane yet.
     Starting,
-    /// The remote environment this resource manages, as it is after this pass's writes, through
-    /// `connection`.
-    Managed { remote: &'a RemoteEnvironment, worker_secret: Option<String>, connection: &'a ConnKey },
+    /// The remote environment this resource manages, as it is after this pass's writes;
+    /// `took_over`: the `kubiya.ai/take-over-from` value this pass took it with.
+    Managed { seen: Seen<'a>, took_over: Option<&'a str> },
     /// Under `managementPolicy: Observe`: the remote environment as it is, and the fields where
     /// it differs from the spec (reported, not corrected).
-    Observed {
-        remote: &'a RemoteEnvironment,
-        worker_secret: Option<String>,
-        connection: &'a ConnKey,
-        drift: &'a [Field],
-    },
+    Observed { seen: Seen<'a>, drift: &'a [Field] },
     /// The resource is being deleted.
     Deleting,
     /// The resource is being deleted, and paused: the finalizer stays, nothing remote is written.
@@ -67,10 +73,22 @@ pub fn next(env: &Environment, outcome: Outcome<'_>, now: &Time) -> EnvironmentS
         // no health check mistakes a paused change for an applied one.
         s.observed_generation = old.observed_generation.or(generation);
     }
-    if let Outcome::Managed { remote, worker_secret, connection }
-    | Outcome::Observed { remote, worker_secret, connection, .. } = &outcome
+    if let Outcome::Managed { seen, .. } | Outcome::Observed { seen, .. } = &outcome {
+        record(&mut s, seen);
+    }
+    // A take-over is used once: the value it was made with is kept while the annotation stays.
+    let took_over = match &outcome {
+        Outcome::Managed { took_over, .. } => *took_over,
+        _ => None,
+    };
+    s.taken_over_from = env
+        .annotation(TAKE_OVER_ANNOTATION)
+        .and_then(|_| took_over.map(str::to_owned).or(old.taken_over_from.clone()));
+    // No longer the owner: its worker Secret is gone (see `worker_secret::withdraw`).
+    if let Outcome::Failed(e) = &outcome
+        && e.loses_ownership()
     {
-        record(&mut s, remote, worker_secret.clone(), connection);
+        s.worker_secret_name = None;
     }
     let (phase, verdict) = verdict(env, &outcome, &old);
     s.phase = phase;
@@ -90,20 +108,25 @@ pub fn next(env: &Environment, outcome: Outcome<'_>, now: &Time) -> EnvironmentS
 }
 
 /// What a pass saw of the remote environment, into `s`.
-fn record(
-    s: &mut EnvironmentStatus,
-    remote: &RemoteEnvironment,
-    worker_secret: Option<String>,
-    connection: &ConnKey,
-) {
+fn record(s: &mut EnvironmentStatus, seen: &Seen<'_>) {
+    let remote = seen.remote;
     s.environment_id = Some(remote.id.clone());
-    s.connection = Some(connection.label());
+    s.connection = Some(seen.connection.label());
+    s.organization = seen.place.organization.clone();
+    s.control_plane = Some(seen.place.control_plane.clone());
     s.remote_name = Some(remote.name.clone());
     s.remote_status = Some(remote.status.clone());
     s.can_register = Some(remote.can_register());
-    if worker_secret.is_some() {
-        s.worker_secret_name = worker_secret;
+    if seen.worker_secret.is_some() {
+        s.worker_secret_name = seen.worker_secret.clone();
     }
+}
+
+/// Where the status says the environment lives, if it records an environment and where.
+pub fn recorded_place(env: &Environment) -> Option<Place> {
+    let s = env.status.as_ref()?;
+    s.environment_id.as_ref()?;
+    Some(Place { organization: s.organization.clone(), control_plane: s.control_plane.clone()? })
 }
 
 /// The phase and the three kstatus conditions after `outcome`.
@@ -128,7 +151,7 @@ fn verdict(env: &Environment, outcome: &Outcome<'_>, old: &EnvironmentStatus) ->
                 "creating the environment in the control plane".into(),
             ),
         ),
-        Outcome::Managed { remote, .. } | Outcome::Observed { remote, .. } => remote_verdict(remote),
+        Outcome::Managed { seen, .. } | Outcome::Observed { seen, .. } => remote_verdict(seen.remote),
         Outcome::Deleting => {
             (Some(Phase::Deleting), v(Readiness::False, true, false, "Deleting", "deleting".into()))
         }
@@ -324,6 +347,14 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
     use serde_json::json;
 
+    fn place() -> Place {
+        Place { organization: Some("acme".into()), control_plane: "https://cp.test".into() }
+    }
+
+    fn seen<'a>(remote: &'a RemoteEnvironment, worker_secret: Option<String>, place: &'a Place) -> Seen<'a> {
+        Seen { remote, worker_secret, connection: &ConnKey::Operator, place }
+    }
+
     fn t(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).unwrap())
     }
@@ -342,7 +373,7 @@ mod tests {
 
     /// The status after a pass that manages `r`, at second `at`.
     fn managed(e: &Environment, r: &RemoteEnvironment, at: i64) -> EnvironmentStatus {
-        next(e, Outcome::Managed { remote: r, worker_secret: None, connection: &ConnKey::Operator }, &t(at))
+        next(e, Outcome::Managed { seen: seen(r, None, &place()), took_over: None }, &t(at))
     }
 
     fn cond<'a>(s: &'a EnvironmentStatus, t: &str) -> &'a Condition {
@@ -357,11 +388,8 @@ mod tests {
         e.metadata.creation_timestamp = Some(t(10));
         assert_eq!(time_to_ready(&e, &ready(&e), &t(100)), Some(std::time::Duration::from_secs(90)));
         let p = remote("provisioning");
-        e.status = Some(next(
-            &e,
-            Outcome::Managed { remote: &p, worker_secret: None, connection: &ConnKey::Operator },
-            &t(40),
-        ));
+        e.status =
+            Some(next(&e, Outcome::Managed { seen: seen(&p, None, &place()), took_over: None }, &t(40)));
         assert_eq!(time_to_ready(&e, &ready(&e), &t(100)), Some(std::time::Duration::from_secs(60)));
         assert_eq!(time_to_ready(&e, e.status.as_ref().unwrap(), &t(100)), None, "not Ready yet");
         e.status = Some(ready(&e));
@@ -393,7 +421,7 @@ mod tests {
         let r = remote("ready");
         let s = next(
             &env(),
-            Outcome::Managed { remote: &r, worker_secret: Some("w".into()), connection: &ConnKey::Operator },
+            Outcome::Managed { seen: seen(&r, Some("w".into()), &place()), took_over: None },
             &t(1),
         );
         assert_eq!(s.phase, Some(Phase::Ready));
@@ -526,11 +554,8 @@ mod tests {
         assert!(!settled(&deleting));
         let p = remote("provisioning");
         let mut busy = e.clone();
-        busy.status = Some(next(
-            &e,
-            Outcome::Managed { remote: &p, worker_secret: None, connection: &ConnKey::Operator },
-            &t(3),
-        ));
+        busy.status =
+            Some(next(&e, Outcome::Managed { seen: seen(&p, None, &place()), took_over: None }, &t(3)));
         assert!(!settled(&busy), "not Ready");
         let mut no_id = e.clone();
         no_id.status.as_mut().unwrap().environment_id = None;
@@ -545,7 +570,10 @@ mod tests {
         let drift = [Field::Description];
         e.status = Some(next(
             &e,
-            Outcome::Observed { remote: &r, worker_secret: None, connection: &key, drift: &drift },
+            Outcome::Observed {
+                seen: Seen { remote: &r, worker_secret: None, connection: &key, place: &place() },
+                drift: &drift,
+            },
             &t(1),
         ));
         let observed = cond(e.status.as_ref().unwrap(), SYNCED).clone();
@@ -562,12 +590,78 @@ mod tests {
     }
 
     #[test]
+    fn where_the_environment_lives_is_recorded_with_it() {
+        let r = remote("ready");
+        let mut e = env();
+        assert_eq!(recorded_place(&e), None);
+        e.status = Some(managed(&e, &r, 1));
+        let s = e.status.as_ref().unwrap();
+        assert_eq!(
+            (s.organization.as_deref(), s.control_plane.as_deref()),
+            (Some("acme"), Some("https://cp.test"))
+        );
+        assert_eq!(recorded_place(&e), Some(place()));
+        e.status.as_mut().unwrap().control_plane = None;
+        assert_eq!(recorded_place(&e), None, "recorded by an older version");
+        e.status.as_mut().unwrap().control_plane = Some("https://cp.test".into());
+        e.status.as_mut().unwrap().environment_id = None;
+        assert_eq!(recorded_place(&e), None, "no environment");
+    }
+
+    #[test]
+    fn a_take_over_is_recorded_while_its_annotation_stays() {
+        let r = remote("ready");
+        let mut e = env();
+        e.metadata.annotations = Some([(TAKE_OVER_ANNOTATION.to_owned(), "c2".to_owned())].into());
+        let took =
+            next(&e, Outcome::Managed { seen: seen(&r, None, &place()), took_over: Some("c2") }, &t(1));
+        assert_eq!(took.taken_over_from.as_deref(), Some("c2"));
+        e.status = Some(took);
+        assert_eq!(managed(&e, &r, 2).taken_over_from.as_deref(), Some("c2"), "kept");
+        let err = Error::SecretConflict { name: "s".into() };
+        assert_eq!(
+            next(&e, Outcome::Failed(&err), &t(2)).taken_over_from.as_deref(),
+            Some("c2"),
+            "kept on failure"
+        );
+        e.metadata.annotations = None;
+        assert_eq!(managed(&e, &r, 3).taken_over_from, None, "the annotation went");
+    }
+
+    #[test]
+    fn a_resource_that_is_no_longer_the_owner_names_no_worker_secret() {
+        let r = remote("ready");
+        let mut e = env();
+        e.status = Some(next(
+            &e,
+            Outcome::Managed { seen: seen(&r, Some("w".into()), &place()), took_over: None },
+            &t(1),
+        ));
+        assert_eq!(e.status.as_ref().unwrap().worker_secret_name.as_deref(), Some("w"));
+        let transient =
+            Error::GetRemote { source: controlplane::Error::api("GET", "/r", 503, "down".into(), None) };
+        assert_eq!(next(&e, Outcome::Failed(&transient), &t(2)).worker_secret_name.as_deref(), Some("w"));
+        let lost = Error::OwnedElsewhere {
+            which: "id-1".into(),
+            elsewhere: crate::reconcile::ownership::Elsewhere::OtherCluster(Default::default()),
+            me: Default::default(),
+        };
+        let s = next(&e, Outcome::Failed(&lost), &t(2));
+        assert_eq!(s.worker_secret_name, None);
+        assert_eq!(
+            s.environment_id.as_deref(),
+            Some("id-1"),
+            "the id stays: the annotation equal to it is no new request"
+        );
+    }
+
+    #[test]
     fn permanent_failure_is_stalled() {
         let err = Error::NameConflict {
             name: "prod".into(),
             id: "id-1".into(),
             elsewhere: crate::reconcile::ownership::Elsewhere::Foreign,
-            target: "environment/prod -n ns".into(),
+            me: Default::default(),
         };
         let s = next(&env(), Outcome::Failed(&err), &t(2));
         assert_eq!(s.phase, Some(Phase::Error));

@@ -7,14 +7,15 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
 use super::error::Error;
 use crate::controlplane::{self, RemoteEnvironment, WorkerCommand};
-use crate::k8s::{self, Op};
+use crate::k8s::{self, Op, events};
 use crate::resource::{Environment, MANAGER};
 
 pub const TOKEN_KEY: &str = "KUBIYA_WORKER_TOKEN";
@@ -197,6 +198,36 @@ pub async fn ensure(
         .await
         .map_err(k8s::failed(Op::WriteSecret))?;
     Ok(name)
+}
+
+/// Deletes the worker Secret `env`'s status names, if it is there and `env`'s: a resource that
+/// stops being the owner of its environment (taken over, refused) keeps no valid token of it.
+/// Says so in an Event.
+pub async fn withdraw(env: &Environment, ctx: &Context) -> Result<(), Error> {
+    let Some(name) = env.status.as_ref().and_then(|s| s.worker_secret_name.clone()) else { return Ok(()) };
+    let ns = env.namespace().ok_or(Error::Unnamed)?;
+    let api: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
+    let Some(secret) = api.get_opt(&name).await.map_err(k8s::failed(Op::ReadSecret))? else { return Ok(()) };
+    if !is_owned(&secret, env) {
+        return Ok(());
+    }
+    // Only that Secret: not one written under the same name since.
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: secret.uid(), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
+        Err(source) => return Err(k8s::Error::new(Op::DeleteSecret, source).into()),
+    }
+    tracing::info!(secret = %name, "deleted the worker Secret: no longer the environment's owner");
+    let note = format!(
+        "deleted worker Secret {name}: this resource no longer manages its environment, so the workers' \
+         token is not published here any more"
+    );
+    events::publish(&ctx.recorder, env, EventType::Warning, "WorkerSecretDeleted", note).await;
+    Ok(())
 }
 
 /// Stable for a given build (std's SipHash with fixed keys): an upgrade may rewrite each Secret

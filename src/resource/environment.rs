@@ -214,6 +214,12 @@ pub struct EnvironmentStatus {
     /// for the environment's life.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
+    /// The organisation the environment lives in (the connection's key names it), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+    /// The control plane the environment lives on (scheme, host and port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<String>,
     /// The environment's name in the control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_name: Option<String>,
@@ -232,6 +238,10 @@ pub struct EnvironmentStatus {
     /// When the status last changed as the result of a sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_synced_time: Option<Time>,
+    /// The `kubiya.ai/take-over-from` value this resource took the environment with: the same
+    /// value again is not a new request. Cleared when the annotation goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over_from: Option<String>,
     /// The last `kubiya.ai/reconcile-requested-at` annotation value a pass handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,

@@ -20,9 +20,13 @@ pub const CONNECTION_FINALIZER: &str = "kubiya.ai/connection";
 /// Field manager for everything this operator writes.
 pub const MANAGER: &str = "kubiya-operator";
 
-/// Adopts an existing remote environment by id; while it equals `status.environmentId`, it is
-/// also a standing consent to take that environment over (see `reconcile::ownership`).
+/// Adopts an existing remote environment by id (see `reconcile::ownership`). A value equal to
+/// `status.environmentId` is not a new request: consent is used once.
 pub const ADOPT_ANNOTATION: &str = "kubiya.ai/environment-id";
+/// Takes an environment managed from another cluster, named by its cluster id (what the
+/// operator logs at start, and what `OwnedElsewhere` messages say). Used once: a value equal to
+/// `status.takenOverFrom` is not a new request.
+pub const TAKE_OVER_ANNOTATION: &str = "kubiya.ai/take-over-from";
 /// `"true"` stops every remote write for this resource, deletion included.
 pub const PAUSED_ANNOTATION: &str = "kubiya.ai/paused";
 /// Any new value asks for a pass now; the value handled is echoed in `status.lastHandledReconcileAt`.

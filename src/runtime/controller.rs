@@ -98,7 +98,11 @@ pub async fn run(
     let stores: Vec<Store<Guarded>> = scopes.iter().map(|s| s.store.clone()).collect();
     let metrics = Arc::new(metrics(stores.clone()));
     let registry = Arc::new(registry(&config, &metrics, &connection_watches, stores.clone())?);
-    let cluster = cluster_id(&clients.requests).await?;
+    let cluster = match &config.cluster_id {
+        Some(id) => id.clone(),
+        None => cluster_id(&clients.requests).await?,
+    };
+    info!(cluster = %cluster, "this cluster's id in owner markers (kubiya.ai/take-over-from names it)");
     let probe = Arc::new(Probe::new(metrics.clone()));
     let server = http::serve(config.metrics_addr, probe.clone()).await.map_err(StartError::Listen)?;
     tokio::spawn(server);
@@ -222,6 +226,7 @@ fn registry(
         timeout: config.request_timeout,
         max_concurrent: usize::from(config.max_concurrent_requests),
         metrics: metrics.clone(),
+        allowed: config.allowed_control_planes.clone(),
     };
     let operator = match config.control_plane.api_key()? {
         Some(api_key) => {

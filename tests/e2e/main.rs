@@ -26,5 +26,6 @@ mod real_server;
 mod restart_cost;
 mod scope;
 mod support;
+mod tenancy;
 mod undecodable;
 mod worker_secret;

@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod connections;
 pub mod health;
 
 use std::path::PathBuf;
@@ -103,6 +104,21 @@ impl TestBed {
             owned_namespaces: vec![namespace],
             kubeconfig,
         }
+    }
+
+    /// A client that acts as a tenant with rights in `namespace` only, and none there on the
+    /// `denied` resources (`"secrets"`, say): what RBAC gives such a user. The test API server's
+    /// tenant authorizer decides; the admin impersonates the tenant.
+    pub async fn tenant(&self, namespace: &str, denied: &[&str]) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read test kubeconfig");
+        let options = KubeConfigOptions::default();
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("kubeconfig");
+        config.auth_info.impersonate = Some(format!("tenant-of-{namespace}"));
+        let groups = std::iter::once(format!("tenant:{namespace}"))
+            .chain(denied.iter().map(|r| format!("tenant-deny:{r}")));
+        config.auth_info.impersonate_groups = Some(groups.collect());
+        Client::try_from(config).expect("client")
     }
 
     /// Creates one more namespace of this test (failing if the name is taken), deleted with the
@@ -327,12 +343,22 @@ impl TestBed {
         what: &str,
         cond: impl Fn(&Environment) -> bool + Send + 'static,
     ) -> Environment {
-        let fut =
-            await_condition(self.envs.clone(), name, move |o: Option<&Environment>| o.is_some_and(&cond));
+        self.wait_for_in(&self.envs, name, what, cond).await
+    }
+
+    /// [`TestBed::wait_for`] for an Environment of `envs` (another namespace of the test).
+    pub async fn wait_for_in(
+        &self,
+        envs: &Api<Environment>,
+        name: &str,
+        what: &str,
+        cond: impl Fn(&Environment) -> bool + Send + 'static,
+    ) -> Environment {
+        let fut = await_condition(envs.clone(), name, move |o: Option<&Environment>| o.is_some_and(&cond));
         match tokio::time::timeout(TIMEOUT, fut).await {
             Ok(Ok(Some(env))) => env,
             other => {
-                let now = self.envs.get_opt(name).await.ok().flatten();
+                let now = envs.get_opt(name).await.ok().flatten();
                 panic!(
                     "timed out waiting for {name} to be {what} ({other:?}); last seen: {}\noperator log:\n{}",
                     serde_json::to_string_pretty(&now.map(|e| e.status)).unwrap_or_default(),

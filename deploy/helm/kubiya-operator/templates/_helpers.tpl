@@ -81,10 +81,11 @@ ClusterConnection is configured either (it could manage nothing until a Connecti
   resources: [environments/status]
   verbs: [patch]
 # The worker-registration Secrets it writes (owned by their Environment; server-side apply
-# creates them with patch).
+# creates them with patch), and deletes when the Environment is no longer its environment's
+# owner (taken over from another cluster, refused).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
