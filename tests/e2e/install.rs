@@ -92,7 +92,7 @@ fn no_wildcards(rules: &[PolicyRule], what: &str) {
 const NEEDS: &[(&str, &str, &[&str])] = &[
     ("kubiya.ai", "environments", &["get", "list", "watch", "patch"]),
     ("kubiya.ai", "environments/status", &["patch"]),
-    ("", "secrets", &["get", "list", "watch", "patch"]),
+    ("", "secrets", &["get", "list", "watch", "patch", "delete"]),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("kubiya.ai", "connections", &["list", "watch", "patch"]),
     ("kubiya.ai", "connections/status", &["patch"]),

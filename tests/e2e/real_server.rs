@@ -251,3 +251,83 @@ async fn an_organisation_exported_observed_then_managed_on_the_real_server() {
     };
     assert_eq!(strip(list().await), strip(before), "managing wrote more than the owner marker");
 }
+
+/// Tenancy on the real server: one manifest on two clusters moves nothing until a take-over moves
+/// it once (the first lets go, its worker Secret deleted), and a Connection whose Secret now holds
+/// another organisation's key creates nothing there and deletes nothing here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control-plane server: run `make conformance`"]
+async fn tenancy_on_the_real_server_two_clusters_and_a_key_of_another_organisation() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::Api;
+    use kubiya_operator::resource::ConnectionKind;
+
+    use crate::support::cluster::PrivateCluster;
+    use crate::support::connections::{connection, put_secret, using};
+    use crate::support::{id_of, message, stalled_with};
+
+    let url = std::env::var("KUBIYA_CONFORMANCE_REAL_URL").expect("KUBIYA_CONFORMANCE_REAL_URL");
+    let url = url.trim_end_matches('/').to_owned();
+    let http = reqwest::Client::new();
+    let list = |org: &str| {
+        http.get(format!("{url}/api/v1/environments"))
+            .header("Authorization", format!("UserKey {}", kubiya_cp_emulator::token(org)))
+            .send()
+    };
+    let suffix = format!("{:08x}", fastrand::u32(..));
+    let mut old = TestBed::without_operator("real-two", EmulatorConfig::default()).await;
+    old.control_plane_url = url.clone();
+    old.operator_env.push(("KUBIYA_CLUSTER_ID", format!("real-a-{suffix}")));
+    // The real server fails an organization's first environment without a workflow engine.
+    assert_eq!(list(&old.org).await.unwrap().status(), 200);
+    old.start_operator();
+    old.create("app", EnvironmentSpec { description: Some("blue".into()), ..Default::default() }).await;
+    let id = id_of(&old.wait_for("app", "Ready", is_ready).await);
+
+    let cluster = PrivateCluster::start_at("real-new-cluster", ["17253", "13189", "13190"]);
+    let mut new = TestBed::on_cluster(cluster.kubeconfig(), "real-new", EmulatorConfig::default()).await;
+    new.control_plane_url = url.clone();
+    new.org = old.org.clone();
+    new.operator_env.push(("KUBIYA_CLUSTER_ID", format!("real-b-{suffix}")));
+    new.start_operator();
+    let green = EnvironmentSpec { description: Some("green".into()), ..Default::default() };
+    new.create_annotated("app", &[("kubiya.ai/environment-id", &id)], green).await;
+    let env = new.wait_for("app", "Stalled with OwnedElsewhere", stalled_with("OwnedElsewhere")).await;
+    assert!(message(&env).contains(&format!("managed from cluster real-a-{suffix}")), "{}", message(&env));
+    let remote = |bed: &TestBed| {
+        let (http, url, token) = (http.clone(), url.clone(), kubiya_cp_emulator::token(&bed.org));
+        let id = id.clone();
+        async move {
+            let r = http
+                .get(format!("{url}/api/v1/environments/{id}"))
+                .header("Authorization", format!("UserKey {token}"));
+            r.send().await.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(remote(&old).await["description"], "blue", "the second never writes its spec");
+    new.annotate("app", "kubiya.ai/take-over-from", Some(&format!("real-a-{suffix}"))).await;
+    assert_eq!(id_of(&new.wait_for("app", "Ready", is_ready).await), id);
+    assert_eq!(remote(&old).await["description"], "green");
+    old.annotate("app", "kubiya.ai/reconcile-requested-at", Some("after")).await;
+    old.wait_for("app", "Stalled with OwnedElsewhere", stalled_with("OwnedElsewhere")).await;
+    old.wait_event("app", "WorkerSecretDeleted").await;
+    let secrets: Api<Secret> = Api::namespaced(old.client.clone(), &old.namespace);
+    assert!(secrets.get_opt("app-worker").await.unwrap().is_none());
+    assert_eq!(remote(&old).await["description"], "green", "the first never writes back");
+    drop(new);
+    drop(cluster);
+
+    // A key of another organisation in a Connection's Secret.
+    let org_b = format!("{}-b", old.org);
+    assert_eq!(list(&org_b).await.unwrap().status(), 200);
+    put_secret(&old, &old.namespace, "key", &kubiya_cp_emulator::token(&old.org)).await;
+    connection(&old, "org", "key").await;
+    old.create("through", using(ConnectionKind::Connection, "org")).await;
+    let through = id_of(&old.wait_for("through", "Ready", is_ready).await);
+    put_secret(&old, &old.namespace, "key", &kubiya_cp_emulator::token(&org_b)).await;
+    old.wait_for("through", "Stalled with ConnectionChanged", stalled_with("ConnectionChanged")).await;
+    let in_b: Vec<Value> = list(&org_b).await.unwrap().json().await.unwrap();
+    assert!(in_b.iter().all(|e| e["name"] != "through"), "created again in the other organisation");
+    put_secret(&old, &old.namespace, "key", &kubiya_cp_emulator::token(&old.org)).await;
+    assert_eq!(id_of(&old.wait_for("through", "Ready again", is_ready).await), through);
+}
