@@ -79,7 +79,6 @@ async fn one_repo_on_two_clusters_moves_nothing_until_a_take_over_moves_it_once(
     let blue = || EnvironmentSpec { description: Some("blue".into()), ..Default::default() };
     old.create("app", blue()).await;
     let id = id_of(&old.wait_for("app", "Ready", is_ready).await);
-    assert!(old.operator_log().contains(&cluster_a), "the operator logs its cluster id at start");
     let secrets: Api<Secret> = Api::namespaced(old.client.clone(), &old.namespace);
     assert!(secrets.get_opt("app-worker").await.unwrap().is_some());
 
@@ -114,6 +113,8 @@ async fn one_repo_on_two_clusters_moves_nothing_until_a_take_over_moves_it_once(
     assert_eq!(old.remote_named("app").unwrap()["description"], "blue");
     assert_eq!(old.remote_named("app").unwrap()["settings"]["kubiya.ai/owner"]["cluster"], json!(cluster_a));
     assert!(is_ready(&old.envs.get("app").await.unwrap()), "the first still manages it");
+
+    assert!(old.operator_log().contains(&cluster_a), "the operator logs its cluster id at start");
 
     // The explicit take-over moves it once.
     new.annotate("app", "kubiya.ai/take-over-from", Some(&cluster_a)).await;

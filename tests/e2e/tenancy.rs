@@ -161,9 +161,6 @@ async fn a_connection_that_now_leads_elsewhere_creates_and_deletes_nothing() {
             .iter()
             .map(id_of)
             .collect();
-    let s = bed.envs.get("e1").await.unwrap().status.unwrap();
-    assert_eq!(s.organization.as_deref(), Some(org_a.as_str()));
-    assert_eq!(s.control_plane.as_deref(), Some(bed.control_plane_url.as_str()));
     let names = |org: &str| {
         let mut names: Vec<String> = bed
             .emulator
@@ -208,6 +205,9 @@ async fn a_connection_that_now_leads_elsewhere_creates_and_deletes_nothing() {
     let env = bed.wait_for("e1", "Ready again", is_ready).await;
     assert_eq!(id_of(&env), ids[0]);
     assert_eq!(names(&org_a), ["e1", "e2"]);
+    let s = bed.envs.get("e1").await.unwrap().status.unwrap();
+    assert_eq!(s.organization.as_deref(), Some(org_a.as_str()));
+    assert_eq!(s.control_plane.as_deref(), Some(bed.control_plane_url.as_str()));
 }
 
 /// A Connection in use, being deleted, across a restart of the operator: the new leader counts
