@@ -63,6 +63,16 @@ pub struct Kstatus {
 }
 
 impl Kstatus {
+    pub fn new(
+        ready: Readiness,
+        reconciling: bool,
+        stalled: bool,
+        reason: &'static str,
+        message: String,
+    ) -> Self {
+        Kstatus { ready, reconciling, stalled, reason, message }
+    }
+
     /// `Ready`, `Reconciling`, `Stalled`, from the `old` ones and this verdict.
     pub fn conditions(&self, old: &[Condition], generation: Option<i64>, now: &Time) -> Vec<Condition> {
         let cond =

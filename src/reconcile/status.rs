@@ -133,13 +133,7 @@ pub fn recorded_place(env: &Environment) -> Option<Place> {
 fn verdict(env: &Environment, outcome: &Outcome<'_>, old: &EnvironmentStatus) -> (Option<Phase>, Kstatus) {
     let deleting = env.metadata.deletion_timestamp.is_some();
     let was_ready = is_true(&old.conditions, READY);
-    let v = |ready, reconciling, stalled, reason, message: String| Kstatus {
-        ready,
-        reconciling,
-        stalled,
-        reason,
-        message,
-    };
+    let v = Kstatus::new;
     match outcome {
         Outcome::Starting => (
             Some(Phase::Pending),
@@ -220,13 +214,7 @@ pub fn undecodable(generation: Option<i64>, message: &str, now: &Time) -> serde_
 /// The phase and verdict on a remote environment after a successful pass, from its status.
 fn remote_verdict(remote: &RemoteEnvironment) -> (Option<Phase>, Kstatus) {
     let status = remote.status.as_str();
-    let v = |ready, reconciling, stalled, reason, message: String| Kstatus {
-        ready,
-        reconciling,
-        stalled,
-        reason,
-        message,
-    };
+    let v = Kstatus::new;
     match status {
         "ready" | "active" => (
             Some(Phase::Ready),

@@ -61,7 +61,7 @@ async fn moving_to_another_namespace_takes_the_annotation_and_says_so() {
     // The same manifest in another namespace: the environment was released by someone else.
     let b: Api<Environment> = Api::namespaced(bed.client.clone(), &target);
     b.create(&PostParams::default(), &Environment::new("mover", orphan())).await.unwrap();
-    let env = wait(&b, "mover", stalled_with("NameConflict")).await;
+    let env = bed.wait_for_in(&b, "mover", "Stalled with NameConflict", stalled_with("NameConflict")).await;
     let text = message(&env);
     let command = format!("kubectl annotate environment/mover -n {target} kubiya.ai/environment-id={id}");
     assert!(text.contains("released by another resource of this cluster"), "{text}");
@@ -71,7 +71,7 @@ async fn moving_to_another_namespace_takes_the_annotation_and_says_so() {
 
     let patch = json!({"metadata": {"annotations": {"kubiya.ai/environment-id": id}}});
     b.patch("mover", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let env = wait(&b, "mover", is_ready).await;
+    let env = bed.wait_for_in(&b, "mover", "Ready", is_ready).await;
     assert_eq!(id_of(&env), id);
     assert_eq!(marker(&bed, "mover")["namespace"], json!(target));
     assert_eq!(bed.remote().iter().filter(|r| r["name"] == "mover").count(), 1);
@@ -134,22 +134,6 @@ async fn a_resource_whose_status_names_someone_elses_environment_never_writes_or
         })
         .await;
     assert_eq!(id_of(&owner), id);
-}
-
-/// Waits on an Environment in any namespace.
-async fn wait(
-    api: &Api<Environment>,
-    name: &str,
-    cond: impl Fn(&Environment) -> bool + Send + 'static,
-) -> Environment {
-    let fut = await_condition(api.clone(), name, move |o: Option<&Environment>| o.is_some_and(&cond));
-    match tokio::time::timeout(TIMEOUT, fut).await {
-        Ok(Ok(Some(env))) => env,
-        other => {
-            let now = api.get_opt(name).await.ok().flatten().map(|e| e.status);
-            panic!("timed out waiting for {name} ({other:?}); last seen: {now:?}")
-        }
-    }
 }
 
 const RESOURCES: usize = 50;
