@@ -166,6 +166,14 @@ mod tests {
     }
 
     #[test]
+    fn a_url_not_allowed_is_named_with_the_flag_that_allows_it() {
+        let text = not_allowed(&Url::parse("http://127.0.0.1:19999/steal?x=1").unwrap());
+        assert!(text.starts_with("baseUrl http://127.0.0.1:19999 is not a control plane"), "{text}");
+        assert!(text.contains("Secret was not read") && text.contains("--allowed-control-planes"), "{text}");
+        assert!(!text.contains("steal"), "the origin only: {text}");
+    }
+
+    #[test]
     fn a_working_key_is_checked_again_only_after_a_while_and_a_broken_one_at_once() {
         let now = Instant::now();
         let Some(long_ago) = now.checked_sub(CHECK_EVERY) else { return };

@@ -80,6 +80,8 @@ mod tests {
         assert!(fresh(Instant::now(), now, None));
         assert!(fresh(Instant::now(), now, Some(&at(second * 5))), "an object of before the read");
         assert!(!fresh(Instant::now(), now, Some(&Time(now))), "created in the second of the read");
+        assert!(!fresh(Instant::now(), now, Some(&at(second))), "a second before: the same second, perhaps");
+        assert!(fresh(Instant::now(), now, Some(&at(second + jiff::SignedDuration::from_millis(1)))));
         assert!(!fresh(Instant::now(), now, Some(&Time(now + second))), "created after it");
         if let Some(long_ago) = Instant::now().checked_sub(TTL) {
             assert!(!fresh(long_ago, now, None), "read too long ago");

@@ -644,6 +644,29 @@ mod tests {
     }
 
     #[test]
+    fn the_drift_recorded_is_read_back_and_observing_is_remembered() {
+        let r = remote("ready");
+        let mut e = env();
+        assert!(!was_observed(&e) && last_drift(&e).is_none());
+        let drift = [Field::Description, Field::Tags];
+        let seen = Seen { remote: &r, worker_secret: None, connection: &ConnKey::Operator, place: &place() };
+        e.status = Some(next(&e, Outcome::Observed { seen, drift: &drift }, &t(1)));
+        assert!(was_observed(&e));
+        let message = drift_message(&drift);
+        assert!(
+            message.starts_with("the remote environment differs from the spec in description, tags"),
+            "{message}"
+        );
+        assert_eq!(last_drift(&e), Some(message.as_str()));
+        let seen = Seen { remote: &r, worker_secret: None, connection: &ConnKey::Operator, place: &place() };
+        e.status = Some(next(&e, Outcome::Observed { seen, drift: &[] }, &t(2)));
+        assert!(was_observed(&e));
+        assert_eq!(last_drift(&e), None, "in sync: no drift to say again");
+        e.status = Some(managed(&e, &r, 3));
+        assert!(!was_observed(&e), "managed now");
+    }
+
+    #[test]
     fn permanent_failure_is_stalled() {
         let err = Error::NameConflict {
             name: "prod".into(),
