@@ -19,7 +19,9 @@ use kubiya_operator::resource::{
 };
 use serde_json::json;
 
-use crate::support::connections::{condition_is, connection, keyless, put_secret, using, wait_connection};
+use crate::support::connections::{
+    condition_is, connection, keyless, put_secret, using, wait_connection, wait_connection_in,
+};
 use crate::support::{
     TestBed, create_namespace, id_of, is_ready, message, ready_now, stalled_with, wait_until,
 };
@@ -30,6 +32,16 @@ fn another_namespace(prefix: &str) -> String {
     format!("{prefix}-{:08x}", fastrand::u32(..))
 }
 
+/// A test bed whose operator watches its namespace and a second one, of the name returned.
+async fn with_second_namespace(name: &str, prefix: &str) -> (TestBed, String) {
+    let mut bed = TestBed::without_operator(name, ready_now()).await;
+    let second = another_namespace(prefix);
+    bed.own_namespace(&second).await;
+    bed.operator_env.push(("KUBIYA_WATCH_NAMESPACES", format!("{},{second}", bed.namespace)));
+    bed.start_operator();
+    (bed, second)
+}
+
 fn forbidden<T: std::fmt::Debug>(answer: Result<T, kube::Error>) -> bool {
     matches!(answer, Err(kube::Error::Api(s)) if s.code == 403)
 }
@@ -38,11 +50,7 @@ fn forbidden<T: std::fmt::Debug>(answer: Result<T, kube::Error>) -> bool {
 /// that environment's worker token here, nor say whose or which it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observing_cannot_hand_out_another_namespaces_worker_token() {
-    let mut bed = TestBed::without_operator("observe-attack", ready_now()).await;
-    let team = another_namespace("team");
-    bed.own_namespace(&team).await;
-    bed.operator_env.push(("KUBIYA_WATCH_NAMESPACES", format!("{},{team}", bed.namespace)));
-    bed.start_operator();
+    let (bed, team) = with_second_namespace("observe-attack", "team").await;
     bed.create("production", EnvironmentSpec { name: Some("PRODUCTION".into()), ..Default::default() }).await;
     let id = id_of(&bed.wait_for("production", "Ready", is_ready).await);
 
@@ -103,11 +111,7 @@ async fn a_connection_sends_no_secret_to_a_control_plane_not_allowed() {
         }
     });
 
-    let mut bed = TestBed::without_operator("url-attack", ready_now()).await;
-    let team = another_namespace("team");
-    bed.own_namespace(&team).await;
-    bed.operator_env.push(("KUBIYA_WATCH_NAMESPACES", format!("{},{team}", bed.namespace)));
-    bed.start_operator();
+    let (bed, team) = with_second_namespace("url-attack", "team").await;
     // An unrelated Secret of the attacker's namespace, which the attacker may not read.
     put_secret(&bed, &team, "registry", "registry-password-hunter2").await;
     let mallory = bed.tenant(&team, &["secrets"]).await;
@@ -123,17 +127,10 @@ async fn a_connection_sends_no_secret_to_a_control_plane_not_allowed() {
         .await
         .expect("the attacker may create Connections");
 
-    let admin: Api<Connection> = Api::namespaced(bed.client.clone(), &team);
-    let deadline = tokio::time::Instant::now() + crate::support::TIMEOUT;
-    let c = loop {
-        let c = admin.get("exfil").await.unwrap();
-        if c.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Stalled", "True", "UrlNotAllowed"))
-        {
-            break c;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never Stalled UrlNotAllowed: {:?}", c.status);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let c = wait_connection_in(&bed, &team, "exfil", "Stalled with UrlNotAllowed", |c| {
+        c.status.as_ref().is_some_and(|s| condition_is(&s.conditions, "Stalled", "True", "UrlNotAllowed"))
+    })
+    .await;
     let text = c.status.and_then(|s| s.message).unwrap_or_default();
     assert!(text.contains("--allowed-control-planes") && text.contains("not read"), "{text}");
     assert_eq!(accepted.load(Ordering::SeqCst), 0, "the operator connected to the attacker's URL");
@@ -250,11 +247,7 @@ async fn a_connection_in_use_keeps_its_finalizer_across_a_leader_start() {
 /// another namespace: what the old one's resource released is not taken back by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_created_again_does_not_take_back_what_the_old_one_released() {
-    let mut bed = TestBed::without_operator("reborn", ready_now()).await;
-    let reborn = another_namespace("reborn");
-    bed.own_namespace(&reborn).await;
-    bed.operator_env.push(("KUBIYA_WATCH_NAMESPACES", format!("{},{reborn}", bed.namespace)));
-    bed.start_operator();
+    let (bed, reborn) = with_second_namespace("reborn", "reborn").await;
     let envs: Api<Environment> = Api::namespaced(bed.client.clone(), &reborn);
     let spec = || EnvironmentSpec { deletion_policy: DeletionPolicy::Orphan, ..Default::default() };
     envs.create(&PostParams::default(), &Environment::new("app", spec())).await.unwrap();

@@ -90,7 +90,18 @@ pub async fn wait_connection(
     what: &str,
     cond: impl Fn(&Connection) -> bool,
 ) -> Connection {
-    let api: Api<Connection> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    wait_connection_in(bed, &bed.namespace, name, what, cond).await
+}
+
+/// [`wait_connection`] for a Connection of `namespace` (another namespace of the test).
+pub async fn wait_connection_in(
+    bed: &TestBed,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&Connection) -> bool,
+) -> Connection {
+    let api: Api<Connection> = Api::namespaced(bed.client.clone(), namespace);
     let mut last = None;
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
