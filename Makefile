@@ -1,5 +1,5 @@
 # Entry points; the scripts they call say more.
-.PHONY: demo demo-stop test pod-test image conformance conformance-bless bench bench-isolation mutants lint crd
+.PHONY: demo demo-stop test pod-test image conformance conformance-bless bench bench-queues bench-isolation mutants lint crd
 
 ## Run the operator end to end on the local test bed, with the examples (leaves it running).
 demo:
@@ -40,6 +40,10 @@ N ?= 1000
 bench:
 	bash hack/bench.sh --n $(N) --resync 3m --restart
 
+## Queues benchmark: N Environments with 3 WorkerQueues each, applied at once.
+bench-queues:
+	bash hack/bench.sh --phase queues --n $(N) --out .bench/queues.json
+
 ## Isolation benchmark: N Environments over three connections, then again with one control plane hanging.
 bench-isolation:
 	bash hack/bench.sh --phase isolation --n $(N) --out .bench/isolation.json
@@ -56,7 +60,7 @@ lint:
 	cargo clippy --workspace --all-targets --features e2e --locked -- -D warnings
 
 ## Regenerate the CRDs from the Rust types, and their copies in the kustomize base and the Helm chart.
-CRDS = environment connection clusterconnection
+CRDS = environment connection clusterconnection workerqueue
 crd:
 	for c in $(CRDS); do \
 		cargo run --quiet --locked -- crd $$c.yaml > crds/$$c.yaml && \

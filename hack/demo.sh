@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The operator end to end on the local test bed: the test API server, the control-plane emulator,
-# the operator, and the examples in deploy/examples, until `kubectl get kenv` shows them Ready.
+# the operator, and the examples in deploy/examples, until `kubectl get kenv` (and `kwq`) shows them Ready.
 #
 #   hack/demo.sh up      build what is needed, start everything, apply the examples (make demo)
 #   hack/demo.sh down    stop everything (make demo-stop)
@@ -77,6 +77,8 @@ up() {
 		exit 1
 	fi
 	"$kubectl" get kenv -o wide
+	"$kubectl" wait --for=condition=Ready kwq --all --timeout=60s >/dev/null || true
+	"$kubectl" get kwq
 	"$kubectl" wait --for=condition=Ready kconn,kcconn --all --timeout=30s >/dev/null || true
 	"$kubectl" get kconn,kcconn
 	cat <<EOT
@@ -86,6 +88,7 @@ The operator is running. Try:
   alias kubectl=$kubectl
   kubectl describe kenv production
   kubectl get secret production-worker -o jsonpath='{.data.KUBIYA_WORKER_COMMAND}' | base64 -d; echo
+  kubectl get secret gpu-worker -o jsonpath='{.data.KUBIYA_WORKER_COMMAND}' | base64 -d; echo   # today's CLI
   kubectl delete kenv staging
   kubectl describe kconn team-b          # organisation, Environments using it
   kubectl label namespace default kubiya.ai/org=acme   # the ClusterConnection acme may now serve it

@@ -68,7 +68,7 @@ pub enum Command {
     /// Print the CustomResourceDefinitions the operator serves, as YAML.
     Crd {
         /// Only the one shipped as crds/<FILE> (environment.yaml, connection.yaml,
-        /// clusterconnection.yaml).
+        /// clusterconnection.yaml, workerqueue.yaml).
         file: Option<String>,
     },
 }

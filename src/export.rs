@@ -9,12 +9,13 @@ use std::io::Write;
 use kube::api::ObjectMeta;
 use serde_json::Value;
 
-use crate::controlplane::{self, RemoteEnvironment};
+use crate::controlplane::{self, RemoteEnvironment, RemoteQueue};
 use crate::reconcile::desired::set;
 use crate::reconcile::ownership::{Marker, OWNER_KEY};
 use crate::resource::{
-    ADOPT_ANNOTATION, DeletionPolicy, Environment, EnvironmentSpec, ExecutionEnvironment, ManagementPolicy,
-    RemoteState, limits,
+    ADOPT_ANNOTATION, DeletionPolicy, Environment, EnvironmentRef, EnvironmentSpec, ExecutionEnvironment,
+    ManagementPolicy, QUEUE_ADOPT_ANNOTATION, RemoteState, WorkerQueue, WorkerQueueSpec, limits,
+    queue_limits,
 };
 
 /// What the manifests say beyond the remote environments themselves.
@@ -85,6 +86,73 @@ pub fn manifest(remote: &RemoteEnvironment, opts: &Options) -> Result<Environmen
     Ok(env)
 }
 
+/// The WorkerQueue manifest of `queue`, a queue of the environment exported as `env`, or why
+/// there is none. Its name is the environment's and the queue's (queue names are unique per
+/// environment only).
+pub fn queue_manifest(
+    queue: &RemoteQueue,
+    env: &Environment,
+    opts: &Options,
+) -> Result<WorkerQueue, Skipped> {
+    if let Some(m) = Marker::read(&queue.settings).filter(|m| !m.released)
+        && !opts.include_managed
+    {
+        return Err(Skipped::Managed(format!("WorkerQueue {}/{}", m.owner.namespace, m.owner.name)));
+    }
+    check_queue(queue).map_err(Skipped::Inexpressible)?;
+    let mut settings = queue.settings.clone();
+    settings.remove(OWNER_KEY);
+    let env_name = env.metadata.name.clone().unwrap_or_default();
+    let spec = WorkerQueueSpec {
+        environment_ref: EnvironmentRef { name: env_name.clone() },
+        name: Some(queue.name.clone()),
+        display_name: queue.display_name.clone().filter(|d| *d != queue.name),
+        description: queue.description.clone(),
+        max_workers: queue.max_workers.and_then(|m| i32::try_from(m).ok()),
+        heartbeat_interval: queue
+            .heartbeat_interval
+            .and_then(|h| i32::try_from(h).ok())
+            .unwrap_or(queue_limits::HEARTBEAT_DEFAULT),
+        tags: set(&queue.tags),
+        settings: Some(settings).filter(|s| !s.is_empty()),
+        deletion_policy: opts.deletion_policy,
+        management_policy: if opts.observe { ManagementPolicy::Observe } else { ManagementPolicy::Full },
+        worker_secret: None,
+    };
+    let name = metadata_name(&format!("{env_name}-{}", queue.name));
+    let mut q = WorkerQueue::new(&name, spec);
+    q.metadata = ObjectMeta {
+        name: Some(name),
+        namespace: opts.namespace.clone(),
+        annotations: Some(BTreeMap::from([(QUEUE_ADOPT_ANNOTATION.to_owned(), queue.id.clone())])),
+        ..Default::default()
+    };
+    Ok(q)
+}
+
+/// What the WorkerQueue schema refuses ([`queue_limits`]), said once.
+fn check_queue(queue: &RemoteQueue) -> Result<(), String> {
+    let chars = queue.name.chars().count();
+    if !(queue_limits::NAME_MIN..=queue_limits::NAME_MAX).contains(&chars)
+        || queue.name.starts_with("local-exec")
+    {
+        return Err(format!("its name {:?} is not one a WorkerQueue can hold", queue.name));
+    }
+    let longer = |text: &Option<String>, max: usize| text.as_ref().is_some_and(|t| t.chars().count() > max);
+    if longer(&queue.display_name, queue_limits::DISPLAY_NAME)
+        || longer(&queue.description, queue_limits::DESCRIPTION)
+    {
+        return Err("its display name or description is too long".to_owned());
+    }
+    if set(&queue.tags).len() > queue_limits::TAGS || queue.settings.len() > queue_limits::SETTINGS {
+        return Err("it has too many tags or settings".to_owned());
+    }
+    if queue.max_workers.is_some_and(|m| m < 1 || m > i64::from(i32::MAX)) {
+        return Err("its max_workers is out of range".to_owned());
+    }
+    Ok(())
+}
+
 /// What the Environment schema refuses ([`limits`]), said once.
 fn check(remote: &RemoteEnvironment) -> Result<(), String> {
     let chars = remote.name.chars().count();
@@ -148,6 +216,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub written: usize,
+    /// WorkerQueue manifests written.
+    pub queues_written: usize,
     pub skipped: Vec<(String, Skipped)>,
     /// Exported, with a caveat: (remote name, what).
     pub caveats: Vec<(String, String)>,
@@ -164,9 +234,11 @@ fn nulls(v: &Value, path: &str, found: &mut Vec<String>) {
     }
 }
 
-/// The manifests of `remotes` as multi-document YAML, or a JSON `List`; sorted by name.
+/// The manifests of `remotes` as multi-document YAML, or a JSON `List`; sorted by name, each
+/// Environment followed by the WorkerQueues of its environment (`queues`, by environment id).
 pub fn render(
     remotes: &[RemoteEnvironment],
+    queues: &BTreeMap<String, Vec<RemoteQueue>>,
     opts: &Options,
     json: bool,
 ) -> Result<(String, Summary), serde_json::Error> {
@@ -189,14 +261,29 @@ pub fn render(
                     );
                     summary.caveats.push((r.name.clone(), what));
                 }
-                envs.push(env);
+                let mut of_env = Vec::new();
+                for q in queues.get(&r.id).into_iter().flatten() {
+                    match queue_manifest(q, &env, opts) {
+                        Ok(q) => of_env.push(q),
+                        Err(why) => summary.skipped.push((format!("{}/{}", r.name, q.name), why)),
+                    }
+                }
+                of_env.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+                envs.push((env, of_env));
             }
             Err(why) => summary.skipped.push((r.name.clone(), why)),
         }
     }
-    envs.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    envs.sort_by(|a, b| a.0.metadata.name.cmp(&b.0.metadata.name));
     summary.written = envs.len();
-    let values: Vec<Value> = envs.iter().map(serde_json::to_value).collect::<Result<_, _>>()?;
+    summary.queues_written = envs.iter().map(|(_, q)| q.len()).sum();
+    let mut values: Vec<Value> = Vec::new();
+    for (env, of_env) in &envs {
+        values.push(serde_json::to_value(env)?);
+        for q in of_env {
+            values.push(serde_json::to_value(q)?);
+        }
+    }
     let text = if json {
         let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values});
         serde_json::to_string_pretty(&list)? + "\n"
@@ -279,14 +366,22 @@ pub async fn run(
     let _ = writeln!(err, "listing the environments of {} …", client.base_url());
     let remotes = client.list(None).await?;
     let _ = writeln!(err, "{} found", remotes.len());
-    let (text, summary) = match render(&remotes, opts, json) {
+    let mut queues = BTreeMap::new();
+    for r in remotes.iter().filter(|r| manifest(r, opts).is_ok()) {
+        queues.insert(r.id.clone(), client.list_queues(&r.id).await?);
+    }
+    let (text, summary) = match render(&remotes, &queues, opts, json) {
         Ok(done) => done,
         Err(source) => {
             return Err(controlplane::Error::Decode { method: "GET", route: "/api/v1/environments", source });
         }
     };
     print!("{text}");
-    let _ = writeln!(err, "wrote {} manifest(s)", summary.written);
+    let _ = writeln!(
+        err,
+        "wrote {} Environment and {} WorkerQueue manifest(s)",
+        summary.written, summary.queues_written
+    );
     for (name, what) in &summary.caveats {
         let _ = writeln!(err, "note {name:?}: {what}");
     }
@@ -375,7 +470,7 @@ mod tests {
         let desired = crate::reconcile::desired::desired(&env, &owner);
         let changes = crate::reconcile::desired::diff(&desired, &r);
         assert_eq!(changes.names(), "settings");
-        assert!(changes.only_the_marker(&r));
+        assert!(changes.only_the_marker(&r.settings));
     }
 
     #[test]
@@ -425,19 +520,59 @@ mod tests {
             remote(json!({"id": "2", "name": "zeta", "status": "ready"})),
             remote(json!({"id": "1", "name": "alpha", "status": "ready"})),
         ];
-        let (yaml, summary) = render(&rs, &opts(), false).unwrap();
+        let (yaml, summary) = render(&rs, &BTreeMap::new(), &opts(), false).unwrap();
         assert_eq!(summary.written, 2);
         assert!(yaml.find("name: alpha").unwrap() < yaml.find("name: zeta").unwrap());
-        assert_eq!(render(&rs, &opts(), false).unwrap().0, yaml);
-        let (json, _) = render(&rs, &opts(), true).unwrap();
+        assert_eq!(render(&rs, &BTreeMap::new(), &opts(), false).unwrap().0, yaml);
+        let (json, _) = render(&rs, &BTreeMap::new(), &opts(), true).unwrap();
         let with_null = vec![remote(
             json!({"id": "3", "name": "nully", "status": "ready", "settings": {"a": {"b": [null]}}}),
         )];
-        let (_, summary) = render(&with_null, &opts(), false).unwrap();
+        let (_, summary) = render(&with_null, &BTreeMap::new(), &opts(), false).unwrap();
         assert_eq!(summary.written, 1);
         assert!(summary.caveats[0].1.contains("settings.a.b[0]"), "{:?}", summary.caveats);
         let list: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(list["kind"], "List");
         assert_eq!(list["items"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn each_environment_is_followed_by_its_queues_and_a_managed_queue_is_left_out() {
+        let rs = vec![remote(json!({"id": "e1", "name": "prod", "status": "ready"}))];
+        let queue = |v: Value| serde_json::from_value::<RemoteQueue>(v).unwrap();
+        let marker =
+            json!({"kubiya.ai/owner": {"cluster": "c", "uid": "u", "namespace": "ns", "name": "held"}});
+        let queues = BTreeMap::from([(
+            "e1".to_owned(),
+            vec![
+                queue(json!({"id": "q2", "environment_id": "e1", "name": "zz", "status": "active",
+                    "heartbeat_interval": 30, "max_workers": 4, "settings": {}})),
+                queue(json!({"id": "q1", "environment_id": "e1", "name": "aa", "status": "active",
+                    "heartbeat_interval": 60, "display_name": "aa", "tags": ["b", "a"]})),
+                queue(json!({"id": "q3", "environment_id": "e1", "name": "mine", "settings": marker})),
+            ],
+        )]);
+        let (text, summary) = render(&rs, &queues, &opts(), true).unwrap();
+        assert_eq!((summary.written, summary.queues_written), (1, 2));
+        assert!(
+            matches!(&summary.skipped[..], [(name, Skipped::Managed(_))] if name == "prod/mine"),
+            "{:?}",
+            summary.skipped
+        );
+        let list: Value = serde_json::from_str(&text).unwrap();
+        let items = list["items"].as_array().unwrap();
+        let kinds: Vec<_> = items.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["Environment", "WorkerQueue", "WorkerQueue"]);
+        let (aa, zz) = (&items[1], &items[2]);
+        assert_eq!(aa["metadata"]["name"], "prod-aa");
+        assert_eq!(aa["metadata"]["annotations"]["kubiya.ai/worker-queue-id"], "q1");
+        assert_eq!(aa["spec"]["environmentRef"]["name"], "prod");
+        assert_eq!(aa["spec"]["tags"], json!(["a", "b"]));
+        assert!(aa["spec"].get("displayName").is_none(), "the default display name is not repeated");
+        assert_eq!(
+            (zz["spec"]["maxWorkers"].clone(), zz["spec"]["heartbeatInterval"].clone()),
+            (json!(4), json!(30))
+        );
+        assert_eq!(zz["spec"]["name"], "zz");
     }
 }

@@ -7,6 +7,7 @@ pub mod controlplane;
 pub mod export;
 pub mod k8s;
 pub mod metrics;
+pub mod queue;
 pub mod reconcile;
 pub mod resource;
 pub mod runtime;

@@ -99,6 +99,10 @@ pub struct Metrics {
     pub time_to_ready: Histogram,
     /// 1 while this replica holds the Lease and reconciles.
     pub leader: Gauge,
+    /// WorkerQueue reconcile passes by result.
+    pub queue_reconciles: Family<ResultLabels, Counter>,
+    /// Duration of WorkerQueue reconcile passes, in seconds.
+    pub queue_reconcile_duration: Histogram,
     /// Objects this process keeps per-object state for (backoff, recorded ids): it must fall back
     /// when objects go.
     pub tracked_objects: Gauge,
@@ -149,6 +153,18 @@ impl Default for Metrics {
         );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the Lease and reconciles", leader.clone());
+        let queue_reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "worker_queue_reconciles",
+            "WorkerQueue reconcile passes by result",
+            queue_reconciles.clone(),
+        );
+        let queue_reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        registry.register(
+            "worker_queue_reconcile_duration_seconds",
+            "Duration of WorkerQueue reconcile passes",
+            queue_reconcile_duration.clone(),
+        );
         let tracked_objects = Gauge::default();
         registry.register(
             "tracked_objects",
@@ -165,6 +181,8 @@ impl Default for Metrics {
             cp_request_duration,
             time_to_ready,
             leader,
+            queue_reconciles,
+            queue_reconcile_duration,
             tracked_objects,
         }
     }

@@ -27,6 +27,7 @@ use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
 
 mod isolation;
+mod queues;
 
 /// Which measurement to run.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -35,6 +36,8 @@ enum Phase {
     Load,
     /// N Environments over three connections, once with all answering, once with one hanging.
     Isolation,
+    /// N Environments with `--queues-per-environment` WorkerQueues each, applied at once.
+    Queues,
 }
 
 #[derive(Parser)]
@@ -46,6 +49,9 @@ pub(crate) struct Args {
     /// Environments applied at once.
     #[arg(long, default_value_t = 1000)]
     n: usize,
+    /// WorkerQueues per Environment (phase `queues`).
+    #[arg(long, default_value_t = 3)]
+    queues_per_environment: usize,
     /// Kubeconfig of the test API server (a dedicated one: the bench reads its global metrics).
     #[arg(long)]
     kubeconfig: PathBuf,
@@ -88,6 +94,12 @@ async fn main() -> Result<(), Failure> {
     install_crd(&client).await?;
     if let Phase::Isolation = args.phase {
         let report = isolation::isolation(&args, &client).await?;
+        std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+        return Ok(());
+    }
+    if let Phase::Queues = args.phase {
+        create_namespaces(&client).await;
+        let report = queues::queues(&args, &client).await?;
         std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
         return Ok(());
     }
@@ -407,7 +419,7 @@ fn load_report(
 }
 
 /// The operator, as the bench runs it: the emulator's `bench` organization, the `bench` namespace.
-fn start_operator(args: &Args, emulator: &Emulator) -> Result<tokio::process::Child, Failure> {
+pub(crate) fn start_operator(args: &Args, emulator: &Emulator) -> Result<tokio::process::Child, Failure> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&args.log)?;
     Ok(tokio::process::Command::new(&args.operator)
         .arg("run")
@@ -612,6 +624,7 @@ async fn install_crd(client: &Client) -> Result<(), Failure> {
         include_str!("../../crds/environment.yaml"),
         include_str!("../../crds/connection.yaml"),
         include_str!("../../crds/clusterconnection.yaml"),
+        include_str!("../../crds/workerqueue.yaml"),
     ] {
         let crd: CustomResourceDefinition = serde_yaml_ng::from_str(text)?;
         let name = crd.metadata.name.clone().unwrap_or_default();
@@ -626,7 +639,7 @@ async fn install_crd(client: &Client) -> Result<(), Failure> {
 }
 
 /// `apiserver_request_total` summed by verb.
-async fn apiserver_requests(client: &Client) -> Result<BTreeMap<String, f64>, Failure> {
+pub(crate) async fn apiserver_requests(client: &Client) -> Result<BTreeMap<String, f64>, Failure> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     let mut by_verb = BTreeMap::new();
@@ -651,7 +664,7 @@ async fn apiserver_requests(client: &Client) -> Result<BTreeMap<String, f64>, Fa
 }
 
 /// (writes, reads) between two snapshots.
-fn split(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (f64, f64) {
+pub(crate) fn split(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (f64, f64) {
     let delta =
         |verb: &str| after.get(verb).copied().unwrap_or(0.0) - before.get(verb).copied().unwrap_or(0.0);
     let writes =
@@ -662,13 +675,13 @@ fn split(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> (f64,
 
 /// Samples the operator's resident set size from /proc every 100 ms.
 #[derive(Default)]
-struct RssSampler {
+pub(crate) struct RssSampler {
     current: AtomicU64,
-    peak: AtomicU64,
+    pub(crate) peak: AtomicU64,
 }
 
 impl RssSampler {
-    async fn run(self: Arc<Self>, pid: u32) {
+    pub(crate) async fn run(self: Arc<Self>, pid: u32) {
         loop {
             if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
                 let kib = status

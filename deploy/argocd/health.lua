@@ -1,5 +1,6 @@
--- Argo CD health check for kubiya.ai/Environment.
--- Install it under resource.customizations.health.kubiya.ai_Environment in argocd-cm.
+-- Argo CD health check for kubiya.ai/Environment and kubiya.ai/WorkerQueue (their conditions
+-- follow one contract). Install it under resource.customizations.health.kubiya.ai_Environment
+-- and resource.customizations.health.kubiya.ai_WorkerQueue in argocd-cm.
 --   Healthy      Ready=True at the current generation
 --   Degraded     Stalled=True: needs a human (rejected spec, bad API key, name conflict, remote error)
 --   Suspended    paused by annotation, or disabled in the control plane (spec.state: Inactive)
@@ -20,7 +21,7 @@ end
 
 if obj.status == nil then
   hs.status = "Progressing"
-  hs.message = "Waiting for kubiya-operator to pick the environment up"
+  hs.message = "Waiting for kubiya-operator to pick it up"
   return hs
 end
 

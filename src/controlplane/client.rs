@@ -15,12 +15,18 @@ use tracing::instrument;
 use url::Url;
 
 use super::error::Error;
-use super::wire::{EnvironmentBody, RemoteEnvironment, WorkerCommand, error_detail};
+use super::wire::{
+    EnvironmentBody, QueueBody, QueueCommand, RemoteEnvironment, RemoteQueue, WorkerCommand, error_detail,
+};
 use crate::metrics::Metrics;
 
 const LIST: &str = "/api/v1/environments";
 const ONE: &str = "/api/v1/environments/{id}";
 const WORKER_COMMAND: &str = "/api/v1/environments/{id}/worker-command";
+const QUEUES_OF: &str = "/api/v1/environments/{id}/worker-queues";
+const QUEUES: &str = "/api/v1/worker-queues";
+const QUEUE: &str = "/api/v1/worker-queues/{id}";
+const QUEUE_COMMAND: &str = "/api/v1/worker-queues/{id}/worker-command";
 
 /// Attempts for idempotent calls (GET, PATCH, DELETE) on retryable errors. POST is never retried
 /// blindly: a create whose answer was lost may have succeeded (the reconcile recovers it).
@@ -266,6 +272,52 @@ impl Client {
     pub async fn worker_command(&self, id: &str) -> Result<WorkerCommand, Error> {
         let url = self.url(LIST, &[id, "worker-command"]);
         self.idempotent(Method::GET, WORKER_COMMAND, url, None).await?.json_as().await
+    }
+
+    /// `GET /api/v1/environments/{env}/worker-queues`: its queues (not the ephemeral ones).
+    #[instrument(skip(self), level = "debug")]
+    pub async fn list_queues(&self, environment_id: &str) -> Result<Vec<RemoteQueue>, Error> {
+        let url = self.url(LIST, &[environment_id, "worker-queues"]);
+        self.idempotent(Method::GET, QUEUES_OF, url, None).await?.json_as().await
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    pub async fn get_queue(&self, id: &str) -> Result<RemoteQueue, Error> {
+        let url = self.url(QUEUES, &[id]);
+        self.idempotent(Method::GET, QUEUE, url, None).await?.json_as().await
+    }
+
+    /// `POST`, answered 201; 404 when the environment does not exist, 409 when the name is
+    /// taken in it. Not retried: see [`ATTEMPTS`].
+    #[instrument(skip_all, fields(name = %body.name), level = "debug")]
+    pub async fn create_queue(&self, environment_id: &str, body: &QueueBody) -> Result<RemoteQueue, Error> {
+        let req = self.http.post(self.url(LIST, &[environment_id, "worker-queues"])).json(body);
+        self.send("POST", QUEUES_OF, req).await?.json_as().await
+    }
+
+    /// `PATCH` with only the given fields; an explicit `null` clears a field.
+    #[instrument(skip(self, fields), level = "debug")]
+    pub async fn update_queue(&self, id: &str, fields: &Map<String, Value>) -> Result<RemoteQueue, Error> {
+        let url = self.url(QUEUES, &[id]);
+        let body = Value::Object(fields.clone());
+        self.idempotent(Method::PATCH, QUEUE, url, Some(&body)).await?.json_as().await
+    }
+
+    /// `DELETE`, answered 204; 400 while workers are active. "Not found" is success.
+    #[instrument(skip(self), level = "debug")]
+    pub async fn delete_queue(&self, id: &str) -> Result<(), Error> {
+        let url = self.url(QUEUES, &[id]);
+        match self.idempotent(Method::DELETE, QUEUE, url, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[instrument(skip(self), level = "debug")]
+    pub async fn queue_command(&self, id: &str) -> Result<QueueCommand, Error> {
+        let url = self.url(QUEUES, &[id, "worker-command"]);
+        self.idempotent(Method::GET, QUEUE_COMMAND, url, None).await?.json_as().await
     }
 
     fn url(&self, route: &str, segments: &[&str]) -> Url {

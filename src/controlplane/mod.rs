@@ -9,5 +9,6 @@ mod wire;
 pub use client::{ApiKey, BuildError, Client, ClientConfig, MAX_BODY};
 pub use error::{Error, MAX_DETAIL, sanitize};
 pub use wire::{
-    EnvironmentBody, ExecutionEnvironmentBody, RemoteEnvironment, WorkerCommand, WorkerToken, error_detail,
+    EnvironmentBody, ExecutionEnvironmentBody, QueueBody, QueueCommand, RemoteEnvironment, RemoteQueue,
+    WorkerCommand, WorkerToken, error_detail,
 };

@@ -102,6 +102,62 @@ pub struct WorkerCommand {
     pub can_register: bool,
 }
 
+/// A worker queue as the control plane returns it (only the fields the operator reads).
+#[derive(Deserialize, Clone, Debug, PartialEq)]
+pub struct RemoteQueue {
+    pub id: String,
+    pub environment_id: String,
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub max_workers: Option<i64>,
+    #[serde(default)]
+    pub heartbeat_interval: Option<i64>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub tags: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub settings: Map<String, Value>,
+    #[serde(default)]
+    pub active_workers: i64,
+}
+
+impl RemoteQueue {
+    /// Workers can register only with an active queue (the server's rule).
+    pub fn can_register(&self) -> bool {
+        self.status == "active"
+    }
+}
+
+/// The body of a queue's create call; also the desired state that updates are computed from.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct QueueBody {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    /// `None`: unlimited.
+    pub max_workers: Option<i64>,
+    pub heartbeat_interval: i64,
+    pub tags: Vec<String>,
+    pub settings: Map<String, Value>,
+}
+
+/// The answer of `GET /worker-queues/{id}/worker-command`. No secret in it: the command names
+/// the queue, and a worker brings its own API key.
+#[derive(Deserialize, Clone, Debug)]
+pub struct QueueCommand {
+    pub queue_id: String,
+    pub command: String,
+    #[serde(default)]
+    pub can_register: bool,
+    #[serde(default)]
+    pub active_workers: i64,
+}
+
 /// One readable line from an error answer's body, if it is the server's JSON `{"detail": …}`.
 pub fn error_detail(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<ErrorBody>(body).ok().map(|b| b.message())

@@ -9,13 +9,16 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::decide::{Cause, Note};
-use super::desired::{Changes, marking};
+use super::desired::{Changes, Wire, marking};
 use super::error::Error;
 use super::ownership::{Liveness, Marker, Owner};
 use crate::controlplane::{self, EnvironmentBody, RemoteEnvironment};
 use crate::k8s::{self, Op, events};
 use crate::metrics::FieldLabels;
 use crate::resource::{Environment, Guarded};
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
 
 /// Creates the remote environment; `None` when its name is taken (409): by this resource (a
 /// create whose answer was lost), by one it may take back, or by someone else.
@@ -85,11 +88,12 @@ pub async fn delete(cp: &controlplane::Client, remote: &RemoteEnvironment) -> Re
     Ok(())
 }
 
-/// Publishes what a decision says, once it is carried out.
-pub async fn publish(env: &Environment, notes: Vec<Note>, ctx: &Context) {
+/// Publishes what a decision says about `obj` (an Environment, a WorkerQueue), once it is
+/// carried out.
+pub async fn publish<K: Resource<DynamicType = ()>>(obj: &K, notes: Vec<Note>, ctx: &Context) {
     for note in notes {
         let type_ = if note.warning { EventType::Warning } else { EventType::Normal };
-        events::publish(&ctx.recorder, env, type_, note.reason, note.message).await;
+        events::publish(&ctx.recorder, obj, type_, note.reason, note.message).await;
     }
 }
 
@@ -102,24 +106,35 @@ pub async fn me(env: &Environment, ctx: &Context) -> Result<Owner, Error> {
     Ok(ctx.owner(env, facts.uid))
 }
 
-/// Whether the Environment a marker names still exists: same namespace and name, same UID.
-pub async fn liveness(owner: &Owner, ctx: &Context) -> Result<Liveness, Error> {
-    let api: Api<Guarded> = Api::namespaced(ctx.kube.clone(), &owner.namespace);
+/// Whether the object of kind `K` (an Environment, a WorkerQueue) a marker names still exists:
+/// same namespace and name, same UID.
+pub async fn liveness<K>(owner: &Owner, ctx: &Context) -> Result<Liveness, k8s::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let api: Api<Guarded<K>> = Api::namespaced(ctx.kube.clone(), &owner.namespace);
     match api.get_metadata_opt(&owner.name).await {
         Ok(Some(found)) if found.metadata.uid.as_deref() == Some(owner.uid.as_str()) => Ok(Liveness::Live),
         Ok(_) => Ok(Liveness::Gone),
         // Not allowed to look in that namespace (a namespaced install): assume it lives.
         Err(kube::Error::Api(s)) if s.code == 403 => Ok(Liveness::Unknown),
-        Err(source) => Err(k8s::Error::new(Op::ReadOwner, source).into()),
+        Err(source) => Err(k8s::Error::new(Op::ReadOwner, source)),
     }
 }
 
-/// Whether the Environment CRD is being deleted, or is gone.
-pub async fn crd_is_going(ctx: &Context) -> Result<bool, Error> {
+/// Whether the CRD of `K` is being deleted, or is gone: deletions then release instead of
+/// deleting.
+pub async fn crd_is_going<K: CustomResourceExt>(ctx: &Context) -> Result<bool, k8s::Error> {
     let crds: Api<CustomResourceDefinition> = Api::all(ctx.kube.clone());
-    let crd = crds.get_opt(Environment::crd_name()).await.map_err(k8s::failed(Op::ReadCrd))?;
+    let crd = crds.get_opt(K::crd_name()).await.map_err(k8s::failed(Op::ReadCrd))?;
     if crd.as_ref().is_none_or(|c| c.metadata.deletion_timestamp.is_some()) {
-        warn!("the Environment CRD is being deleted: releasing remote environments instead of deleting them");
+        warn!(
+            crd = K::crd_name(),
+            "the CRD is being deleted: releasing remote objects instead of deleting them"
+        );
         return Ok(true);
     }
     Ok(false)

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::decide::{self, Cause, Decision, Goal, Plan, Situation};
-use super::desired::{self, Field};
+use super::desired::{self, Field, Wire};
 use super::error::Error;
 use super::locate::{self, Asked, Located, Looking, Search};
 use super::ownership::{Claim, Liveness, Owner, Route};
@@ -139,7 +139,7 @@ async fn decision(
     ctx: &Context,
 ) -> Result<Decision, Error> {
     let liveness = match decide::needs_liveness(&goal, &located, me) {
-        Some(owner) => act::liveness(&owner, ctx).await?,
+        Some(owner) => act::liveness::<Environment>(&owner, ctx).await?,
         None => Liveness::Live,
     };
     if let Located::Missing { route: Route::Status, id: Some(id) } = &located

@@ -12,6 +12,10 @@ use super::ownership::Liveness;
 use super::{act, report, status};
 use crate::resource::{DELETION_POLICY_ANNOTATION, Environment, ManagementPolicy};
 
+/// How often an Environment whose deletion waits for its WorkerQueues looks again (no
+/// control-plane call: the queues are read from the cache).
+const QUEUES_POLL: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How a cleanup ended.
 pub enum Outcome {
     /// The remote side is settled: the finalizer may go.
@@ -24,7 +28,7 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
     let removal = Removal {
         policy: env.deletion_policy(),
         paused: env.is_paused(),
-        crd_going: act::crd_is_going(ctx).await?,
+        crd_going: act::crd_is_going::<Environment>(ctx).await?,
         orphan_asked: env.annotation(DELETION_POLICY_ANNOTATION) == Some("Orphan"),
         observed: env.spec.management_policy == ManagementPolicy::Observe,
     };
@@ -58,6 +62,12 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
     });
     let Decision { plan, events } = decision;
     match plan {
+        Plan::Delete { .. } if !ctx.queues_of(env).is_empty() => {
+            let queues = ctx.queues_of(env);
+            report::status(env, status::Outcome::QueuesRemain(&queues), ctx).await?;
+            // Their deletion does not wake this Environment: look again shortly.
+            return Ok(Outcome::Hold(Action::requeue(QUEUES_POLL)));
+        }
         Plan::Delete { remote } => act::delete(&conn.client, &remote).await?,
         Plan::Release { remote } => act::release(&conn.client, &remote).await?,
         Plan::Refuse(refusal) => {

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
 use super::ownership::Owner;
 use super::worker_secret;
 use crate::connection;
 use crate::metrics::Metrics;
-use crate::resource::Environment;
+use crate::resource::{Environment, Guarded, WorkerQueue};
 
 /// Everything a reconcile pass needs, shared by all passes.
 pub struct Context {
@@ -39,6 +40,12 @@ pub struct Context {
     pub objects: Mutex<HashMap<String, Remembered>>,
     /// What is known of the worker Secrets, from their watches (one index per watched scope).
     pub worker_secrets: Vec<Arc<worker_secret::Index>>,
+    /// The WorkerQueues, from their watches (one cache per watched scope): an Environment is
+    /// not deleted while queues of it remain.
+    pub queues: Vec<Store<Guarded<WorkerQueue>>>,
+    /// Tells the WorkerQueue controllers that an Environment's (`namespace`, `name`) status
+    /// changed: its queues wait for it to be Ready.
+    pub environment_changes: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 /// What this process remembers about one object between passes.
@@ -57,13 +64,13 @@ pub struct Remembered {
 
 impl Context {
     /// This object as an owner marker names it, in the namespace whose UID is `namespace_uid`.
-    pub fn owner(&self, env: &Environment, namespace_uid: String) -> Owner {
+    pub fn owner<K: Resource>(&self, obj: &K, namespace_uid: String) -> Owner {
         Owner {
             cluster: self.cluster.clone(),
-            uid: env.uid().unwrap_or_default(),
-            namespace: env.namespace().unwrap_or_default(),
+            uid: obj.meta().uid.clone().unwrap_or_default(),
+            namespace: obj.meta().namespace.clone().unwrap_or_default(),
             namespace_uid,
-            name: env.name_any(),
+            name: obj.meta().name.clone().unwrap_or_default(),
         }
     }
 
@@ -99,20 +106,23 @@ impl Context {
     /// The remote id of `env`: what this process last recorded (never older than the object it
     /// was handed), else its status.
     pub fn known_id(&self, env: &Environment) -> Option<String> {
+        self.recalled_id(env).or_else(|| env.status.as_ref().and_then(|s| s.environment_id.clone()))
+    }
+
+    /// The remote id this process last recorded for `obj`, if any.
+    pub fn recalled_id<K: Resource>(&self, obj: &K) -> Option<String> {
         let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
-        env.uid()
-            .and_then(|uid| objects.get(&uid).and_then(|r| r.known_id.clone()))
-            .or_else(|| env.status.as_ref().and_then(|s| s.environment_id.clone()))
+        obj.meta().uid.as_ref().and_then(|uid| objects.get(uid).and_then(|r| r.known_id.clone()))
     }
 
-    /// Records (or, with `None`, forgets) the remote id of `env`.
-    pub fn remember_id(&self, env: &Environment, id: Option<&str>) {
-        self.remembered(env, id.is_some(), |r| r.known_id = id.map(str::to_owned));
+    /// Records (or, with `None`, forgets) the remote id of `obj`.
+    pub fn remember_id<K: Resource>(&self, obj: &K, id: Option<&str>) {
+        self.remembered(obj, id.is_some(), |r| r.known_id = id.map(str::to_owned));
     }
 
-    /// Whether this is the first time this process looks at `env` (and, from now on, it is not).
-    pub fn first_sight(&self, env: &Environment) -> bool {
-        self.remembered(env, true, |r| !std::mem::replace(&mut r.seen, true)).unwrap_or(false)
+    /// Whether this is the first time this process looks at `obj` (and, from now on, it is not).
+    pub fn first_sight<K: Resource>(&self, obj: &K) -> bool {
+        self.remembered(obj, true, |r| !std::mem::replace(&mut r.seen, true)).unwrap_or(false)
     }
 
     /// What the watch last said of the worker Secret `env`'s status names.
@@ -131,6 +141,21 @@ impl Context {
     /// When to look at a settled environment, or a permanent failure, again: see [`resync`].
     pub fn resync_action(&self) -> Action {
         resync(self.resync, fastrand::f64())
+    }
+
+    /// The WorkerQueues of this namespace that belong to `env` (by `spec.environmentRef`).
+    pub fn queues_of(&self, env: &Environment) -> Vec<String> {
+        let (namespace, name) = (env.namespace(), env.name_any());
+        let mut names: Vec<String> = self
+            .queues
+            .iter()
+            .flat_map(|s| s.state())
+            .filter_map(|q| q.decoded().cloned())
+            .filter(|q| q.namespace() == namespace && q.spec.environment_ref.name == name)
+            .map(|q| q.name_any())
+            .collect();
+        names.sort();
+        names
     }
 
     /// The object is gone (deleted, or no longer selected): forget it.

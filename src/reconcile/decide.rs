@@ -312,7 +312,7 @@ fn update(remote: RemoteEnvironment, desired: &EnvironmentBody, applied_to: Opti
         return Decision::plan(Plan::InSync { remote });
     }
     let names = changes.names();
-    if changes.only_the_marker(&remote) {
+    if changes.only_the_marker(&remote.settings) {
         Decision::plan(Plan::Update { remote, changes, cause: Cause::Marker })
     } else if applied_to == Some(remote.id.as_str()) {
         let note = format!("corrected fields changed outside Kubernetes: {names}");

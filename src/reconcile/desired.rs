@@ -22,9 +22,17 @@ pub enum Field {
     Status,
 }
 
-impl Field {
-    /// Its key in the control plane's bodies; also its metric label.
-    pub fn wire(self) -> &'static str {
+/// A field of a remote object: its key in the control plane's bodies (also its metric label),
+/// and which one holds the `settings` (the owner marker's place).
+pub trait Wire: Copy + Ord {
+    const SETTINGS: Self;
+    fn wire(self) -> &'static str;
+}
+
+impl Wire for Field {
+    const SETTINGS: Field = Field::Settings;
+
+    fn wire(self) -> &'static str {
         match self {
             Field::Name => "name",
             Field::DisplayName => "display_name",
@@ -38,22 +46,28 @@ impl Field {
 }
 
 /// The fields to write, each with its new value: a PATCH body.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Changes(BTreeMap<Field, Value>);
+#[derive(Clone, Debug, PartialEq)]
+pub struct Changes<F = Field>(BTreeMap<F, Value>);
 
-impl Changes {
+impl<F> Default for Changes<F> {
+    fn default() -> Self {
+        Changes(BTreeMap::new())
+    }
+}
+
+impl<F: Wire> Changes<F> {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The fields, in [`Field`] order.
-    pub fn fields(&self) -> impl Iterator<Item = Field> + '_ {
+    pub fn fields(&self) -> impl Iterator<Item = F> + '_ {
         self.0.keys().copied()
     }
 
     /// "description, tags", for messages.
     pub fn names(&self) -> String {
-        self.fields().map(Field::wire).collect::<Vec<_>>().join(", ")
+        self.fields().map(F::wire).collect::<Vec<_>>().join(", ")
     }
 
     /// As the PATCH body.
@@ -61,26 +75,31 @@ impl Changes {
         self.0.iter().map(|(f, v)| (f.wire().to_owned(), v.clone())).collect()
     }
 
-    /// Whether these only rewrite the owner marker of `remote`: not a change anyone made to the
-    /// environment (a claim, or a marker from an older version brought up to date).
-    pub fn only_the_marker(&self, remote: &RemoteEnvironment) -> bool {
-        let Some(Value::Object(settings)) = self.0.get(&Field::Settings) else { return false };
-        self.0.len() == 1 && without_marker(settings) == without_marker(&remote.settings)
+    /// Whether these only rewrite the owner marker in `remote_settings`: not a change anyone made
+    /// to the object (a claim, or a marker from an older version brought up to date).
+    pub fn only_the_marker(&self, remote_settings: &Map<String, Value>) -> bool {
+        let Some(Value::Object(settings)) = self.0.get(&F::SETTINGS) else { return false };
+        self.0.len() == 1 && without_marker(settings) == without_marker(remote_settings)
     }
 
-    fn set(&mut self, field: Field, value: Value) {
+    pub(crate) fn set(&mut self, field: F, value: Value) {
         self.0.insert(field, value);
     }
 }
 
 /// The changes that put the owner marker `marker` on `remote`, and nothing else.
 pub fn marking(remote: &RemoteEnvironment, marker: &Marker) -> Changes {
+    marking_settings(&remote.settings, marker)
+}
+
+/// The changes that put the owner marker `marker` into `settings`, and nothing else.
+pub fn marking_settings<F: Wire>(settings: &Map<String, Value>, marker: &Marker) -> Changes<F> {
     let mut c = Changes::default();
-    c.set(Field::Settings, Value::Object(with_marker(&remote.settings, marker)));
+    c.set(F::SETTINGS, Value::Object(with_marker(settings, marker)));
     c
 }
 
-fn without_marker(settings: &Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn without_marker(settings: &Map<String, Value>) -> Map<String, Value> {
     let mut s = settings.clone();
     s.remove(OWNER_KEY);
     s
@@ -306,18 +325,18 @@ mod tests {
         r.settings.remove(OWNER_KEY);
         let c = diff(&d, &r);
         assert_eq!(keys(&c), ["settings"]);
-        assert!(c.only_the_marker(&r));
+        assert!(c.only_the_marker(&r.settings));
         assert!(drift(&d, &r).is_empty(), "the marker is not drift");
         r.settings.insert("k".into(), json!(1));
-        assert!(!diff(&d, &r).only_the_marker(&r), "another settings key changed too");
+        assert!(!diff(&d, &r).only_the_marker(&r.settings), "another settings key changed too");
         assert_eq!(drift(&d, &r), [Field::Settings]);
         r.settings.remove("k");
         r.description = Some("x".into());
-        assert!(!diff(&d, &r).only_the_marker(&r), "another field changed too");
+        assert!(!diff(&d, &r).only_the_marker(&r.settings), "another field changed too");
         assert_eq!(drift(&d, &r), [Field::Description]);
         let marked = marking(&r, &Marker::held_by(&owner()));
         assert_eq!(keys(&marked), ["settings"]);
-        assert!(marked.only_the_marker(&r));
+        assert!(marked.only_the_marker(&r.settings));
         assert_eq!(marked.names(), "settings");
     }
 

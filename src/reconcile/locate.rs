@@ -102,7 +102,7 @@ pub async fn locate(cp: &controlplane::Client, search: Search) -> Result<Located
 }
 
 /// Whether `id` has the shape of a UUID (8-4-4-4-12 hexadecimal digits).
-fn is_uuid(id: &str) -> bool {
+pub fn is_uuid(id: &str) -> bool {
     let groups: Vec<&str> = id.split('-').collect();
     groups.len() == 5
         && groups

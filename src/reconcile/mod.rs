@@ -4,7 +4,7 @@
 //! (`status`, pure, written by `report`). `apply` runs it for a live resource (Full or Observe),
 //! `cleanup` for one being deleted. Talks to the Kubernetes API and the control plane.
 
-mod act;
+pub mod act;
 mod apply;
 mod cleanup;
 mod context;
@@ -26,7 +26,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-pub use context::{Context, Remembered};
+pub use context::{Context, Remembered, backoff};
 pub use error::{Error, Kind, MAX_RETRY_AFTER};
 
 use crate::k8s::{self, finalizer};

@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::desired::Field;
+use super::desired::{Field, Wire};
 use super::error::Error;
 use crate::connection::{ConnKey, Place};
 use crate::controlplane::{RemoteEnvironment, sanitize};
@@ -40,6 +40,9 @@ pub enum Outcome<'a> {
     Deleting,
     /// The resource is being deleted, and paused: the finalizer stays, nothing remote is written.
     DeletionPaused,
+    /// The resource is being deleted, and WorkerQueues of it (named) still exist: the remote
+    /// environment is deleted once they are gone (the control plane would take their queues with it).
+    QueuesRemain(&'a [String]),
     /// The pass failed.
     Failed(&'a Error),
     /// `kubiya.ai/paused: "true"`: nothing is written to the control plane.
@@ -152,6 +155,20 @@ fn verdict(env: &Environment, outcome: &Outcome<'_>, old: &EnvironmentStatus) ->
         Outcome::DeletionPaused => {
             (Some(Phase::Deleting), v(Readiness::False, false, false, "Paused", DELETION_PAUSED.into()))
         }
+        Outcome::QueuesRemain(queues) => (
+            Some(Phase::Deleting),
+            v(
+                Readiness::False,
+                true,
+                false,
+                "QueuesRemain",
+                format!(
+                    "waiting for its WorkerQueues to be deleted first: {}; delete them, or annotate \
+                     kubiya.ai/deletion-policy=Orphan to leave the environment and its queues in the control plane",
+                    queues.join(", ")
+                ),
+            ),
+        ),
         Outcome::Paused => (
             old.phase,
             v(

@@ -22,10 +22,10 @@ pub const TOKEN_KEY: &str = "KUBIYA_WORKER_TOKEN";
 pub const ENVIRONMENT_KEY: &str = "KUBIYA_ENVIRONMENT";
 pub const ENVIRONMENT_ID_KEY: &str = "KUBIYA_ENVIRONMENT_ID";
 pub const COMMAND_KEY: &str = "KUBIYA_WORKER_COMMAND";
-const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubiya-operator");
+pub(crate) const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubiya-operator");
 /// A hash of the data the operator wrote: a Secret edited by hand no longer matches it and is
 /// written again.
-const DATA_HASH: &str = "kubiya.ai/data-hash";
+pub(crate) const DATA_HASH: &str = "kubiya.ai/data-hash";
 
 /// The Secret for `env`, owned by it, from the control plane's worker command.
 pub fn build(env: &Environment, env_id: &str, cmd: &WorkerCommand) -> Secret {
@@ -150,7 +150,7 @@ impl Index {
 }
 
 /// The owner reference of the object that controls `secret` (there is at most one).
-fn controller(secret: &Secret) -> Option<&OwnerReference> {
+pub(crate) fn controller(secret: &Secret) -> Option<&OwnerReference> {
     secret.owner_references().iter().find(|o| o.controller == Some(true))
 }
 
@@ -232,7 +232,7 @@ pub async fn withdraw(env: &Environment, ctx: &Context) -> Result<(), Error> {
 
 /// Stable for a given build (std's SipHash with fixed keys): an upgrade may rewrite each Secret
 /// once, which is harmless.
-fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
+pub(crate) fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
     let mut h = DefaultHasher::new();
     for (k, v) in data {
         (k, &v.0).hash(&mut h);
@@ -240,7 +240,7 @@ fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
     format!("{:016x}", h.finish())
 }
 
-fn bytes(s: &str) -> ByteString {
+pub(crate) fn bytes(s: &str) -> ByteString {
     ByteString(s.as_bytes().to_vec())
 }
 

@@ -1,4 +1,4 @@
-//! One Environment the operator cannot decode must not stop the others.
+//! One object (an Environment, a WorkerQueue) the operator cannot decode must not stop the others.
 //!
 //! kube decodes a whole list (and each watch event) in one go, so one bad object fails the
 //! watcher for everyone, at every restart. kube's own `DeserializeGuard` does not help with the
@@ -21,11 +21,11 @@ use serde_json::value::RawValue;
 
 use super::Environment;
 
-/// An Environment as read from the API server: decoded, or why it could not be.
+/// An object as read from the API server: decoded, or why it could not be.
 #[derive(Clone, Debug)]
-pub struct Guarded(pub Result<Environment, Undecodable>);
+pub struct Guarded<K = Environment>(pub Result<K, Undecodable>);
 
-/// An Environment that could not be decoded, with its metadata.
+/// An object that could not be decoded, with its metadata.
 #[derive(Clone, Debug)]
 pub struct Undecodable {
     /// What the decoder said (a position and a reason; never the object's content).
@@ -33,17 +33,17 @@ pub struct Undecodable {
     pub metadata: ObjectMeta,
 }
 
-impl Guarded {
-    /// The decoded Environment, if it could be.
-    pub fn decoded(&self) -> Option<&Environment> {
+impl<K> Guarded<K> {
+    /// The decoded object, if it could be.
+    pub fn decoded(&self) -> Option<&K> {
         self.0.as_ref().ok()
     }
 }
 
-impl<'de> Deserialize<'de> for Guarded {
+impl<'de, K: serde::de::DeserializeOwned> Deserialize<'de> for Guarded<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
-        if let Ok(env) = serde_json::from_str::<Environment>(raw.get()) {
+        if let Ok(env) = serde_json::from_str::<K>(raw.get()) {
             return Ok(Guarded(Ok(env)));
         }
         // `metadata.managedFields` mirrors the shape of everything written, as deep as the
@@ -58,7 +58,7 @@ impl<'de> Deserialize<'de> for Guarded {
         let metadata = serde_json::value::to_raw_value(&metadata).map_err(D::Error::custom)?;
         object.insert("metadata".to_owned(), metadata.clone());
         let slim = serde_json::value::to_raw_value(&object).map_err(D::Error::custom)?;
-        match serde_json::from_str::<Environment>(slim.get()) {
+        match serde_json::from_str::<K>(slim.get()) {
             Ok(env) => Ok(Guarded(Ok(env))),
             Err(e) => {
                 let metadata = serde_json::from_str(metadata.get()).map_err(D::Error::custom)?;
@@ -68,24 +68,24 @@ impl<'de> Deserialize<'de> for Guarded {
     }
 }
 
-impl Resource for Guarded {
+impl<K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>> Resource for Guarded<K> {
     type DynamicType = ();
     type Scope = kube::core::NamespaceResourceScope;
 
     fn kind(dt: &()) -> Cow<'_, str> {
-        Environment::kind(dt)
+        K::kind(dt)
     }
 
     fn group(dt: &()) -> Cow<'_, str> {
-        Environment::group(dt)
+        K::group(dt)
     }
 
     fn version(dt: &()) -> Cow<'_, str> {
-        Environment::version(dt)
+        K::version(dt)
     }
 
     fn plural(dt: &()) -> Cow<'_, str> {
-        Environment::plural(dt)
+        K::plural(dt)
     }
 
     fn meta(&self) -> &ObjectMeta {

@@ -5,16 +5,25 @@
 mod connection;
 mod environment;
 mod guard;
+mod worker_queue;
 
 pub use connection::*;
 pub use environment::*;
 pub use guard::{Guarded, Undecodable};
+pub use worker_queue::{EnvironmentRef, WorkerQueue, WorkerQueueSpec, WorkerQueueStatus};
+
+/// The limits of the WorkerQueue schema.
+pub mod queue_limits {
+    pub use super::worker_queue::limits::*;
+}
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 /// The finalizer that guards the remote environment.
 pub const FINALIZER: &str = "kubiya.ai/environment";
+/// The finalizer that guards the remote worker queue.
+pub const QUEUE_FINALIZER: &str = "kubiya.ai/worker-queue";
 /// The finalizer that keeps a connection while Environments use it.
 pub const CONNECTION_FINALIZER: &str = "kubiya.ai/connection";
 /// Field manager for everything this operator writes.
@@ -23,6 +32,8 @@ pub const MANAGER: &str = "kubiya-operator";
 /// Adopts an existing remote environment by id (see `reconcile::ownership`). A value equal to
 /// `status.environmentId` is not a new request: consent is used once.
 pub const ADOPT_ANNOTATION: &str = "kubiya.ai/environment-id";
+/// Adopts an existing remote worker queue by id, as [`ADOPT_ANNOTATION`] does environments.
+pub const QUEUE_ADOPT_ANNOTATION: &str = "kubiya.ai/worker-queue-id";
 /// Takes an environment managed from another cluster, named by its cluster id (what the
 /// operator logs at start, and what `OwnedElsewhere` messages say). Used once: a value equal to
 /// `status.takenOverFrom` is not a new request.
@@ -41,6 +52,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("environment.yaml", Environment::crd()),
         ("connection.yaml", Connection::crd()),
         ("clusterconnection.yaml", ClusterConnection::crd()),
+        ("workerqueue.yaml", WorkerQueue::crd()),
     ]
 }
 
@@ -60,6 +72,7 @@ mod tests {
             include_str!("../../crds/environment.yaml"),
             include_str!("../../crds/connection.yaml"),
             include_str!("../../crds/clusterconnection.yaml"),
+            include_str!("../../crds/workerqueue.yaml"),
         ];
         for ((file, crd), committed) in crds().into_iter().zip(committed) {
             assert!(committed == crd_yaml(&crd).unwrap(), "crds/{file} is stale: run `make crd`");

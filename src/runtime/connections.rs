@@ -81,7 +81,7 @@ impl Watches {
 }
 
 /// Whether the CRD of `K` is installed (if it cannot be told, it is taken as installed).
-async fn installed<K: CustomResourceExt>(kube: &Client) -> bool {
+pub(super) async fn installed<K: CustomResourceExt>(kube: &Client) -> bool {
     let crds: Api<CustomResourceDefinition> = Api::all(kube.clone());
     match crds.get_opt(K::crd_name()).await {
         Ok(Some(_)) => true,
@@ -97,7 +97,7 @@ async fn installed<K: CustomResourceExt>(kube: &Client) -> bool {
 }
 
 /// Makes a cache that will never be filled ready, and empty.
-fn empty<K: Resource + Clone>(mut writer: reflector::store::Writer<K>)
+pub(super) fn empty<K: Resource + Clone>(mut writer: reflector::store::Writer<K>)
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {

@@ -17,6 +17,7 @@ use super::connections;
 use super::environments::{self, mark_synced, prune, synced};
 use super::http::{self, Probe, Stage};
 use super::leader::{self, Candidate, LeaseConfig};
+use super::queues;
 use crate::config::Config;
 use crate::connection::{self, ConnKey, HeldConnection, Registry};
 use crate::controlplane;
@@ -94,6 +95,7 @@ pub async fn run(
     let shutdown = shutdown.shared();
     let clients = Clients::new().await?;
     let scopes = environments::scopes(&clients.watch, &config);
+    let queue_scopes = queues::scopes(&clients.watch, &config);
     let connection_watches = connections::watches(&clients.watch, &config);
     let stores: Vec<Store<Guarded>> = scopes.iter().map(|s| s.store.clone()).collect();
     let metrics = Arc::new(metrics(stores.clone()));
@@ -149,6 +151,8 @@ pub async fn run(
         pass_timeout: config.reconcile_timeout,
         objects: Mutex::new(HashMap::new()),
         worker_secrets: scopes.iter().map(|s| s.secret_index.clone()).collect(),
+        queues: queue_scopes.iter().map(|s| s.store.clone()).collect(),
+        environment_changes: tokio::sync::broadcast::channel(1024).0,
     });
     info!(
         namespaces = %if config.watch_namespaces.is_empty() { "<all>".to_owned() } else { config.watch_namespaces.join(",") },
@@ -157,8 +161,10 @@ pub async fn run(
         "starting"
     );
     tokio::spawn(mark_synced(stores.clone(), probe.clone()));
-    tokio::spawn(prune(stores, ctx.clone()));
-    let controllers = controllers(&config, scopes, connection_watches, connection_ctx, ctx, shutdown.clone());
+    let queue_stores = queue_scopes.iter().map(|s| s.store.clone()).collect();
+    tokio::spawn(prune(stores, queue_stores, ctx.clone()));
+    let controllers =
+        controllers(&config, scopes, queue_scopes, connection_watches, connection_ctx, ctx, shutdown.clone());
     lead(leader, controllers, &probe, &metrics, shutdown).await
 }
 
@@ -264,6 +270,7 @@ async fn cluster_id(kube: &Client) -> Result<String, StartError> {
 async fn controllers(
     config: &Config,
     scopes: Vec<environments::Scope>,
+    queue_scopes: Vec<queues::Scope>,
     connection_watches: connections::Watches,
     connection_ctx: Arc<connection::pass::Context>,
     ctx: Arc<Context>,
@@ -274,10 +281,13 @@ async fn controllers(
     let connection_controllers = connection_watches.run(connection_ctx, shutdown.clone());
     let environment_controllers = async {
         if synced(&connection_stores.0).await && synced(std::slice::from_ref(&connection_stores.1)).await {
-            futures::future::join_all(
+            let environments = futures::future::join_all(
                 scopes.into_iter().map(|scope| scope.run(config, ctx.clone(), shutdown.clone())),
-            )
-            .await;
+            );
+            let queues = futures::future::join_all(
+                queue_scopes.into_iter().map(|scope| scope.run(config, ctx.clone(), shutdown.clone())),
+            );
+            futures::future::join(environments, queues).await;
         }
     };
     futures::future::join(connection_controllers, environment_controllers).await;

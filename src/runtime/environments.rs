@@ -18,7 +18,7 @@ use tracing::warn;
 
 use crate::config::Config;
 use crate::reconcile::{self, Context, worker_secret};
-use crate::resource::Guarded;
+use crate::resource::{Guarded, WorkerQueue};
 
 /// One watched scope.
 pub struct Scope {
@@ -169,14 +169,15 @@ where
 
 /// Every so often, forgets the per-object state of objects no longer in any cache. Starts once
 /// every cache is synced (before, a cache may not hold objects that are being reconciled).
-pub async fn prune(stores: Vec<Store<Guarded>>, ctx: Arc<Context>) {
-    if !synced(&stores).await {
+pub async fn prune(stores: Vec<Store<Guarded>>, queues: Vec<Store<Guarded<WorkerQueue>>>, ctx: Arc<Context>) {
+    if !synced(&stores).await || !synced(&queues).await {
         return;
     }
     loop {
         tokio::time::sleep(PRUNE_EVERY).await;
-        let present: HashSet<String> =
+        let mut present: HashSet<String> =
             stores.iter().flat_map(|s| s.state()).filter_map(|o| o.uid()).collect();
+        present.extend(queues.iter().flat_map(|s| s.state()).filter_map(|o| o.uid()));
         ctx.prune(&present);
     }
 }
@@ -186,7 +187,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// What a user can change that needs a pass: spec (generation), deletion, finalizers and our
 /// annotations. Status and managed fields are left out.
-fn user_intent(env: &Guarded) -> Option<u64> {
+pub(super) fn user_intent<K: Resource>(env: &K) -> Option<u64> {
     let mut h = DefaultHasher::new();
     env.meta().generation.hash(&mut h);
     env.meta().deletion_timestamp.is_some().hash(&mut h);

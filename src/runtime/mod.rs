@@ -6,6 +6,7 @@ mod controller;
 mod environments;
 mod http;
 mod leader;
+mod queues;
 pub mod telemetry;
 
 pub use controller::run;

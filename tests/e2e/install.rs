@@ -92,6 +92,8 @@ fn no_wildcards(rules: &[PolicyRule], what: &str) {
 const NEEDS: &[(&str, &str, &[&str])] = &[
     ("kubiya.ai", "environments", &["get", "list", "watch", "patch"]),
     ("kubiya.ai", "environments/status", &["patch"]),
+    ("kubiya.ai", "workerqueues", &["get", "list", "watch", "patch"]),
+    ("kubiya.ai", "workerqueues/status", &["patch"]),
     ("", "secrets", &["get", "list", "watch", "patch", "delete"]),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("kubiya.ai", "connections", &["list", "watch", "patch"]),
@@ -104,6 +106,7 @@ const CLUSTER_NEEDS: &[(&str, &str, &str, Option<&str>)] = &[
     ("apiextensions.k8s.io", "customresourcedefinitions", "get", Some("environments.kubiya.ai")),
     ("apiextensions.k8s.io", "customresourcedefinitions", "get", Some("connections.kubiya.ai")),
     ("apiextensions.k8s.io", "customresourcedefinitions", "get", Some("clusterconnections.kubiya.ai")),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", Some("workerqueues.kubiya.ai")),
     ("kubiya.ai", "clusterconnections", "list", None),
     ("kubiya.ai", "clusterconnections", "watch", None),
     ("kubiya.ai", "clusterconnections", "patch", None),

@@ -28,9 +28,9 @@ pub fn kstatus(env: &Environment) -> &'static str {
     }
 }
 
-/// The Argo CD health (status, message) of `env`, from `deploy/argocd/health.lua` run by `lua5.4`.
-pub fn argo(env: &Environment) -> (String, String) {
-    let obj = lua_literal(&serde_json::to_value(env).expect("serialise"));
+/// The Argo CD health (status, message) of `obj` (an Environment or a WorkerQueue), from `deploy/argocd/health.lua` run by `lua5.4`.
+pub fn argo<T: serde::Serialize>(obj: &T) -> (String, String) {
+    let obj = lua_literal(&serde_json::to_value(obj).expect("serialise"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/argocd/health.lua");
     let driver = format!(
         "obj = {obj}\nlocal hs = dofile({script:?})\nio.write(hs.status, \"\\t\", hs.message or \"\")"

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cluster;
 pub mod connections;
 pub mod health;
+pub mod queues;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -200,6 +201,12 @@ impl TestBed {
         for env in self.envs.list(&Default::default()).await.expect("environments").items {
             let where_ = format!("status of {}", env.metadata.name.clone().unwrap_or_default());
             places.push((where_, serde_json::to_string(&env.status).unwrap_or_default()));
+        }
+        let queues: Api<kubiya_operator::resource::WorkerQueue> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        for q in queues.list(&Default::default()).await.expect("worker queues").items {
+            let where_ = format!("status of WorkerQueue {}", q.metadata.name.clone().unwrap_or_default());
+            places.push((where_, serde_json::to_string(&q.status).unwrap_or_default()));
         }
         for secret in &secrets {
             for (place, text) in &places {
@@ -550,6 +557,7 @@ pub async fn install_crd(client: Client) {
         include_str!("../../../crds/environment.yaml"),
         include_str!("../../../crds/connection.yaml"),
         include_str!("../../../crds/clusterconnection.yaml"),
+        include_str!("../../../crds/workerqueue.yaml"),
     ] {
         let crd: CustomResourceDefinition = serde_yaml_ng::from_str(text).expect("a CRD of crds/");
         let name = crd.metadata.name.clone().unwrap_or_default();

@@ -80,6 +80,13 @@ ClusterConnection is configured either (it could manage nothing until a Connecti
 - apiGroups: [kubiya.ai]
   resources: [environments/status]
   verbs: [patch]
+# WorkerQueues: the queues of the Environments above (patch sets their finalizer).
+- apiGroups: [kubiya.ai]
+  resources: [workerqueues]
+  verbs: [get, list, watch, patch]
+- apiGroups: [kubiya.ai]
+  resources: [workerqueues/status]
+  verbs: [patch]
 # The worker-registration Secrets it writes (owned by their Environment; server-side apply
 # creates them with patch), and deletes when the Environment is no longer its environment's
 # owner (taken over from another cluster, refused).
@@ -110,7 +117,7 @@ ClusterConnection is configured either (it could manage nothing until a Connecti
   verbs: [get]
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
-  resourceNames: [environments.kubiya.ai, connections.kubiya.ai, clusterconnections.kubiya.ai]
+  resourceNames: [environments.kubiya.ai, connections.kubiya.ai, clusterconnections.kubiya.ai, workerqueues.kubiya.ai]
   verbs: [get]
 - apiGroups: [kubiya.ai]
   resources: [clusterconnections]

@@ -1,0 +1,361 @@
+//! The pipelines of a WorkerQueue: [`apply`] for a live one (Full or Observe), [`cleanup`] for
+//! one being deleted, and the thin executors they share.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::decide::{self, Decision, Goal, Located, Plan, Situation};
+use super::error::Error;
+use super::status::{self, Outcome};
+use super::{GuardedQueue, desired, secret};
+use crate::connection::ResolvedConnection;
+use crate::controlplane::{self, RemoteQueue};
+use crate::k8s;
+use crate::reconcile::decide::{Cause, Note, Removal};
+use crate::reconcile::desired::Wire;
+use crate::reconcile::locate::{self, Asked, Looking, Search, is_uuid};
+use crate::reconcile::ownership::{Liveness, Owner, Route};
+use crate::reconcile::{Context, act, desired::Changes};
+use crate::resource::{
+    DELETION_POLICY_ANNOTATION, Environment, Guarded, ManagementPolicy, Phase, QUEUE_ADOPT_ANNOTATION,
+    TAKE_OVER_ANNOTATION, WorkerQueue,
+};
+
+pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> {
+    if queue.is_paused() {
+        report(queue, Outcome::Paused, ctx).await?;
+        return Ok(Action::await_change());
+    }
+    let (env, environment_id) = environment(queue, ctx)?;
+    let observing = queue.spec.management_policy == ManagementPolicy::Observe;
+    if !observing && env.spec.management_policy == ManagementPolicy::Observe {
+        return Err(Error::EnvironmentObserved { name: env.name_any() });
+    }
+    let conn = ctx.connections.for_environment(&env, &ctx.kube).await?;
+    let me = me(queue, ctx).await?;
+    let desired = desired::desired(queue, &me);
+    let known = ctx.recalled_id(queue).or_else(|| queue.status.as_ref().and_then(|s| s.queue_id.clone()));
+    let goal = if observing {
+        Goal::Observe { desired: desired.clone(), last_drift: status::last_drift(queue).map(str::to_owned) }
+    } else {
+        Goal::Manage {
+            desired: desired.clone(),
+            applied_to: status::applied(queue).then(|| known.clone()).flatten(),
+        }
+    };
+    let looking = if observing { Looking::ToObserve } else { Looking::ToManage };
+    let asked = Asked {
+        id: queue.annotation(QUEUE_ADOPT_ANNOTATION).map(str::trim).filter(|a| !a.is_empty()),
+        was_observed: status::was_observed(queue),
+    };
+    let search = locate::search(looking, known.as_deref(), asked, queue.remote_name());
+    let located = locate(&conn.client, search, &environment_id).await?;
+    let mut decision = decision(queue, goal.clone(), &me, located, &conn, &environment_id, ctx).await?;
+
+    let mut notes = Vec::new();
+    if decision.plan == Plan::Create {
+        notes = decision.events;
+        let located = match conn.client.create_queue(&environment_id, &desired).await {
+            Ok(created) => {
+                ctx.remember_id(queue, Some(&created.id));
+                info!(queue_id = %created.id, "created remote queue");
+                Located::Found { remote: created, route: Route::Status }
+            }
+            Err(e) if e.is_conflict() => {
+                info!(name = %desired.name, "the name is taken: looking the queue up by name");
+                locate(&conn.client, Search::Name(desired.name.clone()), &environment_id).await?
+            }
+            Err(source) => return Err(Error::CreateRemote { source }),
+        };
+        decision = self::decision(queue, goal, &me, located, &conn, &environment_id, ctx).await?;
+    }
+    let Decision { plan, events } = decision;
+    notes.extend(events);
+    let (remote, drift) = match plan {
+        Plan::InSync { remote } => (remote, None),
+        Plan::Update { remote, changes, cause } => {
+            (update(&conn.client, &remote, &changes, &cause, ctx).await?, None)
+        }
+        Plan::Observe { remote, release, drift, .. } => {
+            if release {
+                self::release(&conn.client, &remote).await?;
+            }
+            (remote, Some(drift))
+        }
+        Plan::Refuse(refusal) => {
+            warn!(refusal = ?refusal, "hands off the remote queue");
+            if refusal.loses_ownership() {
+                secret::withdraw(queue, &ctx.kube, &ctx.recorder).await?;
+            }
+            return Err(Error::refused(refusal, me));
+        }
+        Plan::Create | Plan::Delete { .. } | Plan::Release { .. } | Plan::Leave | Plan::Hold => {
+            return Err(Error::refused(decide::Refusal::CreateRaced { name: desired.name }, me));
+        }
+    };
+    ctx.remember_id(queue, Some(&remote.id));
+    act::publish(queue, notes, ctx).await;
+    let worker_secret = if remote.can_register() {
+        Some(secret::ensure(queue, &remote, &conn.client, &ctx.kube).await?)
+    } else {
+        None
+    };
+    let outcome = Outcome::Seen {
+        remote: &remote,
+        worker_secret: worker_secret.as_deref(),
+        connection: conn.key.label(),
+        drift: drift.as_deref(),
+    };
+    report(queue, outcome, ctx).await?;
+    Ok(ctx.resync_action())
+}
+
+/// The queue's Environment and the remote id of its environment, once the Environment is Ready:
+/// a queue is created only in an environment its Environment manages (or observes).
+fn environment(queue: &WorkerQueue, ctx: &Context) -> Result<(Arc<Environment>, String), Error> {
+    let name = queue.spec.environment_ref.name.clone();
+    let namespace = queue.namespace().ok_or(Error::Unnamed)?;
+    let key = ObjectRef::<Guarded>::new(&name).within(&namespace);
+    let found = ctx.connections.environments.iter().find_map(|s| s.get(&key));
+    let Some(env) = found.and_then(|g| g.decoded().cloned()) else {
+        return Err(Error::EnvironmentNotFound { name });
+    };
+    let status = env.status.as_ref();
+    let id = status.and_then(|s| s.environment_id.clone());
+    let settled = matches!(status.and_then(|s| s.phase), Some(Phase::Ready | Phase::Inactive));
+    match id {
+        Some(id) if settled => Ok((Arc::new(env), id)),
+        _ => {
+            let why = status
+                .and_then(|s| s.message.clone())
+                .unwrap_or_else(|| "the operator has not reported on it yet".to_owned());
+            Err(Error::EnvironmentNotReady { name, why })
+        }
+    }
+}
+
+/// Carries out `search` with `cp`, in the environment `environment_id` (names are unique there).
+async fn locate(cp: &controlplane::Client, search: Search, environment_id: &str) -> Result<Located, Error> {
+    match search {
+        Search::Nowhere => Ok(Located::NotSought),
+        Search::Id { id, route } if route == Route::Annotation && !is_uuid(&id) => {
+            Ok(Located::Missing { route, id: Some(id) })
+        }
+        Search::Id { id, route } => match cp.get_queue(&id).await {
+            Ok(remote) => Ok(Located::Found { remote, route }),
+            Err(e) if e.is_not_found() => Ok(Located::Missing { route, id: Some(id) }),
+            Err(source) => Err(Error::GetRemote { source }),
+        },
+        Search::Name(name) => {
+            let all = match cp.list_queues(environment_id).await {
+                Ok(all) => all,
+                // The environment itself is gone: so is every queue of it.
+                Err(e) if e.is_not_found() => Vec::new(),
+                Err(source) => return Err(Error::FindRemote { source }),
+            };
+            Ok(match all.into_iter().find(|q| q.name == name) {
+                Some(remote) => Located::Found { remote, route: Route::Name },
+                None => Located::Missing { route: Route::Name, id: None },
+            })
+        }
+    }
+}
+
+/// Gathers what the decision needs beyond what was located, and decides.
+async fn decision(
+    queue: &WorkerQueue,
+    goal: Goal,
+    me: &Owner,
+    located: Located,
+    conn: &ResolvedConnection,
+    environment_id: &str,
+    ctx: &Context,
+) -> Result<Decision, Error> {
+    let liveness = match decide::needs_liveness(&goal, &located, me) {
+        Some(owner) => act::liveness::<WorkerQueue>(&owner, ctx).await?,
+        None => Liveness::Live,
+    };
+    if let Located::Missing { route: Route::Status, id: Some(id) } = &located
+        && matches!(goal, Goal::Manage { .. })
+    {
+        ctx.remember_id(queue, None);
+        warn!(queue_id = %id, "the remote queue is gone");
+    }
+    Ok(decide::decide(Situation {
+        goal,
+        me: me.clone(),
+        located,
+        liveness,
+        allow_adoption: conn.allow_adoption,
+        take_over: queue
+            .annotation(TAKE_OVER_ANNOTATION)
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned),
+        environment_id: environment_id.to_owned(),
+    }))
+}
+
+pub async fn cleanup(queue: &WorkerQueue, ctx: &Context) -> Result<Option<Action>, Error> {
+    let removal = Removal {
+        policy: queue.deletion_policy(),
+        paused: queue.is_paused(),
+        crd_going: act::crd_is_going::<WorkerQueue>(ctx).await?,
+        orphan_asked: queue.annotation(DELETION_POLICY_ANNOTATION) == Some("Orphan"),
+        observed: queue.spec.management_policy == ManagementPolicy::Observe,
+    };
+    if let Some(decision) = decide::deletion_start(&removal) {
+        return carry_out(queue, decision, ctx).await;
+    }
+    report(queue, Outcome::Deleting, ctx).await?;
+    let reached = match environment(queue, ctx) {
+        Ok((env, id)) => {
+            ctx.connections.for_environment(&env, &ctx.kube).await.map(|c| (c, id)).map_err(Error::from)
+        }
+        Err(e) => Err(e),
+    };
+    let (conn, environment_id) = match reached {
+        Ok(reached) => reached,
+        // No Environment any more: it was orphaned (its queues stay with it), or deleted with
+        // its remote environment, which took its queues along.
+        Err(Error::EnvironmentNotFound { name }) => {
+            let note = format!(
+                "left the remote queue as it is: Environment {name:?} is gone, and the queue stays with its \
+                 environment (or went with it)"
+            );
+            return carry_out(
+                queue,
+                Decision { plan: Plan::Leave, events: vec![warning("LeftRemote", note)] },
+                ctx,
+            )
+            .await;
+        }
+        Err(e) => {
+            return match decide::deletion_without_connection(&removal, &e.explain()) {
+                Some(decision) => carry_out(queue, decision, ctx).await,
+                None => Err(e),
+            };
+        }
+    };
+    let me = me(queue, ctx).await?;
+    let known = ctx.recalled_id(queue).or_else(|| queue.status.as_ref().and_then(|s| s.queue_id.clone()));
+    let search = locate::search(
+        Looking::ToDelete,
+        known.as_deref(),
+        Asked { id: None, was_observed: false },
+        queue.remote_name(),
+    );
+    let located = locate(&conn.client, search, &environment_id).await?;
+    let Decision { plan, events } = decide::decide(Situation {
+        goal: Goal::Remove(removal),
+        me: me.clone(),
+        located,
+        liveness: Liveness::Live,
+        allow_adoption: conn.allow_adoption,
+        take_over: None,
+        environment_id,
+    });
+    match plan {
+        Plan::Delete { remote } => {
+            conn.client.delete_queue(&remote.id).await.map_err(|source| Error::DeleteRemote { source })?;
+            info!(queue_id = %remote.id, "deleted remote queue");
+        }
+        Plan::Release { remote } => release(&conn.client, &remote).await?,
+        Plan::Refuse(refusal) => return Err(Error::refused(refusal, me)),
+        _ => {}
+    }
+    act::publish(queue, events, ctx).await;
+    Ok(None)
+}
+
+/// A deletion decided before any remote call: leave (done), or hold.
+async fn carry_out(queue: &WorkerQueue, decision: Decision, ctx: &Context) -> Result<Option<Action>, Error> {
+    if decision.plan == Plan::Hold {
+        report(queue, Outcome::DeletionPaused, ctx).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    act::publish(queue, decision.events, ctx).await;
+    Ok(None)
+}
+
+fn warning(reason: &'static str, message: String) -> Note {
+    Note { warning: true, reason, message }
+}
+
+async fn update(
+    cp: &controlplane::Client,
+    remote: &RemoteQueue,
+    changes: &Changes<desired::Field>,
+    cause: &Cause,
+    ctx: &Context,
+) -> Result<RemoteQueue, Error> {
+    let updated = cp
+        .update_queue(&remote.id, &changes.body())
+        .await
+        .map_err(|source| Error::UpdateRemote { source })?;
+    let fields = changes.names();
+    match cause {
+        Cause::Drift => {
+            info!(queue_id = %remote.id, fields = %fields, "corrected drift");
+            for f in changes.fields() {
+                ctx.metrics
+                    .drift_corrections
+                    .get_or_create(&crate::metrics::FieldLabels { field: f.wire() })
+                    .inc();
+            }
+        }
+        _ => info!(queue_id = %remote.id, fields = %fields, ?cause, "updated remote queue"),
+    }
+    Ok(updated)
+}
+
+/// Marks the owner marker released (one PATCH of `settings`).
+async fn release(cp: &controlplane::Client, remote: &RemoteQueue) -> Result<(), Error> {
+    let Some(changes) = desired::released(&remote.settings) else { return Ok(()) };
+    match cp.update_queue(&remote.id, &changes.body()).await {
+        Ok(_) => {
+            info!(queue_id = %remote.id, "released the remote queue");
+            Ok(())
+        }
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(source) => Err(Error::ReleaseRemote { source }),
+    }
+}
+
+/// This queue as an owner marker names it.
+async fn me(queue: &WorkerQueue, ctx: &Context) -> Result<Owner, Error> {
+    let namespace = queue.metadata.namespace.as_deref().ok_or(Error::Unnamed)?;
+    let created = queue.metadata.creation_timestamp.as_ref();
+    let facts = ctx.connections.namespaces.get(namespace, created, &ctx.kube).await.map_err(Error::from)?;
+    Ok(ctx.owner(queue, facts.uid))
+}
+
+/// Writes the status `outcome` leads to, only when it changed.
+pub async fn report(queue: &WorkerQueue, outcome: Outcome<'_>, ctx: &Context) -> Result<(), Error> {
+    let now = Time(Timestamp::now());
+    let mut next = status::next(queue, &outcome, &now);
+    if status::changed(queue.status.as_ref(), &next) {
+        next.last_synced_time = Some(now);
+        let patch = k8s::status::merge_patch(queue.status.as_ref(), &next);
+        write(queue, ctx, patch).await?;
+    }
+    Ok(())
+}
+
+pub async fn write<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    ctx: &Context,
+    patch: serde_json::Value,
+) -> Result<(), Error> {
+    let ns = obj.meta().namespace.clone().ok_or(Error::Unnamed)?;
+    let name = obj.meta().name.clone().ok_or(Error::Unnamed)?;
+    let api: Api<GuardedQueue> = Api::namespaced(ctx.kube.clone(), &ns);
+    Ok(k8s::status::patch(&api, &name, patch).await?)
+}

@@ -1,0 +1,218 @@
+//! The `WorkerQueue` custom resource: a worker queue of an Environment of the same namespace,
+//! which workers register with (`kubiya worker start --queue-id …`). Pure types: no client.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    DELETION_POLICY_ANNOTATION, DeletionPolicy, ManagementPolicy, PAUSED_ANNOTATION, WorkerSecretRef,
+};
+
+/// The limits of the WorkerQueue schema, as the control plane checks them.
+pub mod limits {
+    /// Characters of the queue's name in the control plane.
+    pub const NAME_MIN: usize = 2;
+    pub const NAME_MAX: usize = 50;
+    pub const DISPLAY_NAME: usize = 255;
+    pub const DESCRIPTION: usize = 4096;
+    pub const TAGS: usize = 64;
+    /// Seconds between worker heartbeats, at least and at most; the server's default.
+    pub const HEARTBEAT_MIN: i32 = 10;
+    pub const HEARTBEAT_MAX: i32 = 300;
+    pub const HEARTBEAT_DEFAULT: i32 = 60;
+    /// Settings keys.
+    pub const SETTINGS: usize = 64;
+}
+
+/// A worker queue of a Kubiya environment, created, updated and deleted by kubiya-operator.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kubiya.ai",
+    version = "v1alpha1",
+    kind = "WorkerQueue",
+    namespaced,
+    status = "WorkerQueueStatus",
+    shortname = "kwq",
+    category = "kubiya",
+    doc = "A worker queue of a Kubiya environment, which workers register with; created, updated and deleted by kubiya-operator.",
+    printcolumn(name = "Environment", type_ = "string", json_path = ".spec.environmentRef.name"),
+    printcolumn(name = "Queue ID", type_ = "string", json_path = ".status.queueId"),
+    printcolumn(name = "Active", type_ = "integer", description = "Workers that sent a heartbeat lately", json_path = ".status.activeWorkers"),
+    printcolumn(name = "Max", type_ = "integer", description = "Empty: unlimited", json_path = ".status.maxWorkers"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", priority = 1),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("has(self.spec.name) || (size(self.metadata.name) >= 2 && size(self.metadata.name) <= 50)")
+        .message("metadata.name is used as the queue's name in the control plane and must be 2..50 characters; set spec.name"),
+    validation = Rule::new("self.spec.environmentRef.name == oldSelf.spec.environmentRef.name")
+        .message("spec.environmentRef cannot change: a queue cannot move between environments; create another WorkerQueue instead"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerQueueSpec {
+    /// The Environment of this namespace the queue belongs to; its connection is used.
+    pub environment_ref: EnvironmentRef,
+
+    /// The queue's name in the control plane (unique per environment). Defaults to
+    /// `metadata.name`. Names starting `local-exec` are the control plane's ephemeral queues,
+    /// which it does not list: not allowed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = limits::NAME_MIN, max = limits::NAME_MAX))]
+    #[x_kube(validation = Rule::new("!self.startsWith('local-exec')")
+        .message("names starting local-exec are the control plane's ephemeral queues; choose another name"))]
+    pub name: Option<String>,
+
+    /// Human-readable name. The control plane defaults it to the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::DISPLAY_NAME))]
+    pub display_name: Option<String>,
+
+    /// Free-text description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::DESCRIPTION))]
+    pub description: Option<String>,
+
+    /// The most workers the queue is meant for. Omitted: unlimited. (The control plane reports
+    /// it to workers; it does not enforce it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_workers: Option<i32>,
+
+    /// Seconds between worker heartbeats.
+    #[serde(default = "default_heartbeat")]
+    #[schemars(range(min = limits::HEARTBEAT_MIN, max = limits::HEARTBEAT_MAX))]
+    pub heartbeat_interval: i32,
+
+    /// Tags, as a set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::TAGS))]
+    pub tags: Vec<String>,
+
+    /// Queue settings, passed through to the control plane (which checks
+    /// `enable_local_litellm_proxy`, `litellm_config`, `local_proxy_timeout_seconds` and
+    /// `local_proxy_max_retries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_settings")]
+    pub settings: Option<serde_json::Map<String, serde_json::Value>>,
+
+    /// What happens to the remote queue when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// `Full`: the operator creates, corrects and deletes the remote queue. `Observe`: it only
+    /// reads it.
+    #[serde(default)]
+    pub management_policy: ManagementPolicy,
+
+    /// The Secret that receives the queue's worker command. Default `<metadata.name>-worker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_secret: Option<WorkerSecretRef>,
+}
+
+fn default_heartbeat() -> i32 {
+    limits::HEARTBEAT_DEFAULT
+}
+
+/// An Environment of the same namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct EnvironmentRef {
+    /// Its `metadata.name`.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Observed state, written only by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerQueueStatus {
+    /// Pending, Ready, Inactive, Error or Deleting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<super::Phase>,
+    /// The control plane's id of the queue (what `kubiya worker start --queue-id` takes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_id: Option<String>,
+    /// The control plane's id of the queue's environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<String>,
+    /// The queue's name in the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_name: Option<String>,
+    /// The control plane's status of the queue (`active`, or what was set there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_status: Option<String>,
+    /// Workers that sent a heartbeat in the last 150 s, as of the last pass (passes come at
+    /// least a minute apart once the queue is settled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_workers: Option<i64>,
+    /// The queue's `max_workers` (empty: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_workers: Option<i64>,
+    /// Whether workers can register with the queue (its status is `active`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_register: Option<bool>,
+    /// The Secret holding the worker command, once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_secret_name: Option<String>,
+    /// The connection of the queue's Environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the status last changed as the result of a sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_synced_time: Option<Time>,
+    /// Human-readable explanation of the current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Ready, Reconciling and Stalled, in the kstatus convention; Synced under managementPolicy
+    /// Observe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+fn free_form_settings(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": limits::SETTINGS,
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+impl WorkerQueue {
+    /// The queue's name in the control plane: `spec.name`, else `metadata.name`.
+    pub fn remote_name(&self) -> &str {
+        self.spec.name.as_deref().or(self.metadata.name.as_deref()).unwrap_or_default()
+    }
+
+    /// The value of one of our annotations.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    }
+
+    /// Whether `kubiya.ai/paused: "true"` is set.
+    pub fn is_paused(&self) -> bool {
+        self.annotation(PAUSED_ANNOTATION) == Some("true")
+    }
+
+    /// The deletion policy in force: the annotation, else the spec.
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        match self.annotation(DELETION_POLICY_ANNOTATION) {
+            Some("Orphan") => DeletionPolicy::Orphan,
+            Some("Delete") => DeletionPolicy::Delete,
+            _ => self.spec.deletion_policy,
+        }
+    }
+
+    /// The worker Secret's name: `spec.workerSecret.name`, else `<metadata.name>-worker`.
+    pub fn worker_secret_name(&self) -> String {
+        match &self.spec.worker_secret {
+            Some(r) => r.name.clone(),
+            None => format!("{}-worker", self.metadata.name.as_deref().unwrap_or_default()),
+        }
+    }
+}

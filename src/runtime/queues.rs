@@ -1,0 +1,127 @@
+//! The WorkerQueue controllers, one per watched scope like the Environment controllers, sharing
+//! their context. An Environment's status change wakes its queues (a queue waits for its
+//! Environment to be Ready); connection changes reach them through their Environment. Without
+//! the WorkerQueue CRD (an upgrade that did not apply it) the kind is served as empty.
+
+use std::sync::Arc;
+
+use futures::{Future, Stream, StreamExt};
+use kube::api::Api;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::warn;
+
+use crate::config::Config;
+use crate::queue::{self, GuardedQueue};
+use crate::reconcile::Context;
+use crate::resource::WorkerQueue;
+
+/// One watched scope.
+pub struct Scope {
+    queues: Api<GuardedQueue>,
+    pub store: Store<GuardedQueue>,
+    writer: reflector::store::Writer<GuardedQueue>,
+}
+
+/// The scopes `config` asks for: all namespaces, or each listed one.
+pub fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
+    let scope = |namespace: Option<&String>| {
+        let (store, writer) = reflector::store();
+        let queues = match namespace {
+            Some(ns) => Api::namespaced(kube.clone(), ns),
+            None => Api::all(kube.clone()),
+        };
+        Scope { queues, store, writer }
+    };
+    if config.watch_namespaces.is_empty() {
+        return vec![scope(None)];
+    }
+    config.watch_namespaces.iter().map(|ns| scope(Some(ns))).collect()
+}
+
+impl Scope {
+    pub async fn run(
+        self,
+        config: &Config,
+        ctx: Arc<Context>,
+        shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    ) {
+        let Scope { queues, store, writer } = self;
+        // An upgrade that did not apply the new CRD: served as empty, with a warning.
+        if !super::connections::installed::<WorkerQueue>(&ctx.kube).await {
+            super::connections::empty(writer);
+            return;
+        }
+        let mut selected = watcher::Config::default();
+        if let Some(selector) = &config.label_selector {
+            selected = selected.labels(selector);
+        }
+        let forget = ctx.clone();
+        let changes = watcher(queues, selected)
+            .default_backoff()
+            .modify(|q| q.managed_fields_mut().clear())
+            .reflect(writer)
+            .inspect(move |event| {
+                if let Ok(watcher::Event::Delete(obj)) = event {
+                    forget.forget(&obj.uid().unwrap_or_default());
+                }
+            })
+            .applied_objects()
+            .predicate_filter(super::environments::user_intent, Default::default());
+        let environment_changes = environment_changes(&ctx, store.clone());
+        Controller::for_stream(changes, store)
+            .reconcile_on(environment_changes)
+            .with_config(controller::Config::default().concurrency(config.concurrency))
+            .graceful_shutdown_on(shutdown)
+            .run(queue::reconcile, queue::error_policy, ctx)
+            .for_each(|res| async move {
+                match res {
+                    Ok((obj, _)) => {
+                        tracing::debug!(namespace = obj.namespace, worker_queue = obj.name, "reconciled")
+                    }
+                    Err(controller::Error::ReconcilerFailed(_, obj)) => {
+                        tracing::debug!(
+                            namespace = obj.namespace,
+                            worker_queue = obj.name,
+                            "reconcile failed"
+                        )
+                    }
+                    Err(e) => warn!(error = %e, "worker queue controller"),
+                }
+            })
+            .await
+    }
+}
+
+/// The queues of `store` whose Environment's status changed, as it changes.
+fn environment_changes(
+    ctx: &Context,
+    store: Store<GuardedQueue>,
+) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
+    let changes = futures::stream::unfold(ctx.environment_changes.subscribe(), |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(env) => return Some((env, rx)),
+                // Too many at once: some were missed, which the resync catches up with.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    changes.flat_map(move |(namespace, name): (String, String)| {
+        let queues: Vec<ObjectRef<GuardedQueue>> = store
+            .state()
+            .iter()
+            .filter(|q| {
+                q.decoded().is_some_and(|q| {
+                    q.namespace().as_deref() == Some(namespace.as_str())
+                        && q.spec.environment_ref.name == name
+                })
+            })
+            .map(|q| ObjectRef::from_obj(q.as_ref()))
+            .collect();
+        futures::stream::iter(queues)
+    })
+}
