@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, put};
 use serde_json::{Value, json};
 
 use crate::auth::{self, Caller};
@@ -30,6 +30,22 @@ pub fn router(store: Arc<Store>) -> Router {
         )
         .route("/api/v1/environments/{id}/", any(redirect_without_slash))
         .route("/api/v1/environments/{id}/worker-command", get(worker_command).fallback(method_not_allowed))
+        .route(
+            "/api/v1/environments/{id}/worker-queues",
+            get(list_queues).post(create_queue).fallback(method_not_allowed),
+        )
+        .route("/api/v1/environments/{id}/worker-queues/", any(redirect_without_slash))
+        .route("/api/v1/worker-queues", get(list_all_queues).fallback(method_not_allowed))
+        .route("/api/v1/worker-queues/", any(redirect_without_slash))
+        .route(
+            "/api/v1/worker-queues/{id}",
+            get(get_queue).patch(update_queue).delete(delete_queue).fallback(method_not_allowed),
+        )
+        .route("/api/v1/worker-queues/{id}/", any(redirect_without_slash))
+        .route(
+            "/api/v1/worker-queues/{id}/worker-command",
+            get(queue_worker_command).fallback(method_not_allowed),
+        )
         .route_layer(middleware::from_fn_with_state(store.clone(), faults::layer));
     Router::new()
         .merge(api)
@@ -40,6 +56,7 @@ pub fn router(store: Arc<Store>) -> Router {
         )
         .route("/_emulator/faults", get(get_faults).put(put_faults))
         .route("/_emulator/calls", get(get_calls).delete(reset_calls))
+        .route("/_emulator/queues/{id}/active-workers", put(put_active_workers))
         .fallback(|| async { reply(404, json!({"detail": "Not Found"})) })
         .with_state(store)
 }
@@ -73,6 +90,16 @@ async fn get_calls(State(store): Shared) -> Response {
 async fn reset_calls(State(store): Shared) -> Response {
     store.chaos().reset_calls();
     reply(204, Value::Null)
+}
+
+/// `PUT /_emulator/queues/{id}/active-workers` with a JSON number: how many workers heartbeat on
+/// the queue (its `active_workers`, and DELETE's 400 while not zero).
+async fn put_active_workers(State(store): Shared, Path(id): Path<String>, body: Bytes) -> Response {
+    match serde_json::from_slice::<u64>(&body) {
+        Ok(n) if store.set_active_workers(&id, n) => reply(200, json!({"id": id, "active_workers": n})),
+        Ok(_) => reply(404, json!({"detail": "Worker queue not found"})),
+        Err(e) => reply(400, json!({"detail": format!("expected a number of workers: {e}")})),
+    }
 }
 
 fn reply(status: u16, body: Value) -> Response {
@@ -161,4 +188,52 @@ async fn delete(State(store): Shared, headers: HeaderMap, Path(id): Path<String>
 
 async fn worker_command(State(store): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
     answer(|| store.worker_command(&authenticate(&headers)?.organization, &id).map(|e| (200, e)))
+}
+
+// ---- worker queues ----
+
+async fn create_queue(
+    State(store): Shared,
+    headers: HeaderMap,
+    Path(env): Path<String>,
+    body: Bytes,
+) -> Response {
+    answer(|| {
+        let body = json_body(&body)?;
+        let caller = authenticate(&headers)?;
+        store.create_queue(&caller.organization, caller.user_id.as_deref(), &env, &body).map(|q| (201, q))
+    })
+}
+
+async fn list_queues(State(store): Shared, headers: HeaderMap, Path(env): Path<String>) -> Response {
+    answer(|| store.list_queues(&authenticate(&headers)?.organization, &env).map(|l| (200, l)))
+}
+
+async fn list_all_queues(State(store): Shared, headers: HeaderMap) -> Response {
+    answer(|| store.list_all_queues(&authenticate(&headers)?.organization).map(|l| (200, l)))
+}
+
+async fn get_queue(State(store): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(|| store.get_queue(&authenticate(&headers)?.organization, &id).map(|q| (200, q)))
+}
+
+async fn update_queue(
+    State(store): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    answer(|| {
+        let body = json_body(&body)?;
+        let caller = authenticate(&headers)?;
+        store.update_queue(&caller.organization, &id, &body).map(|q| (200, q))
+    })
+}
+
+async fn delete_queue(State(store): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(|| store.delete_queue(&authenticate(&headers)?.organization, &id).map(|()| (204, Value::Null)))
+}
+
+async fn queue_worker_command(State(store): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    answer(|| store.queue_worker_command(&authenticate(&headers)?.organization, &id).map(|c| (200, c)))
 }

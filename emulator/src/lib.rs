@@ -1,9 +1,14 @@
-//! An emulator of the Kubiya control plane's Environments API (`/api/v1/environments`) that answers
+//! An emulator of the Kubiya control plane's Environments API (`/api/v1/environments`) and its
+//! worker queues (`/api/v1/environments/{env}/worker-queues`, `/api/v1/worker-queues`) that answers
 //! like the real server (PyPI `kubiya-control-plane-api` 1.0.2), quirks included: the status codes,
 //! the shapes of `detail`, the organization's first environment provisioning, the `default`
 //! environment that every list creates, 409 on duplicate names, PATCH replacing
 //! `execution_environment`, 500 for non-UUID ids and constraint violations, 204 on delete, and
-//! UserKey/Bearer/raw-token auth with unverified HS256 JWTs.
+//! UserKey/Bearer/raw-token auth with unverified HS256 JWTs. Worker queues: pydantic's 422s
+//! (settings checked by `QueueSettings`), PATCH storing explicit nulls (and then failing every
+//! read of the queue with a 500), hidden `local-exec` queues, the `default` queue that cannot be
+//! deleted, queues deleted with their environment. The emulator has no workers: tests set a
+//! queue's count of active workers ([`Emulator::set_active_workers`]).
 //!
 //! Tests start it in-process ([`Emulator::start`]) and read or steer its state directly (calls
 //! are counted per route and per API key); `kubiya-cp-emulator` runs it on its own, steered
@@ -12,6 +17,8 @@
 mod api;
 mod auth;
 mod faults;
+mod pydantic;
+mod queues;
 mod store;
 
 use std::net::SocketAddr;
@@ -112,6 +119,20 @@ impl Emulator {
     /// Every worker token `org` was ever given, for checks that none leaked.
     pub fn worker_tokens(&self, org: &str) -> Vec<String> {
         self.store.worker_tokens(org)
+    }
+
+    /// The worker queues of `org`, ephemeral ones included, as stored (an explicit null a PATCH
+    /// wrote included), each with `active_workers` and `ephemeral`, in creation order.
+    pub fn worker_queues(&self, org: &str) -> Vec<Value> {
+        self.store.worker_queues(org)
+    }
+
+    /// Sets how many workers heartbeat on a worker queue (of any organization), as the real
+    /// server counts them from heartbeats: the queue's `active_workers`, and DELETE answers 400
+    /// while it is not zero. Also `PUT /_emulator/queues/{id}/active-workers` with a JSON number.
+    /// Returns false when there is no such queue.
+    pub fn set_active_workers(&self, queue_id: &str, n: u64) -> bool {
+        self.store.set_active_workers(queue_id, n)
     }
 
     /// Sets an environment's status (and `error_message`) as the control plane's workflows would.

@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 use kubiya_cp_emulator::{Config, Emulator, Faults, FirstOutcome};
 
 #[derive(Parser)]
-#[command(name = "kubiya-cp-emulator", about = "Emulates the Kubiya control plane's Environments API")]
+#[command(
+    name = "kubiya-cp-emulator",
+    about = "Emulates the Kubiya control plane's Environments and worker-queue API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,

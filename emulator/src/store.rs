@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::faults::Chaos;
+use crate::queues::{self, Queue};
 use crate::{Config, FirstOutcome};
 
 /// An error answer: status code and JSON body.
@@ -18,22 +19,24 @@ pub struct Refusal {
     pub body: Value,
 }
 
-fn refuse(status: u16, detail: impl Into<Value>) -> Refusal {
+pub(crate) fn refuse(status: u16, detail: impl Into<Value>) -> Refusal {
     Refusal { status, body: json!({ "detail": detail.into() }) }
 }
 
 const STATUSES: [&str; 7] = ["pending", "provisioning", "ready", "active", "inactive", "error", "archived"];
 
-struct Env {
+pub(crate) struct Env {
     /// The object as the API renders it.
-    doc: Map<String, Value>,
+    pub(crate) doc: Map<String, Value>,
     /// A provisioning workflow in flight: when it ends, and how.
     workflow: Option<(Instant, FirstOutcome)>,
 }
 
 #[derive(Default)]
-struct Org {
-    envs: Vec<Env>,
+pub(crate) struct Org {
+    pub(crate) envs: Vec<Env>,
+    /// The worker queues of all its environments, in creation order.
+    pub(crate) queues: Vec<Queue>,
     /// Whether the organization's namespace exists (its first environment provisioned it).
     provisioned: bool,
     /// Every worker token ever handed out, deleted environments' included (for leak checks).
@@ -65,7 +68,7 @@ impl Store {
         &self.chaos
     }
 
-    fn with_org<T>(&self, org: &str, f: impl FnOnce(&mut Org) -> T) -> T {
+    pub(crate) fn with_org<T>(&self, org: &str, f: impl FnOnce(&mut Org) -> T) -> T {
         let mut orgs = self.orgs.lock().unwrap_or_else(|p| p.into_inner());
         let o = orgs.entry(org.to_owned()).or_default();
         let now = Instant::now();
@@ -73,6 +76,11 @@ impl Store {
             settle(env, now);
         }
         f(o)
+    }
+
+    /// Every organization at once (for what tests steer by id alone).
+    pub(crate) fn with_orgs<T>(&self, f: impl FnOnce(&mut HashMap<String, Org>) -> T) -> T {
+        f(&mut self.orgs.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn worker_tokens(&self, org: &str) -> Vec<String> {
@@ -257,6 +265,7 @@ impl Store {
                 return Err(refuse(400, "Cannot delete the default environment"));
             }
             o.envs.remove(idx);
+            queues::cascade(o, id);
             Ok(())
         })
     }
@@ -339,13 +348,17 @@ fn new_doc(org: &str, user_id: Option<&str>, name: &str, status: &str) -> Map<St
     }
 }
 
-/// ISO 8601 with microseconds and `+00:00`, as Python's `isoformat()` writes it.
+/// ISO 8601 with microseconds (none when zero) and `+00:00`, as Python's `isoformat()` writes it.
 pub fn timestamp() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
-    );
-    now.format(&fmt).unwrap_or_default()
+    let s = if now.microsecond() == 0 {
+        now.format(time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+00:00"))
+    } else {
+        now.format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
+        ))
+    };
+    s.unwrap_or_default()
 }
 
 // ---- validation, in pydantic's words ----

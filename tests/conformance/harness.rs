@@ -208,7 +208,8 @@ fn strip_origin(location: &str, base: &str) -> String {
 }
 
 /// Consistent masks: the n-th distinct UUID becomes `<uuid-n>`, timestamps `<time>`, the
-/// organizations `<org>` and `<other-org>`.
+/// organizations `<org>` and `<other-org>`. The forms PostgreSQL also reads keep the id's mask
+/// and say which form they are: `<uuid-n|upper>` (upper case), `<uuid-n|simple>` (no hyphens).
 struct Masks {
     uuids: HashMap<String, String>,
     org: String,
@@ -220,19 +221,41 @@ impl Masks {
         Masks { uuids: HashMap::new(), org: org.to_owned(), other: other.to_owned() }
     }
 
+    fn mask(&mut self, canonical: String) -> String {
+        let n = self.uuids.len() + 1;
+        self.uuids.entry(canonical).or_insert_with(|| format!("<uuid-{n}")).clone()
+    }
+
     fn text(&mut self, s: &str) -> String {
         let mut out = s.replace(&self.other, "<other-org>").replace(&self.org, "<org>");
         // UUIDs anywhere in the text (paths, SQL details, commands).
         let mut i = 0;
-        while i + 36 <= out.len() {
-            let cand = &out[i..i + 36];
-            if is_uuid(cand) {
-                let n = self.uuids.len() + 1;
-                let mask = self.uuids.entry(cand.to_owned()).or_insert_with(|| format!("<uuid-{n}>")).clone();
-                out.replace_range(i..i + 36, &mask);
-                i += mask.len();
+        while i < out.len() {
+            let rest = &out[i..];
+            let alnum_at = |j: usize| out.as_bytes().get(j).is_some_and(u8::is_ascii_alphanumeric);
+            let found = if let Some(c) = rest.get(..36).filter(|c| is_uuid(c)) {
+                let form = if c.bytes().any(|b| b.is_ascii_uppercase()) { "|upper" } else { "" };
+                Some((36, c.to_ascii_lowercase(), form))
+            } else if let Some(c) = rest.get(..32).filter(|c| c.bytes().all(|b| b.is_ascii_hexdigit()))
+                && (i == 0 || !alnum_at(i - 1))
+                && !alnum_at(i + 32)
+            {
+                let c = c.to_ascii_lowercase();
+                Some((
+                    32,
+                    format!("{}-{}-{}-{}-{}", &c[..8], &c[8..12], &c[12..16], &c[16..20], &c[20..]),
+                    "|simple",
+                ))
             } else {
-                i += out[i..].chars().next().map_or(1, char::len_utf8);
+                None
+            };
+            match found {
+                Some((len, canonical, form)) => {
+                    let mask = format!("{}{form}>", self.mask(canonical));
+                    out.replace_range(i..i + len, &mask);
+                    i += mask.len();
+                }
+                None => i += rest.chars().next().map_or(1, char::len_utf8),
             }
         }
         if is_timestamp(&out) { "<time>".to_owned() } else { out }
