@@ -33,7 +33,7 @@ pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> 
         report(queue, Outcome::Paused, ctx).await?;
         return Ok(Action::await_change());
     }
-    let (env, environment_id) = environment(queue, ctx)?;
+    let (env, environment_id) = environment(queue, ctx, true)?;
     let observing = queue.spec.management_policy == ManagementPolicy::Observe;
     if !observing && env.spec.management_policy == ManagementPolicy::Observe {
         return Err(Error::EnvironmentObserved { name: env.name_any() });
@@ -117,9 +117,10 @@ pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> 
     Ok(ctx.resync_action())
 }
 
-/// The queue's Environment and the remote id of its environment, once the Environment is Ready:
+/// The queue's Environment and the remote id of its environment, once the Environment is Ready
+/// (`settled`; a deletion takes it in any phase, its own deletion included, once it has an id):
 /// a queue is created only in an environment its Environment manages (or observes).
-fn environment(queue: &WorkerQueue, ctx: &Context) -> Result<(Arc<Environment>, String), Error> {
+fn environment(queue: &WorkerQueue, ctx: &Context, settled: bool) -> Result<(Arc<Environment>, String), Error> {
     let name = queue.spec.environment_ref.name.clone();
     let namespace = queue.namespace().ok_or(Error::Unnamed)?;
     let key = ObjectRef::<Guarded>::new(&name).within(&namespace);
@@ -129,9 +130,9 @@ fn environment(queue: &WorkerQueue, ctx: &Context) -> Result<(Arc<Environment>, 
     };
     let status = env.status.as_ref();
     let id = status.and_then(|s| s.environment_id.clone());
-    let settled = matches!(status.and_then(|s| s.phase), Some(Phase::Ready | Phase::Inactive));
+    let ready = matches!(status.and_then(|s| s.phase), Some(Phase::Ready | Phase::Inactive));
     match id {
-        Some(id) if settled => Ok((Arc::new(env), id)),
+        Some(id) if ready || !settled => Ok((Arc::new(env), id)),
         _ => {
             let why = status
                 .and_then(|s| s.message.clone())
@@ -215,7 +216,7 @@ pub async fn cleanup(queue: &WorkerQueue, ctx: &Context) -> Result<Option<Action
         return carry_out(queue, decision, ctx).await;
     }
     report(queue, Outcome::Deleting, ctx).await?;
-    let reached = match environment(queue, ctx) {
+    let reached = match environment(queue, ctx, false) {
         Ok((env, id)) => {
             ctx.connections.for_environment(&env, &ctx.kube).await.map(|c| (c, id)).map_err(Error::from)
         }

@@ -48,6 +48,8 @@ pub mod limits {
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("has(self.spec.name) || (size(self.metadata.name) >= 2 && size(self.metadata.name) <= 50)")
         .message("metadata.name is used as the queue's name in the control plane and must be 2..50 characters; set spec.name"),
+    validation = Rule::new("has(self.spec.name) || !self.metadata.name.startsWith('local-exec')")
+        .message("names starting local-exec are the control plane's ephemeral queues, which it does not list; set spec.name"),
     validation = Rule::new("self.spec.environmentRef.name == oldSelf.spec.environmentRef.name")
         .message("spec.environmentRef cannot change: a queue cannot move between environments; create another WorkerQueue instead"),
 )]

@@ -28,4 +28,5 @@ mod scope;
 mod support;
 mod tenancy;
 mod undecodable;
+mod worker_queues;
 mod worker_secret;

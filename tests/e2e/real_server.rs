@@ -331,3 +331,69 @@ async fn tenancy_on_the_real_server_two_clusters_and_a_key_of_another_organisati
     put_secret(&old, &old.namespace, "key", &kubiya_cp_emulator::token(&old.org)).await;
     assert_eq!(id_of(&old.wait_for("through", "Ready again", is_ready).await), through);
 }
+
+/// A WorkerQueue on the real server: created with every field in the Environment's environment,
+/// its worker Secret holding the server's own command, corrected after an edit outside, the
+/// Environment's deletion held while it remains, then both deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control-plane server: run `make conformance`"]
+async fn a_worker_queue_on_the_real_server() {
+    use crate::support::queues;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::Api;
+    use kubiya_operator::resource::{Phase, WorkerQueueSpec};
+
+    let url = std::env::var("KUBIYA_CONFORMANCE_REAL_URL").expect("KUBIYA_CONFORMANCE_REAL_URL");
+    let url = url.trim_end_matches('/').to_owned();
+    let mut bed = TestBed::without_operator("real-queue", EmulatorConfig::default()).await;
+    bed.control_plane_url = url.clone();
+    // The organisation's first environment fails without a workflow engine: `default` first.
+    assert_eq!(bed.cp("GET", "/api/v1/environments", None).await.0, 200);
+    bed.start_operator();
+    bed.create("qenv", EnvironmentSpec::default()).await;
+    let spec = WorkerQueueSpec {
+        description: Some("real".into()),
+        max_workers: Some(3),
+        heartbeat_interval: 30,
+        tags: vec!["gpu".into()],
+        ..queues::of("qenv")
+    };
+    queues::create(&bed, "gpu", spec).await;
+    let env = bed.wait_for("qenv", "Ready", is_ready).await;
+    let q = queues::wait(&bed, "gpu", "Ready", queues::is_ready).await;
+    let id = queues::id_of(&q);
+    let (code, r) = queues::remote(&bed, &id).await;
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["environment_id"].as_str(), env.status.as_ref().and_then(|s| s.environment_id.as_deref()));
+    assert_eq!((r["max_workers"].clone(), r["heartbeat_interval"].clone()), (json!(3), json!(30)));
+    assert_eq!(r["settings"]["kubiya.ai/owner"]["uid"], json!(q.metadata.uid));
+    let secrets: Api<Secret> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    let data = secrets.get("gpu-worker").await.expect("worker Secret").data.unwrap_or_default();
+    let command = String::from_utf8(data["KUBIYA_WORKER_COMMAND"].0.clone()).unwrap();
+    assert_eq!(command, format!("kubiya worker start --queue-id {id}"), "the real server's command");
+    assert_eq!(data["QUEUE_ID"].0, id.as_bytes());
+
+    // Edited outside: put back (max_workers null is unlimited, sent as an explicit null).
+    let (code, _) = bed
+        .cp("PATCH", &format!("/api/v1/worker-queues/{id}"), Some(json!({"max_workers": null, "tags": []})))
+        .await;
+    assert_eq!(code, 200);
+    let patch = json!({"metadata": {"annotations": {"kubiya.ai/reconcile-requested-at": "1"}}});
+    queues::api(&bed).patch("gpu", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    bed.wait_event("gpu", "DriftCorrected").await;
+    let (_, r) = queues::remote(&bed, &id).await;
+    assert_eq!((r["max_workers"].clone(), r["tags"].clone()), (json!(3), json!(["gpu"])));
+
+    // The Environment waits for its queue; then both go, on the real server too.
+    bed.envs.delete("qenv", &DeleteParams::default()).await.unwrap();
+    bed.wait_for("qenv", "held by its queue", |e| {
+        e.status.as_ref().is_some_and(|s| {
+            s.phase == Some(Phase::Deleting) && s.message.as_deref().is_some_and(|m| m.contains("gpu"))
+        })
+    })
+    .await;
+    queues::api(&bed).delete("gpu", &DeleteParams::default()).await.unwrap();
+    queues::wait_gone(&bed, "gpu").await;
+    bed.wait_gone("qenv").await;
+    assert_eq!(queues::remote(&bed, &id).await.0, 404);
+}
