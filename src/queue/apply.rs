@@ -120,7 +120,11 @@ pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> 
 /// The queue's Environment and the remote id of its environment, once the Environment is Ready
 /// (`settled`; a deletion takes it in any phase, its own deletion included, once it has an id):
 /// a queue is created only in an environment its Environment manages (or observes).
-fn environment(queue: &WorkerQueue, ctx: &Context, settled: bool) -> Result<(Arc<Environment>, String), Error> {
+fn environment(
+    queue: &WorkerQueue,
+    ctx: &Context,
+    settled: bool,
+) -> Result<(Arc<Environment>, String), Error> {
     let name = queue.spec.environment_ref.name.clone();
     let namespace = queue.namespace().ok_or(Error::Unnamed)?;
     let key = ObjectRef::<Guarded>::new(&name).within(&namespace);

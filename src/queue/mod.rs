@@ -30,6 +30,10 @@ use crate::metrics::ResultLabels;
 use crate::reconcile::Context;
 use crate::resource::{Guarded, QUEUE_FINALIZER, Undecodable, WorkerQueue};
 
+/// How long a queue waiting for its Environment waits, at most, for a look of its own (jittered
+/// up to twice that).
+const ENVIRONMENT_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A WorkerQueue as read from the API server (one that cannot be decoded stops no other).
 pub type GuardedQueue = Guarded<WorkerQueue>;
 
@@ -110,6 +114,11 @@ async fn undecodable(
 /// What the controller does after a failed pass: as an Environment's (`reconcile::error_policy`).
 pub fn error_policy(obj: Arc<GuardedQueue>, error: &Error, ctx: Arc<Context>) -> Action {
     let deleting = obj.meta().deletion_timestamp.is_some();
+    // The Environment's status changes wake the queue; this is only the net under a missed one
+    // (a look at the caches, no remote call).
+    if let Error::EnvironmentNotReady { .. } = error {
+        return Action::requeue(ENVIRONMENT_POLL.mul_f64(1.0 + fastrand::f64()));
+    }
     if (error.is_permanent() && !deleting) || error.waits_for_connection() {
         return ctx.resync_action();
     }
@@ -143,5 +152,8 @@ async fn failure(obj: &GuardedQueue, error: &Error, ctx: &Context) {
     if let Err(e) = written {
         warn!(error = %e.explain(), "could not record the failure in status");
     }
-    k8s::events::publish(&ctx.recorder, obj, EventType::Warning, error.reason(), message).await;
+    // Waiting for its Environment is no failure anyone need be told of twice: status says it.
+    if !matches!(error, Error::EnvironmentNotReady { .. }) {
+        k8s::events::publish(&ctx.recorder, obj, EventType::Warning, error.reason(), message).await;
+    }
 }

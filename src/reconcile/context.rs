@@ -43,9 +43,12 @@ pub struct Context {
     /// The WorkerQueues, from their watches (one cache per watched scope): an Environment is
     /// not deleted while queues of it remain.
     pub queues: Vec<Store<Guarded<WorkerQueue>>>,
-    /// Tells the WorkerQueue controllers that an Environment's (`namespace`, `name`) status
-    /// changed: its queues wait for it to be Ready.
+    /// Tells the WorkerQueue controllers that an Environment (`namespace`, `name`) can take
+    /// queues now, as its cache holds it: its queues wait for it to be Ready.
     pub environment_changes: tokio::sync::broadcast::Sender<(String, String)>,
+    /// Tells the WorkerQueue controllers that the worker Secret of a queue (`namespace`, `name`)
+    /// was deleted or edited by hand, as the Environments' Secret watch sees it.
+    pub queue_secret_changes: tokio::sync::broadcast::Sender<(String, String)>,
 }
 
 /// What this process remembers about one object between passes.

@@ -4,9 +4,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
 use kube::api::Api;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 use tracing::warn;
 
 use super::context::Context;
@@ -24,8 +24,6 @@ pub async fn status(env: &Environment, outcome: Outcome<'_>, ctx: &Context) -> R
     if status::changed(env.status.as_ref(), &next) {
         let patch = k8s::status::merge_patch(env.status.as_ref(), &status::with_sync_time(next, &now));
         write(env, ctx, patch).await?;
-        // Nobody listening (no queues watched) is no failure.
-        let _ = ctx.environment_changes.send((env.namespace().unwrap_or_default(), env.name_any()));
     }
     if let Some(took) = took {
         ctx.metrics.time_to_ready.observe(took.as_secs_f64());

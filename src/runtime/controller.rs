@@ -153,6 +153,7 @@ pub async fn run(
         worker_secrets: scopes.iter().map(|s| s.secret_index.clone()).collect(),
         queues: queue_scopes.iter().map(|s| s.store.clone()).collect(),
         environment_changes: tokio::sync::broadcast::channel(1024).0,
+        queue_secret_changes: tokio::sync::broadcast::channel(1024).0,
     });
     info!(
         namespaces = %if config.watch_namespaces.is_empty() { "<all>".to_owned() } else { config.watch_namespaces.join(",") },

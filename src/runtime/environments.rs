@@ -60,12 +60,23 @@ impl Scope {
             selected = selected.labels(selector);
         }
         let forget = ctx.clone();
+        let settled = ctx.environment_changes.clone();
         // Only changes a user makes wake the controller: our own status writes do not.
         let changes = watcher(envs, selected)
             .default_backoff()
             // managedFields are most of an object's bytes and the operator never reads them.
             .modify(|env| env.managed_fields_mut().clear())
             .reflect(writer)
+            // An Environment that can take queues wakes its WorkerQueues, once the cache they read
+            // it from holds it (a wake-up sent with our own status write would come too early).
+            .inspect(move |event| {
+                if let Ok(watcher::Event::Apply(obj)) = event
+                    && obj.decoded().is_some_and(takes_queues)
+                {
+                    // Nobody listening (no queues watched) is no failure.
+                    let _ = settled.send((obj.namespace().unwrap_or_default(), obj.name_any()));
+                }
+            })
             // Per-object state goes with the object: deleted, or relabelled out of the selector
             // (the watch reports both as deletions). What slips through is pruned periodically.
             .inspect(move |event| {
@@ -78,6 +89,7 @@ impl Scope {
         // Worker Secrets wake their Environment when deleted or edited by hand, not on our own
         // writes (each would cost a pass: a control-plane read and perhaps a status write).
         let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
+        let queue_secrets = ctx.queue_secret_changes.clone();
         let secret_changes = watcher(secrets, owned)
             .default_backoff()
             // Not cached whole: the few facts a settled Environment's check needs.
@@ -86,8 +98,8 @@ impl Scope {
                     secret_index.apply(event);
                 }
             })
-            .filter_map(|event| async move {
-                match event {
+            .filter_map(move |event| {
+                let changed = match event {
                     Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
                     Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
                         if !worker_secret::is_untouched(&s) =>
@@ -96,7 +108,14 @@ impl Scope {
                     }
                     Ok(_) => None,
                     Err(e) => Some(Err(e)),
+                };
+                // A WorkerQueue's Secret wakes its queue (the one watch serves both kinds).
+                if let Some(Ok(s)) = &changed
+                    && let Some(owner) = worker_secret::controller(s).filter(|o| o.kind == "WorkerQueue")
+                {
+                    let _ = queue_secrets.send((s.namespace().unwrap_or_default(), owner.name.clone()));
                 }
+                async move { changed }
             });
         let connection_changes = connection_changes(&ctx, store.clone());
         Controller::for_stream(changes, store)
@@ -184,6 +203,14 @@ pub async fn prune(stores: Vec<Store<Guarded>>, queues: Vec<Store<Guarded<Worker
 
 /// How often per-object state is checked against the caches.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+/// Whether `env` is where its queues can be (Ready or Inactive, with an environment id).
+fn takes_queues(env: &crate::resource::Environment) -> bool {
+    env.status.as_ref().is_some_and(|s| {
+        s.environment_id.is_some()
+            && matches!(s.phase, Some(crate::resource::Phase::Ready | crate::resource::Phase::Inactive))
+    })
+}
 
 /// What a user can change that needs a pass: spec (generation), deletion, finalizers and our
 /// annotations. Status and managed fields are left out.

@@ -10,6 +10,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, ResourceExt};
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::warn;
 
@@ -71,8 +72,11 @@ impl Scope {
             .applied_objects()
             .predicate_filter(super::environments::user_intent, Default::default());
         let environment_changes = environment_changes(&ctx, store.clone());
+        let secret_changes = received(ctx.queue_secret_changes.subscribe())
+            .map(|(namespace, name)| ObjectRef::<GuardedQueue>::new(&name).within(&namespace));
         Controller::for_stream(changes, store)
             .reconcile_on(environment_changes)
+            .reconcile_on(secret_changes)
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(shutdown)
             .run(queue::reconcile, queue::error_policy, ctx)
@@ -95,22 +99,26 @@ impl Scope {
     }
 }
 
-/// The queues of `store` whose Environment's status changed, as it changes.
-fn environment_changes(
-    ctx: &Context,
-    store: Store<GuardedQueue>,
-) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
-    let changes = futures::stream::unfold(ctx.environment_changes.subscribe(), |mut rx| async move {
+/// What `rx` receives, as a stream.
+fn received(rx: Receiver<(String, String)>) -> impl Stream<Item = (String, String)> {
+    futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
-                Ok(env) => return Some((env, rx)),
+                Ok(item) => return Some((item, rx)),
                 // Too many at once: some were missed, which the resync catches up with.
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return None,
             }
         }
-    });
-    changes.flat_map(move |(namespace, name): (String, String)| {
+    })
+}
+
+/// The queues of `store` whose Environment's status changed, as it changes.
+fn environment_changes(
+    ctx: &Context,
+    store: Store<GuardedQueue>,
+) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
+    received(ctx.environment_changes.subscribe()).flat_map(move |(namespace, name): (String, String)| {
         let queues: Vec<ObjectRef<GuardedQueue>> = store
             .state()
             .iter()

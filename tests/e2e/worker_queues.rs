@@ -90,6 +90,14 @@ async fn a_queue_waits_for_its_environment_then_is_ready_with_every_field_remote
     assert_eq!(text("QUEUE_ID"), id);
     assert_eq!(text("CONTROL_PLANE_URL"), bed.control_plane_url.trim_end_matches('/'));
     assert_eq!(text("KUBIYA_WORKER_COMMAND"), format!("kubiya worker start --queue-id {id}"));
+
+    // Deleted by hand: written again at once, not at the next resync.
+    let uid = secret.metadata.uid.clone();
+    secrets.delete("gpu-worker", &DeleteParams::default()).await.unwrap();
+    wait_until("the worker Secret written again", || async {
+        secrets.get_opt("gpu-worker").await.ok().flatten().is_some_and(|s| s.metadata.uid != uid)
+    })
+    .await;
     bed.assert_no_secret_leaked().await;
 }
 
