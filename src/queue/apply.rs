@@ -21,11 +21,11 @@ use crate::k8s;
 use crate::reconcile::decide::{Cause, Note, Removal};
 use crate::reconcile::desired::Wire;
 use crate::reconcile::locate::{self, Asked, Looking, Search, is_uuid};
-use crate::reconcile::ownership::{Liveness, Owner, Route};
+use crate::reconcile::ownership::{Claim, Elsewhere, Liveness, Marker, Owner, Route};
 use crate::reconcile::{Context, act, desired::Changes};
 use crate::resource::{
-    DELETION_POLICY_ANNOTATION, Environment, Guarded, ManagementPolicy, Phase, QUEUE_ADOPT_ANNOTATION,
-    TAKE_OVER_ANNOTATION, WorkerQueue,
+    DELETION_POLICY_ANNOTATION, DeletionPolicy, Environment, Guarded, ManagementPolicy, Phase,
+    QUEUE_ADOPT_ANNOTATION, TAKE_OVER_ANNOTATION, WorkerQueue,
 };
 
 pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> {
@@ -33,7 +33,12 @@ pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> 
         report(queue, Outcome::Paused, ctx).await?;
         return Ok(Action::await_change());
     }
-    let (env, environment_id) = environment(queue, ctx, true)?;
+    // A settled queue seen for the first time (at start, after a failover) is looked at within
+    // the resync interval, as a settled Environment is: a restart costs the control plane nothing.
+    if ctx.first_sight(queue) && status::applied(queue) {
+        return Ok(ctx.first_check());
+    }
+    let (env, environment_id) = environment(queue, ctx)?;
     let observing = queue.spec.management_policy == ManagementPolicy::Observe;
     if !observing && env.spec.management_policy == ManagementPolicy::Observe {
         return Err(Error::EnvironmentObserved { name: env.name_any() });
@@ -78,14 +83,45 @@ pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> 
     }
     let Decision { plan, events } = decision;
     notes.extend(events);
+    let mut took_over = None;
     let (remote, drift) = match plan {
         Plan::InSync { remote } => (remote, None),
         Plan::Update { remote, changes, cause } => {
+            if let Cause::Claim(Claim::Adopted { previous: Some(m) }) = &cause
+                && m.owner.cluster != me.cluster
+            {
+                took_over = take_over(queue);
+            }
+            if changes.fields().any(|f| f == desired::Field::Name) {
+                // The server does not check a rename against the environment's other queues
+                // (its database refuses it with a 500, which reads as an outage): asked first.
+                let all = conn
+                    .client
+                    .list_queues(&environment_id)
+                    .await
+                    .map_err(|source| Error::FindRemote { source })?;
+                if let Some(taken) = all.iter().find(|q| q.name == desired.name && q.id != remote.id) {
+                    let marker = Marker::read(&taken.settings);
+                    let elsewhere = marker.map_or(Elsewhere::Foreign, |m| Elsewhere::LiveOwner(m.owner));
+                    return Err(Error::refused(
+                        decide::Refusal::NameConflict { name: desired.name, elsewhere },
+                        me,
+                    ));
+                }
+            }
             (update(&conn.client, &remote, &changes, &cause, ctx).await?, None)
         }
-        Plan::Observe { remote, release, drift, .. } => {
+        Plan::Observe { remote, release, drift, newly_drifted } => {
             if release {
                 self::release(&conn.client, &remote).await?;
+            }
+            if newly_drifted {
+                for f in &drift {
+                    ctx.metrics
+                        .drift_observed
+                        .get_or_create(&crate::metrics::FieldLabels { field: f.wire() })
+                        .inc();
+                }
             }
             (remote, Some(drift))
         }
@@ -112,31 +148,32 @@ pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> 
         worker_secret: worker_secret.as_deref(),
         connection: conn.key.label(),
         drift: drift.as_deref(),
+        took_over: took_over.as_deref(),
     };
     report(queue, outcome, ctx).await?;
     Ok(ctx.resync_action())
 }
 
+/// The `kubiya.ai/take-over-from` value of `queue`, trimmed, if set.
+fn take_over(queue: &WorkerQueue) -> Option<String> {
+    queue.annotation(TAKE_OVER_ANNOTATION).map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
 /// The queue's Environment and the remote id of its environment, once the Environment is Ready
 /// (`settled`; a deletion takes it in any phase, its own deletion included, once it has an id):
 /// a queue is created only in an environment its Environment manages (or observes).
-fn environment(
-    queue: &WorkerQueue,
-    ctx: &Context,
-    settled: bool,
-) -> Result<(Arc<Environment>, String), Error> {
+fn environment(queue: &WorkerQueue, ctx: &Context) -> Result<(Arc<Environment>, String), Error> {
     let name = queue.spec.environment_ref.name.clone();
-    let namespace = queue.namespace().ok_or(Error::Unnamed)?;
-    let key = ObjectRef::<Guarded>::new(&name).within(&namespace);
-    let found = ctx.connections.environments.iter().find_map(|s| s.get(&key));
-    let Some(env) = found.and_then(|g| g.decoded().cloned()) else {
-        return Err(Error::EnvironmentNotFound { name });
+    let env = match cached_environment(queue, ctx)? {
+        Some(Ok(env)) => env,
+        Some(Err(why)) => return Err(Error::EnvironmentNotReady { name, why }),
+        None => return Err(Error::EnvironmentNotFound { name }),
     };
     let status = env.status.as_ref();
     let id = status.and_then(|s| s.environment_id.clone());
     let ready = matches!(status.and_then(|s| s.phase), Some(Phase::Ready | Phase::Inactive));
     match id {
-        Some(id) if ready || !settled => Ok((Arc::new(env), id)),
+        Some(id) if ready => Ok((env, id)),
         _ => {
             let why = status
                 .and_then(|s| s.message.clone())
@@ -144,6 +181,21 @@ fn environment(
             Err(Error::EnvironmentNotReady { name, why })
         }
     }
+}
+
+/// The queue's Environment as the cache holds it (the queue controllers start once it has
+/// synced): None when there is none, an error text when it cannot be decoded.
+fn cached_environment(
+    queue: &WorkerQueue,
+    ctx: &Context,
+) -> Result<Option<Result<Arc<Environment>, String>>, Error> {
+    let namespace = queue.namespace().ok_or(Error::Unnamed)?;
+    let key = ObjectRef::<Guarded>::new(&queue.spec.environment_ref.name).within(&namespace);
+    let found = ctx.connections.environments.iter().find_map(|s| s.get(&key));
+    Ok(found.map(|g| match &g.0 {
+        Ok(env) => Ok(Arc::new(env.clone())),
+        Err(_) => Err("the Environment cannot be decoded".to_owned()),
+    }))
 }
 
 /// Carries out `search` with `cp`, in the environment `environment_id` (names are unique there).
@@ -183,6 +235,7 @@ async fn decision(
     environment_id: &str,
     ctx: &Context,
 ) -> Result<Decision, Error> {
+    let used = queue.status.as_ref().and_then(|s| s.taken_over_from.as_deref());
     let liveness = match decide::needs_liveness(&goal, &located, me) {
         Some(owner) => act::liveness::<WorkerQueue>(&owner, ctx).await?,
         None => Liveness::Live,
@@ -199,18 +252,21 @@ async fn decision(
         located,
         liveness,
         allow_adoption: conn.allow_adoption,
-        take_over: queue
-            .annotation(TAKE_OVER_ANNOTATION)
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned),
+        // Used once: the value it was last used with is no new request.
+        take_over: take_over(queue).filter(|t| Some(t.as_str()) != used),
         environment_id: environment_id.to_owned(),
     }))
 }
 
 pub async fn cleanup(queue: &WorkerQueue, ctx: &Context) -> Result<Option<Action>, Error> {
+    let env = cached_environment(queue, ctx)?;
+    let decoded = env.as_ref().and_then(|e| e.as_ref().ok());
+    // An Environment deleted with Orphan (or while its CRD goes) leaves its queues with it.
+    let orphaned_with = decoded.is_some_and(|e| {
+        e.metadata.deletion_timestamp.is_some() && e.deletion_policy() == DeletionPolicy::Orphan
+    });
     let removal = Removal {
-        policy: queue.deletion_policy(),
+        policy: if orphaned_with { DeletionPolicy::Orphan } else { queue.deletion_policy() },
         paused: queue.is_paused(),
         crd_going: act::crd_is_going::<WorkerQueue>(ctx).await?,
         orphan_asked: queue.annotation(DELETION_POLICY_ANNOTATION) == Some("Orphan"),
@@ -219,30 +275,38 @@ pub async fn cleanup(queue: &WorkerQueue, ctx: &Context) -> Result<Option<Action
     if let Some(decision) = decide::deletion_start(&removal) {
         return carry_out(queue, decision, ctx).await;
     }
-    report(queue, Outcome::Deleting, ctx).await?;
-    let reached = match environment(queue, ctx, false) {
-        Ok((env, id)) => {
-            ctx.connections.for_environment(&env, &ctx.kube).await.map(|c| (c, id)).map_err(Error::from)
-        }
-        Err(e) => Err(e),
-    };
-    let (conn, environment_id) = match reached {
-        Ok(reached) => reached,
+    // Said once: a failed pass records its own reason, which this would otherwise overwrite.
+    if queue.status.as_ref().and_then(|s| s.phase) != Some(Phase::Deleting) {
+        report(queue, Outcome::Deleting, ctx).await?;
+    }
+    let known = ctx.recalled_id(queue).or_else(|| queue.status.as_ref().and_then(|s| s.queue_id.clone()));
+    let recorded_env = queue.status.as_ref().and_then(|s| s.environment_id.clone());
+    let Some(env) = decoded else {
         // No Environment any more: it was orphaned (its queues stay with it), or deleted with
-        // its remote environment, which took its queues along.
-        Err(Error::EnvironmentNotFound { name }) => {
-            let note = format!(
-                "left the remote queue as it is: Environment {name:?} is gone, and the queue stays with its \
-                 environment (or went with it)"
-            );
-            return carry_out(
-                queue,
-                Decision { plan: Plan::Leave, events: vec![warning("LeftRemote", note)] },
-                ctx,
-            )
-            .await;
-        }
+        // its remote environment, which took its queues along. (One that cannot be decoded is
+        // left as it is, too.)
+        let note = format!(
+            "left the remote queue as it is: Environment {:?} is gone or cannot be read, and the queue stays \
+             with its environment (or went with it)",
+            queue.spec.environment_ref.name
+        );
+        return carry_out(
+            queue,
+            Decision { plan: Plan::Leave, events: vec![warning("LeftRemote", note)] },
+            ctx,
+        )
+        .await;
+    };
+    // Where the queue was made, else where it would have been: nothing was ever made when
+    // neither is known (an Environment that never got an id).
+    let env_id = env.status.as_ref().and_then(|s| s.environment_id.clone());
+    let Some(environment_id) = recorded_env.or(env_id) else {
+        return carry_out(queue, Decision { plan: Plan::Leave, events: Vec::new() }, ctx).await;
+    };
+    let conn = match ctx.connections.for_environment(env, &ctx.kube).await {
+        Ok(conn) => conn,
         Err(e) => {
+            let e = Error::from(e);
             return match decide::deletion_without_connection(&removal, &e.explain()) {
                 Some(decision) => carry_out(queue, decision, ctx).await,
                 None => Err(e),
@@ -250,7 +314,6 @@ pub async fn cleanup(queue: &WorkerQueue, ctx: &Context) -> Result<Option<Action
         }
     };
     let me = me(queue, ctx).await?;
-    let known = ctx.recalled_id(queue).or_else(|| queue.status.as_ref().and_then(|s| s.queue_id.clone()));
     let search = locate::search(
         Looking::ToDelete,
         known.as_deref(),

@@ -37,8 +37,8 @@ impl Wire for Field {
     }
 }
 
-/// The queue the spec asks for, marked as `owner`'s (unless `marked` is false: Observe): the
-/// create body, and the reference for updates.
+/// The queue the spec asks for, marked as `owner`'s: the create body, and the reference for
+/// updates (Observe compares it with the marker left out).
 pub fn desired(queue: &WorkerQueue, owner: &Owner) -> QueueBody {
     let spec = &queue.spec;
     let name = queue.remote_name().to_owned();

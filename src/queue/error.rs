@@ -109,7 +109,7 @@ impl Error {
             Error::EnvironmentNotFound { .. } => {
                 row("EnvironmentNotFound", "environment_not_found", true, "")
             }
-            // Not permanent: the Environment's progress wakes nothing here, so it is looked at again soon.
+            // Not permanent: the Environment wakes its queues once it can take them.
             Error::EnvironmentNotReady { .. } => {
                 row("EnvironmentNotReady", "environment_not_ready", false, RETRY)
             }
@@ -257,7 +257,9 @@ fn refused(refusal: &Refusal, me: &Owner) -> String {
         ),
         Refusal::OtherEnvironment { which } => format!(
             "the queue {which} belongs to another environment than the one of spec.environmentRef: a queue is only \
-             managed in its Environment's environment; fix or remove the annotation kubiya.ai/worker-queue-id"
+             managed in its Environment's environment; if kubiya.ai/worker-queue-id names it, fix or remove the \
+             annotation; if the Environment now manages another environment, delete this WorkerQueue (annotated \
+             kubiya.ai/deletion-policy=Orphan to leave the old queue) and apply it again"
         ),
     }
 }

@@ -116,7 +116,9 @@ pub fn error_policy(obj: Arc<GuardedQueue>, error: &Error, ctx: Arc<Context>) ->
     let deleting = obj.meta().deletion_timestamp.is_some();
     // The Environment's status changes wake the queue; this is only the net under a missed one
     // (a look at the caches, no remote call).
-    if let Error::EnvironmentNotReady { .. } = error {
+    if let Error::EnvironmentNotReady { .. } = error
+        && !deleting
+    {
         return Action::requeue(ENVIRONMENT_POLL.mul_f64(1.0 + fastrand::f64()));
     }
     if (error.is_permanent() && !deleting) || error.waits_for_connection() {

@@ -56,6 +56,17 @@ pub fn is_current(existing: &Secret, queue: &WorkerQueue, remote: &RemoteQueue, 
         && get(COMMAND_KEY).is_some()
 }
 
+/// The control plane's URL as workers get it: no user, password, query or fragment (an
+/// administrator's URL may carry them; a tenant's namespace gets none of it).
+pub fn public_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.as_str().trim_end_matches('/').to_owned()
+}
+
 /// Whether `secret` is controlled by `queue`.
 pub fn is_owned(secret: &Secret, queue: &WorkerQueue) -> bool {
     controller(secret).is_some_and(|o| Some(&o.uid) == queue.uid().as_ref())
@@ -82,7 +93,7 @@ pub async fn ensure(
 ) -> Result<String, Error> {
     let ns = queue.namespace().ok_or(Error::Unnamed)?;
     let name = queue.worker_secret_name();
-    let control_plane = cp.base_url().as_str().trim_end_matches('/').to_owned();
+    let control_plane = public_url(cp.base_url());
     let api: Api<Secret> = Api::namespaced(kube.clone(), &ns);
     let existing = api.get_opt(&name).await.map_err(k8s::failed(Op::ReadSecret))?;
     if let Some(s) = &existing {
@@ -169,5 +180,7 @@ mod tests {
         ));
         assert!(!is_current(&s, &queue("u2"), &remote, "https://cp.test"), "another owner");
         assert!(was_owned_before(&s, &queue("u2")) && !was_owned_before(&s, &queue("u1")));
+        let url = url::Url::parse("https://user:pw@cp.test:8443/base/?token=x#f").unwrap();
+        assert_eq!(public_url(&url), "https://cp.test:8443/base");
     }
 }

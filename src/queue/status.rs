@@ -21,6 +21,8 @@ pub enum Outcome<'a> {
         worker_secret: Option<&'a str>,
         connection: String,
         drift: Option<&'a [Field]>,
+        /// The `kubiya.ai/take-over-from` value this pass took the queue with.
+        took_over: Option<&'a str>,
     },
     Deleting,
     DeletionPaused,
@@ -34,6 +36,14 @@ pub fn next(queue: &WorkerQueue, outcome: &Outcome<'_>, now: &Time) -> WorkerQue
     let mut s = WorkerQueueStatus { observed_generation: queue.metadata.generation, ..old.clone() };
     let was_ready = is_true(&old.conditions, READY);
     let v = Kstatus::new;
+    // A take-over is used once: the value it was made with is kept while the annotation stays.
+    let took_over = match outcome {
+        Outcome::Seen { took_over, .. } => *took_over,
+        _ => None,
+    };
+    s.taken_over_from = queue
+        .annotation(crate::resource::TAKE_OVER_ANNOTATION)
+        .and_then(|_| took_over.map(str::to_owned).or(old.taken_over_from.clone()));
     let (phase, verdict) = match outcome {
         Outcome::Seen { remote, worker_secret, connection, .. } => {
             s.queue_id = Some(remote.id.clone());
@@ -188,6 +198,7 @@ mod tests {
             worker_secret: Some("gpu-worker"),
             connection: "operator".into(),
             drift: None,
+            took_over: None,
         };
         let s = next(&queue(), &seen, &now());
         assert_eq!(
@@ -201,8 +212,13 @@ mod tests {
         assert!(is_true(&s.conditions, READY));
         assert!(s.message.unwrap().contains("2 worker(s) registered"));
         let r = remote("paused");
-        let seen =
-            Outcome::Seen { remote: &r, worker_secret: None, connection: "operator".into(), drift: None };
+        let seen = Outcome::Seen {
+            remote: &r,
+            worker_secret: None,
+            connection: "operator".into(),
+            drift: None,
+            took_over: None,
+        };
         let s = next(&queue(), &seen, &now());
         assert_eq!((s.phase, s.can_register), (Some(Phase::Inactive), Some(false)));
         assert!(!is_true(&s.conditions, READY));
@@ -217,6 +233,7 @@ mod tests {
             worker_secret: None,
             connection: "operator".into(),
             drift: Some(&drift),
+            took_over: None,
         };
         let mut q = queue();
         q.status = Some(next(&q, &seen, &now()));
@@ -232,6 +249,7 @@ mod tests {
             worker_secret: Some("gpu-worker"),
             connection: "operator".into(),
             drift: None,
+            took_over: None,
         };
         let mut q = queue();
         q.status = Some(next(&q, &seen, &now()));

@@ -10,10 +10,10 @@ use super::error::Error;
 use super::locate::{self, Asked, Looking};
 use super::ownership::Liveness;
 use super::{act, report, status};
-use crate::resource::{DELETION_POLICY_ANNOTATION, Environment, ManagementPolicy};
+use crate::resource::{DELETION_POLICY_ANNOTATION, DeletionPolicy, Environment, ManagementPolicy};
 
 /// How often an Environment whose deletion waits for its WorkerQueues looks again (no
-/// control-plane call: the queues are read from the cache).
+/// control-plane call: the queues are read from their cache; a status write only when it changed).
 const QUEUES_POLL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How a cleanup ended.
@@ -34,6 +34,18 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
     };
     if let Some(decision) = decide::deletion_start(&removal) {
         return carry_out(env, decision, ctx).await;
+    }
+    // The control plane deletes an environment's queues with it: its WorkerQueues go first
+    // (and while their caches are not synced, which there are is not known). Asked before any
+    // remote call: a held deletion costs none.
+    let deletes = removal.policy == DeletionPolicy::Delete && !removal.crd_going;
+    if deletes {
+        let queues = ctx.queues_of(env).unwrap_or_else(|| vec!["(not known yet)".to_owned()]);
+        if !queues.is_empty() {
+            report::status(env, status::Outcome::QueuesRemain(&queues), ctx).await?;
+            // Their deletion does not wake this Environment: look again shortly.
+            return Ok(Outcome::Hold(Action::requeue(QUEUES_POLL)));
+        }
     }
     report::status(env, status::Outcome::Deleting, ctx).await?;
     let conn = match ctx.connections.for_environment(env, &ctx.kube).await {
@@ -62,12 +74,6 @@ pub async fn cleanup(env: &Environment, ctx: &Context) -> Result<Outcome, Error>
     });
     let Decision { plan, events } = decision;
     match plan {
-        Plan::Delete { .. } if !ctx.queues_of(env).is_empty() => {
-            let queues = ctx.queues_of(env);
-            report::status(env, status::Outcome::QueuesRemain(&queues), ctx).await?;
-            // Their deletion does not wake this Environment: look again shortly.
-            return Ok(Outcome::Hold(Action::requeue(QUEUES_POLL)));
-        }
         Plan::Delete { remote } => act::delete(&conn.client, &remote).await?,
         Plan::Release { remote } => act::release(&conn.client, &remote).await?,
         Plan::Refuse(refusal) => {

@@ -146,8 +146,13 @@ impl Context {
         resync(self.resync, fastrand::f64())
     }
 
-    /// The WorkerQueues of this namespace that belong to `env` (by `spec.environmentRef`).
-    pub fn queues_of(&self, env: &Environment) -> Vec<String> {
+    /// The WorkerQueues of this namespace that belong to `env` (by `spec.environmentRef`); None
+    /// while their caches have not synced.
+    pub fn queues_of(&self, env: &Environment) -> Option<Vec<String>> {
+        use futures::FutureExt;
+        if !self.queues.iter().all(|s| matches!(s.wait_until_ready().now_or_never(), Some(Ok(())))) {
+            return None;
+        }
         let (namespace, name) = (env.namespace(), env.name_any());
         let mut names: Vec<String> = self
             .queues
@@ -158,7 +163,7 @@ impl Context {
             .map(|q| q.name_any())
             .collect();
         names.sort();
-        names
+        Some(names)
     }
 
     /// The object is gone (deleted, or no longer selected): forget it.

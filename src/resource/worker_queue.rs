@@ -50,6 +50,8 @@ pub mod limits {
         .message("metadata.name is used as the queue's name in the control plane and must be 2..50 characters; set spec.name"),
     validation = Rule::new("has(self.spec.name) || !self.metadata.name.startsWith('local-exec')")
         .message("names starting local-exec are the control plane's ephemeral queues, which it does not list; set spec.name"),
+    validation = Rule::new("has(self.spec.name) || self.metadata.name != 'default'")
+        .message("the control plane never deletes a queue named default; set spec.name"),
     validation = Rule::new("self.spec.environmentRef.name == oldSelf.spec.environmentRef.name")
         .message("spec.environmentRef cannot change: a queue cannot move between environments; create another WorkerQueue instead"),
 )]
@@ -60,11 +62,11 @@ pub struct WorkerQueueSpec {
 
     /// The queue's name in the control plane (unique per environment). Defaults to
     /// `metadata.name`. Names starting `local-exec` are the control plane's ephemeral queues,
-    /// which it does not list: not allowed here.
+    /// which it does not list, and it never deletes one named `default`: neither is allowed here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = limits::NAME_MIN, max = limits::NAME_MAX))]
-    #[x_kube(validation = Rule::new("!self.startsWith('local-exec')")
-        .message("names starting local-exec are the control plane's ephemeral queues; choose another name"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('local-exec') && self != 'default'")
+        .message("local-exec… names are the control plane's ephemeral queues, and it never deletes one named default; choose another name"))]
     pub name: Option<String>,
 
     /// Human-readable name. The control plane defaults it to the name.
@@ -145,8 +147,8 @@ pub struct WorkerQueueStatus {
     /// The control plane's status of the queue (`active`, or what was set there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_status: Option<String>,
-    /// Workers that sent a heartbeat in the last 150 s, as of the last pass (passes come at
-    /// least a minute apart once the queue is settled).
+    /// Workers that sent a heartbeat in the last 150 s, as of the last pass (a settled queue is
+    /// read once per resync interval, and on any change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_workers: Option<i64>,
     /// The queue's `max_workers` (empty: unlimited).
@@ -158,6 +160,10 @@ pub struct WorkerQueueStatus {
     /// The Secret holding the worker command, once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_secret_name: Option<String>,
+    /// The `kubiya.ai/take-over-from` value this resource took the queue with: the same value
+    /// again is not a new request. Cleared when the annotation goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over_from: Option<String>,
     /// The connection of the queue's Environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,

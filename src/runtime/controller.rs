@@ -285,9 +285,17 @@ async fn controllers(
             let environments = futures::future::join_all(
                 scopes.into_iter().map(|scope| scope.run(config, ctx.clone(), shutdown.clone())),
             );
-            let queues = futures::future::join_all(
-                queue_scopes.into_iter().map(|scope| scope.run(config, ctx.clone(), shutdown.clone())),
-            );
+            // Queues read their Environment from its cache: one not there yet is not missing.
+            let queues = async {
+                if synced(&ctx.connections.environments).await {
+                    futures::future::join_all(
+                        queue_scopes
+                            .into_iter()
+                            .map(|scope| scope.run(config, ctx.clone(), shutdown.clone())),
+                    )
+                    .await;
+                }
+            };
             futures::future::join(environments, queues).await;
         }
     };

@@ -312,3 +312,49 @@ async fn no_queue_is_taken_from_its_owner_nor_reached_from_another_namespace() {
     assert_eq!(r["settings"]["kubiya.ai/owner"]["uid"], json!(q.metadata.uid), "still ours");
     assert_eq!(bed.calls("PATCH /api/v1/worker-queues/{id}"), 0, "nothing written to it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_deleted_with_orphan_leaves_its_queues_with_it() {
+    let (bed, env_id) = with_environment("queue-env-orphan").await;
+    queues::create(&bed, "kept", queues::of(ENV)).await;
+    let id = queues::id_of(&queues::wait(&bed, "kept", "Ready", queue_ready).await);
+    bed.annotate(ENV, "kubiya.ai/deletion-policy", Some("Orphan")).await;
+    // Both deleted at once, as a prune or a namespace deletion does.
+    bed.envs.delete(ENV, &DeleteParams::default()).await.unwrap();
+    queues::api(&bed).delete("kept", &DeleteParams::default()).await.unwrap();
+    queues::wait_gone(&bed, "kept").await;
+    bed.wait_gone(ENV).await;
+    assert_eq!(bed.cp("GET", &format!("/api/v1/environments/{env_id}"), None).await.0, 200);
+    let (code, r) = queues::remote(&bed, &id).await;
+    assert_eq!(code, 200, "the queue stays with its environment");
+    assert_eq!(r["settings"]["kubiya.ai/owner"]["released"], true, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_the_control_plane_reserves_are_refused_by_the_schema() {
+    let bed = TestBed::without_operator("queue-names", ready_now()).await;
+    for (name, spec_name) in
+        [("default", None), ("x1", Some("default")), ("local-exec-1", None), ("x2", Some("local-exec"))]
+    {
+        let spec = WorkerQueueSpec { name: spec_name.map(str::to_owned), ..queues::of(ENV) };
+        let refused = queues::create_annotated(&queues::api(&bed), name, &[], spec).await;
+        assert!(
+            matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422),
+            "{name}/{spec_name:?}: {refused:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_onto_a_name_taken_in_the_environment_is_a_name_conflict_not_an_outage() {
+    let (bed, _) = with_environment("queue-rename").await;
+    queues::create(&bed, "one", queues::of(ENV)).await;
+    queues::create(&bed, "two", queues::of(ENV)).await;
+    queues::wait(&bed, "one", "Ready", queue_ready).await;
+    let id = queues::id_of(&queues::wait(&bed, "two", "Ready", queue_ready).await);
+    let patch = json!({"spec": {"name": "one"}});
+    queues::api(&bed).patch("two", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let q = queues::wait(&bed, "two", "refused", says("Stalled", "NameConflict")).await;
+    assert!(queues::message(&q).contains("\"one\""), "{}", queues::message(&q));
+    assert_eq!(queues::remote(&bed, &id).await.1["name"], "two", "not renamed");
+}
