@@ -676,7 +676,7 @@ pub(crate) fn split(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64
 /// Samples the operator's resident set size from /proc every 100 ms.
 #[derive(Default)]
 pub(crate) struct RssSampler {
-    current: AtomicU64,
+    pub(crate) current: AtomicU64,
     pub(crate) peak: AtomicU64,
 }
 

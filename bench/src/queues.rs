@@ -98,6 +98,10 @@ pub async fn queues(args: &Args, client: &Client) -> Result<Value, Failure> {
     let all_ready = t0.elapsed();
     let api_after = apiserver_requests(client).await?;
     let cp_after = emulator.calls();
+    // The steady state: what settled queues cost when nobody looks (activeWorkers included).
+    tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;
+    let cp_steady = emulator.calls();
+    let api_steady = apiserver_requests(client).await?;
     w1.abort();
     w2.abort();
     sampler.abort();
@@ -116,6 +120,13 @@ pub async fn queues(args: &Args, client: &Client) -> Result<Value, Failure> {
         .map(|(key, v)| (key.clone(), v - api_before.get(key).copied().unwrap_or(0.0)))
         .filter(|(_, v)| *v > 0.0)
         .collect();
+    let minutes = args.steady_secs as f64 / 60.0;
+    let steady_calls: BTreeMap<String, f64> = cp_steady
+        .iter()
+        .map(|(route, v)| (route.clone(), (v - cp_after.get(route).copied().unwrap_or(0)) as f64 / minutes))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    let (steady_writes, steady_reads) = split(&api_after, &api_steady);
     let report = json!({
         "environments": args.n,
         "queues_per_environment": k,
@@ -129,6 +140,11 @@ pub async fn queues(args: &Args, client: &Client) -> Result<Value, Failure> {
         "control_plane_calls_per_object": by_route.values().sum::<f64>() / per_object,
         "control_plane_calls_by_route": by_route,
         "operator_peak_rss_mib": rss.peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        "operator_settled_rss_mib": rss.current.load(Ordering::Relaxed) as f64 / 1024.0,
+        "steady_window_seconds": args.steady_secs,
+        "steady_control_plane_calls_per_minute_by_route": steady_calls,
+        "steady_apiserver_writes_per_minute": steady_writes / minutes,
+        "steady_apiserver_reads_per_minute": steady_reads / minutes,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(report)

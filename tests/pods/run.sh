@@ -269,7 +269,7 @@ one_leads_one_stands_by() {
 	a=$(readyz a) b=$(readyz b)
 	{ [ "$a" = "ok: leading" ] && [ "$b" = "ok: standby" ]; } || { [ "$a" = "ok: standby" ] && [ "$b" = "ok: leading" ]; }
 }
-all_ready() { kubectl wait --for=condition=Ready kenv --all --timeout=1s; }
+all_ready() { kubectl wait --for=condition=Ready kenv,kwq --all --timeout=1s; }
 
 # The settings of the Deployment, read from the running process from the host.
 check_process() {
@@ -392,10 +392,13 @@ play_install() {
 	esac
 	log "$name: $(pod_of "$standby") took the Lease ${handover_s}s after the leader was stopped"
 
-	# The work after the hand-over: a new Environment, and a deletion (the remote one goes too).
+	# The work after the hand-over: a new Environment, and a deletion (the remote one goes too):
+	# production and its WorkerQueue gpu, which production waits for.
 	sed 's/name: staging/name: after-handover/' deploy/examples/staging.yaml | kubectl apply -f - >/dev/null
 	kubectl delete kenv production --wait=false >/dev/null
+	kubectl delete kwq gpu --wait=false >/dev/null
 	wait_for "$name: after-handover Ready" 60 kubectl wait --for=condition=Ready kenv/after-handover --timeout=1s
+	wait_for "$name: gpu deleted" 60 kubectl wait --for=delete kwq/gpu --timeout=1s
 	wait_for "$name: production deleted" 60 kubectl wait --for=delete kenv/production --timeout=1s
 	metrics "$standby" | grep -qx 'kubiya_operator_leader 1' || fail "$name: the new leader's /metrics"
 	check_process "$standby"
