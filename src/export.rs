@@ -368,7 +368,16 @@ pub async fn run(
     let _ = writeln!(err, "{} found", remotes.len());
     let mut queues = BTreeMap::new();
     for r in remotes.iter().filter(|r| manifest(r, opts).is_ok()) {
-        queues.insert(r.id.clone(), client.list_queues(&r.id).await?);
+        // One environment whose queues cannot be listed (the real server answers 500 once a
+        // queue's tags or settings were set to null) costs its queues, not the export.
+        match client.list_queues(&r.id).await {
+            Ok(of_env) => {
+                queues.insert(r.id.clone(), of_env);
+            }
+            Err(e) => {
+                let _ = writeln!(err, "skipped the queues of {:?}: listing them failed: {e}", r.name);
+            }
+        }
     }
     let (text, summary) = match render(&remotes, &queues, opts, json) {
         Ok(done) => done,

@@ -1,6 +1,7 @@
 //! The WorkerQueue controllers, one per watched scope like the Environment controllers, sharing
 //! their context. An Environment's status change wakes its queues (a queue waits for its
-//! Environment to be Ready); connection changes reach them through their Environment. Without
+//! Environment to be Ready), as do their worker Secrets' and their Environments' connections'
+//! changes. Without
 //! the WorkerQueue CRD (an upgrade that did not apply it) the kind is served as empty.
 
 use std::sync::Arc;
@@ -74,9 +75,11 @@ impl Scope {
         let environment_changes = environment_changes(&ctx, store.clone());
         let secret_changes = received(ctx.queue_secret_changes.subscribe())
             .map(|(namespace, name)| ObjectRef::<GuardedQueue>::new(&name).within(&namespace));
+        let connection_changes = connection_changes(&ctx, store.clone());
         Controller::for_stream(changes, store)
             .reconcile_on(environment_changes)
             .reconcile_on(secret_changes)
+            .reconcile_on(connection_changes)
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(shutdown)
             .run(queue::reconcile, queue::error_policy, ctx)
@@ -99,8 +102,36 @@ impl Scope {
     }
 }
 
+/// The queues of `store` whose Environment uses a connection whose state or key changed: a
+/// queue waiting for its connection (a deletion, say) goes on without an edit.
+fn connection_changes(
+    ctx: &Context,
+    store: Store<GuardedQueue>,
+) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
+    let registry = ctx.connections.clone();
+    received(registry.subscribe()).flat_map(move |key| {
+        let users: std::collections::HashSet<(String, String)> = registry
+            .environments
+            .iter()
+            .flat_map(|s| registry.users_in(s, &key))
+            .map(|r| (r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        let queues: Vec<ObjectRef<GuardedQueue>> = store
+            .state()
+            .iter()
+            .filter(|q| {
+                q.decoded().is_some_and(|q| {
+                    users.contains(&(q.namespace().unwrap_or_default(), q.spec.environment_ref.name.clone()))
+                })
+            })
+            .map(|q| ObjectRef::from_obj(q.as_ref()))
+            .collect();
+        futures::stream::iter(queues)
+    })
+}
+
 /// What `rx` receives, as a stream.
-fn received(rx: Receiver<(String, String)>) -> impl Stream<Item = (String, String)> {
+fn received<T: Clone + Send + 'static>(rx: Receiver<T>) -> impl Stream<Item = T> + use<T> {
     futures::stream::unfold(rx, |mut rx| async move {
         loop {
             match rx.recv().await {
