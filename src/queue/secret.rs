@@ -6,14 +6,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Resource, ResourceExt};
 
 use super::error::Error;
 use crate::controlplane::{self, QueueCommand, RemoteQueue};
 use crate::k8s::{self, Op, events};
-use crate::reconcile::worker_secret::{DATA_HASH, MANAGED_BY, bytes, controller, data_hash, is_untouched};
+use crate::reconcile::worker_secret::{
+    DATA_HASH, MANAGED_BY, bytes, controller, data_hash, delete_controlled, is_untouched,
+};
 use crate::resource::{MANAGER, WorkerQueue};
 
 pub const QUEUE_ID_KEY: &str = "KUBIYA_QUEUE_ID";
@@ -117,19 +119,8 @@ pub async fn ensure(
 pub async fn withdraw(queue: &WorkerQueue, kube: &kube::Client, recorder: &Recorder) -> Result<(), Error> {
     let Some(name) = queue.status.as_ref().and_then(|s| s.worker_secret_name.clone()) else { return Ok(()) };
     let ns = queue.namespace().ok_or(Error::Unnamed)?;
-    let api: Api<Secret> = Api::namespaced(kube.clone(), &ns);
-    let Some(secret) = api.get_opt(&name).await.map_err(k8s::failed(Op::ReadSecret))? else { return Ok(()) };
-    if !is_owned(&secret, queue) {
+    if !delete_controlled(kube, &ns, &name, queue.uid().as_deref()).await? {
         return Ok(());
-    }
-    let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: secret.uid(), resource_version: None }),
-        ..Default::default()
-    };
-    match api.delete(&name, &params).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
-        Err(source) => return Err(k8s::Error::new(Op::DeleteSecret, source).into()),
     }
     let note = format!("deleted worker Secret {name}: this resource no longer manages its queue");
     events::publish(recorder, queue, EventType::Warning, "WorkerSecretDeleted", note).await;

@@ -206,20 +206,8 @@ pub async fn ensure(
 pub async fn withdraw(env: &Environment, ctx: &Context) -> Result<(), Error> {
     let Some(name) = env.status.as_ref().and_then(|s| s.worker_secret_name.clone()) else { return Ok(()) };
     let ns = env.namespace().ok_or(Error::Unnamed)?;
-    let api: Api<Secret> = Api::namespaced(ctx.kube.clone(), &ns);
-    let Some(secret) = api.get_opt(&name).await.map_err(k8s::failed(Op::ReadSecret))? else { return Ok(()) };
-    if !is_owned(&secret, env) {
+    if !delete_controlled(&ctx.kube, &ns, &name, env.uid().as_deref()).await? {
         return Ok(());
-    }
-    // Only that Secret: not one written under the same name since.
-    let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: secret.uid(), resource_version: None }),
-        ..Default::default()
-    };
-    match api.delete(&name, &params).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return Ok(()),
-        Err(source) => return Err(k8s::Error::new(Op::DeleteSecret, source).into()),
     }
     tracing::info!(secret = %name, "deleted the worker Secret: no longer the environment's owner");
     let note = format!(
@@ -228,6 +216,32 @@ pub async fn withdraw(env: &Environment, ctx: &Context) -> Result<(), Error> {
     );
     events::publish(&ctx.recorder, env, EventType::Warning, "WorkerSecretDeleted", note).await;
     Ok(())
+}
+
+/// Deletes the Secret `namespace/name` if the object of UID `owner` controls it; whether it did.
+/// Only that Secret: not one written under the same name since (a UID precondition).
+pub(crate) async fn delete_controlled(
+    kube: &kube::Client,
+    namespace: &str,
+    name: &str,
+    owner: Option<&str>,
+) -> Result<bool, k8s::Error> {
+    let api: Api<Secret> = Api::namespaced(kube.clone(), namespace);
+    let Some(secret) = api.get_opt(name).await.map_err(k8s::failed(Op::ReadSecret))? else {
+        return Ok(false);
+    };
+    if owner.is_none() || controller(&secret).map(|o| o.uid.as_str()) != owner {
+        return Ok(false);
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: secret.uid(), resource_version: None }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(source) => Err(k8s::Error::new(Op::DeleteSecret, source)),
+    }
 }
 
 /// Stable for a given build (std's SipHash with fixed keys): an upgrade may rewrite each Secret

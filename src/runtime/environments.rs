@@ -13,7 +13,6 @@ use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::broadcast::error::RecvError;
 use tracing::warn;
 
 use crate::config::Config;
@@ -146,17 +145,8 @@ fn connection_changes(
     store: Store<Guarded>,
 ) -> impl Stream<Item = ObjectRef<Guarded>> + use<> {
     let registry = ctx.connections.clone();
-    let changes = futures::stream::unfold(registry.subscribe(), |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(key) => return Some((key, rx)),
-                // Too many at once: some were missed, which the resync catches up with.
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    });
-    changes.flat_map(move |key| futures::stream::iter(registry.users_in(&store, &key)))
+    super::received(registry.subscribe())
+        .flat_map(move |key| futures::stream::iter(registry.users_in(&store, &key)))
 }
 
 /// Marks the probe ready once every cache has synced.

@@ -11,8 +11,6 @@ use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, ResourceExt};
-use tokio::sync::broadcast::Receiver;
-use tokio::sync::broadcast::error::RecvError;
 use tracing::warn;
 
 use crate::config::Config;
@@ -73,7 +71,7 @@ impl Scope {
             .applied_objects()
             .predicate_filter(super::environments::user_intent, Default::default());
         let environment_changes = environment_changes(&ctx, store.clone());
-        let secret_changes = received(ctx.queue_secret_changes.subscribe())
+        let secret_changes = super::received(ctx.queue_secret_changes.subscribe())
             .map(|(namespace, name)| ObjectRef::<GuardedQueue>::new(&name).within(&namespace));
         let connection_changes = connection_changes(&ctx, store.clone());
         Controller::for_stream(changes, store)
@@ -109,7 +107,7 @@ fn connection_changes(
     store: Store<GuardedQueue>,
 ) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
     let registry = ctx.connections.clone();
-    received(registry.subscribe()).flat_map(move |key| {
+    super::received(registry.subscribe()).flat_map(move |key| {
         let users: std::collections::HashSet<(String, String)> = registry
             .environments
             .iter()
@@ -130,37 +128,25 @@ fn connection_changes(
     })
 }
 
-/// What `rx` receives, as a stream.
-fn received<T: Clone + Send + 'static>(rx: Receiver<T>) -> impl Stream<Item = T> + use<T> {
-    futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(item) => return Some((item, rx)),
-                // Too many at once: some were missed, which the resync catches up with.
-                Err(RecvError::Lagged(_)) => continue,
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    })
-}
-
 /// The queues of `store` whose Environment's status changed, as it changes.
 fn environment_changes(
     ctx: &Context,
     store: Store<GuardedQueue>,
 ) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
-    received(ctx.environment_changes.subscribe()).flat_map(move |(namespace, name): (String, String)| {
-        let queues: Vec<ObjectRef<GuardedQueue>> = store
-            .state()
-            .iter()
-            .filter(|q| {
-                q.decoded().is_some_and(|q| {
-                    q.namespace().as_deref() == Some(namespace.as_str())
-                        && q.spec.environment_ref.name == name
+    super::received(ctx.environment_changes.subscribe()).flat_map(
+        move |(namespace, name): (String, String)| {
+            let queues: Vec<ObjectRef<GuardedQueue>> = store
+                .state()
+                .iter()
+                .filter(|q| {
+                    q.decoded().is_some_and(|q| {
+                        q.namespace().as_deref() == Some(namespace.as_str())
+                            && q.spec.environment_ref.name == name
+                    })
                 })
-            })
-            .map(|q| ObjectRef::from_obj(q.as_ref()))
-            .collect();
-        futures::stream::iter(queues)
-    })
+                .map(|q| ObjectRef::from_obj(q.as_ref()))
+                .collect();
+            futures::stream::iter(queues)
+        },
+    )
 }
