@@ -135,20 +135,15 @@ async fn failure(obj: &GuardedQueue, error: &Error, ctx: &Context) {
     let written = match &obj.0 {
         _ if matches!(error, Error::Kube(k8s::Error { op: k8s::Op::WriteStatus, .. })) => Ok(()),
         Ok(queue) => apply::report(queue, status::Outcome::Failed(error), ctx).await,
+        // The same fields as an undecodable Environment's status.
         Err(_) => {
             let now = Time(Timestamp::now());
-            let verdict = k8s::conditions::Kstatus::new(
-                k8s::conditions::Readiness::False,
-                false,
-                true,
-                error.reason(),
-                message.clone(),
-            );
-            let patch = serde_json::json!({"status": {
-                "phase": "Error", "message": message, "observedGeneration": obj.meta().generation,
-                "conditions": verdict.conditions(&[], obj.meta().generation, &now),
-            }});
-            apply::write(obj, ctx, patch).await
+            apply::write(
+                obj,
+                ctx,
+                crate::reconcile::status::undecodable(obj.meta().generation, &message, &now),
+            )
+            .await
         }
     };
     if let Err(e) = written {

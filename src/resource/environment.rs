@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ConnectionRef, DELETION_POLICY_ANNOTATION, PAUSED_ANNOTATION};
+use super::{ConnectionRef, object};
 
 /// The limits of the Environment schema, in one place: the CRD enforces them and `export` checks
 /// remote environments against them.
@@ -294,34 +294,27 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 impl Environment {
     /// The control-plane name: `spec.name`, else `metadata.name`.
     pub fn remote_name(&self) -> &str {
-        self.spec.name.as_deref().or(self.metadata.name.as_deref()).unwrap_or_default()
+        object::remote_name(&self.metadata, self.spec.name.as_deref())
     }
 
     /// The value of one of our annotations.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+        object::annotation(&self.metadata, key)
     }
 
     /// Whether `kubiya.ai/paused: "true"` is set.
     pub fn is_paused(&self) -> bool {
-        self.annotation(PAUSED_ANNOTATION) == Some("true")
+        object::is_paused(&self.metadata)
     }
 
     /// The deletion policy in force: the annotation, else the spec.
     pub fn deletion_policy(&self) -> DeletionPolicy {
-        match self.annotation(DELETION_POLICY_ANNOTATION) {
-            Some("Orphan") => DeletionPolicy::Orphan,
-            Some("Delete") => DeletionPolicy::Delete,
-            _ => self.spec.deletion_policy,
-        }
+        object::deletion_policy(&self.metadata, self.spec.deletion_policy)
     }
 
     /// The worker Secret's name: `spec.workerSecret.name`, else `<metadata.name>-worker`.
     pub fn worker_secret_name(&self) -> String {
-        match &self.spec.worker_secret {
-            Some(r) => r.name.clone(),
-            None => format!("{}-worker", self.metadata.name.as_deref().unwrap_or_default()),
-        }
+        object::worker_secret_name(&self.metadata, self.spec.worker_secret.as_ref())
     }
 }
 

@@ -5,6 +5,7 @@
 mod connection;
 mod environment;
 mod guard;
+mod object;
 mod worker_queue;
 
 pub use connection::*;

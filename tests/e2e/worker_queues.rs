@@ -358,3 +358,27 @@ async fn a_rename_onto_a_name_taken_in_the_environment_is_a_name_conflict_not_an
     assert!(queues::message(&q).contains("\"one\""), "{}", queues::message(&q));
     assert_eq!(queues::remote(&bed, &id).await.1["name"], "two", "not renamed");
 }
+
+/// A queue nested too deep to decode (the API server takes it; no schema bounds the depth) is
+/// reported and stops no other queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_cannot_be_decoded_is_reported_and_stops_no_other() {
+    let (bed, _) = with_environment("queue-deep").await;
+    let settings = (0..200).fold(json!(1), |inner, _| json!({ "a": inner }));
+    let deep = json!({"apiVersion": "kubiya.ai/v1alpha1", "kind": "WorkerQueue", "metadata": {"name": "deep"},
+        "spec": {"environmentRef": {"name": ENV}, "settings": settings}});
+    let path = format!("/apis/kubiya.ai/v1alpha1/namespaces/{}/workerqueues", bed.namespace);
+    let post = http::Request::post(&path)
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&deep).unwrap())
+        .unwrap();
+    bed.client.request_text(post).await.expect("the API server accepts it");
+    queues::create(&bed, "fine", queues::of(ENV)).await;
+    queues::wait(&bed, "fine", "Ready", queue_ready).await;
+    // Read as text: decoding it is the very thing that fails.
+    wait_until("the undecodable queue reported InvalidSpec", || async {
+        let get = http::Request::get(format!("{path}/deep")).body(Vec::new()).unwrap();
+        bed.client.request_text(get).await.is_ok_and(|t| t.contains("\"reason\":\"InvalidSpec\""))
+    })
+    .await;
+}
