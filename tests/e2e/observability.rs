@@ -54,9 +54,11 @@ async fn the_named_series_move_and_the_dashboard_and_alerts_use_only_exported_on
     let (code, _) =
         bed.cp("PATCH", &format!("/api/v1/environments/{id}"), Some(json!({"description": "by hand"}))).await;
     assert_eq!(code, 200);
-    wait_until("the drift to be corrected", || async {
-        metric_sum(&bed.metrics().await, "kubiya_operator_drift_corrections_total{field=\"description\"}")
-            >= 1.0
+    // The phase gauge is read from the caches, one watch event behind the API server: wait for it too.
+    wait_until("the drift to be corrected and the Ready gauge to count 3", || async {
+        let metrics = bed.metrics().await;
+        metric_sum(&metrics, "kubiya_operator_drift_corrections_total{field=\"description\"}") >= 1.0
+            && metric_sum(&metrics, "kubiya_operator_environments{phase=\"Ready\"}") == 3.0
     })
     .await;
     let after = bed.metrics().await;

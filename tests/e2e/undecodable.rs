@@ -61,8 +61,12 @@ async fn an_environment_nested_too_deep_to_decode_never_stops_the_others_across_
     assert!(bed.remote_named("ok-000").is_none(), "deleted remotely");
     bed.create("after", EnvironmentSpec::default()).await;
     bed.wait_for("after", "Ready", is_ready).await;
-    let ready = metric_sum(&bed.metrics().await, "kubiya_operator_environments{phase=\"Ready\"}");
-    assert_eq!(ready, OTHERS as f64, "{OTHERS} Ready: 99 left and the new one");
+    // The phase gauge is read from the caches, which follow the API server by a watch event: wait
+    // for it rather than read it once.
+    let ready = || async {
+        metric_sum(&bed.metrics().await, "kubiya_operator_environments{phase=\"Ready\"}") == OTHERS as f64
+    };
+    wait_until("the Ready gauge to count 99 left and the new one", ready).await;
 
     // And the undecodable one can be deleted.
     bed.envs.delete("deep", &DeleteParams::default()).await.unwrap();
