@@ -89,6 +89,8 @@ The operator is running. Try:
   kubectl describe kenv production
   kubectl get secret production-worker -o jsonpath='{.data.KUBIYA_WORKER_COMMAND}' | base64 -d; echo
   kubectl get secret gpu-worker -o jsonpath='{.data.KUBIYA_WORKER_COMMAND}' | base64 -d; echo   # today's CLI
+  kubectl patch secret production-db -p '{"stringData":{"password":"rotated"}}'   # reaches production, no edit
+  kubectl get events --field-selector involvedObject.name=production   # "updated execution_environment", no value
   kubectl delete kenv staging
   kubectl describe kconn team-b          # organisation, Environments using it
   kubectl label namespace default kubiya.ai/org=acme   # the ClusterConnection acme may now serve it

@@ -59,8 +59,8 @@ pub enum ExportError {
     Url(String),
     #[error("cannot use the control plane")]
     Client(#[source] controlplane::BuildError),
-    #[error("listing the environments failed")]
-    List(#[source] controlplane::Error),
+    #[error(transparent)]
+    Run(#[from] export::Error),
 }
 
 /// `kubiya-operator export`.
@@ -88,8 +88,9 @@ async fn try_export(args: ExportArgs) -> Result<(), ExportError> {
         },
         include_managed: args.include_managed,
         include_default: args.include_default,
+        env_to_secrets: args.env_to_secrets,
     };
-    export::run(&client, &opts, args.output == ExportFormat::Json).await.map_err(ExportError::List)?;
+    export::run(&client, &opts, args.output == ExportFormat::Json, args.secrets_out.as_deref()).await?;
     Ok(())
 }
 

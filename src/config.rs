@@ -205,6 +205,17 @@ pub struct ExportArgs {
     #[arg(long, short = 'o', value_enum, default_value_t = ExportFormat::Yaml)]
     pub output: ExportFormat,
 
+    /// Write the values of env vars whose names look secret (PASSWORD, PASSWD, TOKEN, SECRET,
+    /// KEY, CREDENTIAL) to Secret manifests in this file (mode 0600, never the Git output), and
+    /// reference them with `env[].valueFrom`. Without it, an export that finds such env vars
+    /// fails and prints nothing.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_out: Option<std::path::PathBuf>,
+
+    /// Move every env var's value to the Secret manifests, not only those that look secret.
+    #[arg(long, requires = "secrets_out")]
+    pub env_to_secrets: bool,
+
     /// Timeout of one control-plane request.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,

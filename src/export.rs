@@ -5,6 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::Secret;
 
 use kube::api::ObjectMeta;
 use serde_json::Value;
@@ -13,9 +16,9 @@ use crate::controlplane::{self, RemoteEnvironment, RemoteQueue};
 use crate::reconcile::desired::set;
 use crate::reconcile::ownership::{Marker, OWNER_KEY};
 use crate::resource::{
-    ADOPT_ANNOTATION, DeletionPolicy, Environment, EnvironmentRef, EnvironmentSpec, ExecutionEnvironment,
-    ManagementPolicy, QUEUE_ADOPT_ANNOTATION, RemoteState, WorkerQueue, WorkerQueueSpec, limits,
-    queue_limits,
+    ADOPT_ANNOTATION, DeletionPolicy, EnvVar, EnvVarSource, Environment, EnvironmentRef, EnvironmentSpec,
+    ExecutionEnvironment, ManagementPolicy, QUEUE_ADOPT_ANNOTATION, RemoteState, SecretKeySelector,
+    WorkerQueue, WorkerQueueSpec, limits, queue_limits,
 };
 
 /// What the manifests say beyond the remote environments themselves.
@@ -26,6 +29,8 @@ pub struct Options {
     pub deletion_policy: DeletionPolicy,
     pub include_managed: bool,
     pub include_default: bool,
+    /// Every env var's value goes to a Secret manifest, not only those that look secret.
+    pub env_to_secrets: bool,
 }
 
 /// Why an environment was left out.
@@ -55,6 +60,8 @@ pub fn manifest(remote: &RemoteEnvironment, opts: &Options) -> Result<Environmen
     let exec = &remote.execution_environment;
     let execution_environment = ExecutionEnvironment {
         env_vars: exec.env_vars.clone(),
+        env: Vec::new(),
+        env_from: Vec::new(),
         secrets: set(&exec.secrets),
         integration_ids: set(&exec.integration_ids),
         mcp_servers: Some(exec.mcp_servers.clone()).filter(|m| !m.is_empty()),
@@ -212,10 +219,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// Writes `text` to `path`, readable by its owner only (created so: never readable by others,
+/// not even for a moment).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
+}
+
 /// What the export did, for the summary on stderr.
 #[derive(Debug, Default)]
 pub struct Summary {
     pub written: usize,
+    /// Env vars whose values went to a Secret manifest: (remote name, Secret, variables).
+    pub moved: Vec<(String, String, Vec<String>)>,
     /// WorkerQueue manifests written.
     pub queues_written: usize,
     pub skipped: Vec<(String, Skipped)>,
@@ -234,19 +252,89 @@ fn nulls(v: &Value, path: &str, found: &mut Vec<String>) {
     }
 }
 
+/// Whether an env var's name says that its value is a secret (case-insensitive).
+pub fn looks_secret(name: &str) -> bool {
+    const WORDS: [&str; 6] = ["PASSWORD", "PASSWD", "TOKEN", "SECRET", "KEY", "CREDENTIAL"];
+    let upper = name.to_ascii_uppercase();
+    WORDS.iter().any(|w| upper.contains(w))
+}
+
+/// Moves the env vars of `env` whose names look secret (every one, with `all`) into a Secret
+/// manifest `<name>-env` of the same namespace, which `env` then references (`env[].valueFrom`):
+/// the Environment's manifest carries none of their values. None when nothing moved.
+pub fn split_secrets(env: &mut Environment, all: bool) -> Option<Secret> {
+    let secret_name = format!("{}-env", env.metadata.name.as_deref().unwrap_or_default());
+    let exec = env.spec.execution_environment.as_mut()?;
+    let (moved, kept): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        std::mem::take(&mut exec.env_vars).into_iter().partition(|(k, _)| all || looks_secret(k));
+    exec.env_vars = kept;
+    if moved.is_empty() {
+        return None;
+    }
+    exec.env = moved
+        .keys()
+        .map(|name| EnvVar {
+            name: name.clone(),
+            value_from: EnvVarSource {
+                secret_key_ref: SecretKeySelector { name: secret_name.clone(), key: name.clone() },
+            },
+        })
+        .collect();
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name),
+            namespace: env.metadata.namespace.clone(),
+            ..Default::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        string_data: Some(moved),
+        ..Default::default()
+    })
+}
+
+/// What [`render`] made: the manifests for Git, and the Secret manifests that must not go there.
+#[derive(Debug)]
+pub struct Rendered {
+    pub text: String,
+    /// The Secret manifests, in the same format; None when no value was moved.
+    pub secrets: Option<String>,
+    pub summary: Summary,
+}
+
+/// Values as multi-document YAML, or a JSON `List`.
+fn documents(values: &[Value], json: bool) -> Result<String, serde_json::Error> {
+    Ok(if json {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values});
+        serde_json::to_string_pretty(&list)? + "\n"
+    } else {
+        values.iter().map(yaml).collect::<Vec<_>>().join("---\n")
+    })
+}
+
 /// The manifests of `remotes` as multi-document YAML, or a JSON `List`; sorted by name, each
 /// Environment followed by the WorkerQueues of its environment (`queues`, by environment id).
+/// Env var values that look secret (all, with `env_to_secrets`) go to Secret manifests apart.
 pub fn render(
     remotes: &[RemoteEnvironment],
     queues: &BTreeMap<String, Vec<RemoteQueue>>,
     opts: &Options,
     json: bool,
-) -> Result<(String, Summary), serde_json::Error> {
+) -> Result<Rendered, serde_json::Error> {
     let mut summary = Summary::default();
     let mut envs = Vec::new();
+    let mut secrets = Vec::new();
     for r in remotes {
         match manifest(r, opts) {
-            Ok(env) => {
+            Ok(mut env) => {
+                if let Some(secret) = split_secrets(&mut env, opts.env_to_secrets) {
+                    let vars = secret.string_data.iter().flat_map(|d| d.keys().cloned()).collect();
+                    summary.moved.push((
+                        r.name.clone(),
+                        secret.metadata.name.clone().unwrap_or_default(),
+                        vars,
+                    ));
+                    secrets.push(serde_json::to_value(&secret)?);
+                }
                 let mut found = Vec::new();
                 nulls(&Value::Object(r.settings.clone()), "settings", &mut found);
                 nulls(
@@ -284,13 +372,8 @@ pub fn render(
             values.push(serde_json::to_value(q)?);
         }
     }
-    let text = if json {
-        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": values});
-        serde_json::to_string_pretty(&list)? + "\n"
-    } else {
-        values.iter().map(yaml).collect::<Vec<_>>().join("---\n")
-    };
-    Ok((text, summary))
+    let secrets = if secrets.is_empty() { None } else { Some(documents(&secrets, json)?) };
+    Ok(Rendered { text: documents(&values, json)?, secrets, summary })
 }
 
 /// `v` as block YAML that every YAML reader takes the same way. kubectl reads YAML 1.1, where a
@@ -355,16 +438,38 @@ fn is_plain_word(s: &str) -> bool {
         && !SPECIAL.contains(&s.to_ascii_lowercase().as_str())
 }
 
-/// Lists the organisation's environments and prints their manifests on stdout; progress and the
-/// summary on stderr.
+/// Why an export printed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listing the environments failed")]
+    List(#[source] controlplane::Error),
+    #[error(
+        "env vars whose names look secret would be written into the manifests: {}; pass \
+         --secrets-out FILE to write their values to Secret manifests there instead (referenced \
+         with valueFrom); nothing was printed",
+        .0.join(", ")
+    )]
+    SecretsInline(Vec<String>),
+    #[error("cannot write the Secret manifests to {path}")]
+    WriteSecrets {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Lists the organisation's environments and prints their manifests on stdout, the Secret
+/// manifests of the values moved out of them to `secrets_out` (written first: the Git output
+/// never appears without them); progress and the summary on stderr.
 pub async fn run(
     client: &controlplane::Client,
     opts: &Options,
     json: bool,
-) -> Result<Summary, controlplane::Error> {
+    secrets_out: Option<&Path>,
+) -> Result<Summary, Error> {
     let mut err = std::io::stderr();
     let _ = writeln!(err, "listing the environments of {} …", client.base_url());
-    let remotes = client.list(None).await?;
+    let remotes = client.list(None).await.map_err(Error::List)?;
     let _ = writeln!(err, "{} found", remotes.len());
     let mut queues = BTreeMap::new();
     for r in remotes.iter().filter(|r| manifest(r, opts).is_ok()) {
@@ -379,13 +484,27 @@ pub async fn run(
             }
         }
     }
-    let (text, summary) = match render(&remotes, &queues, opts, json) {
-        Ok(done) => done,
-        Err(source) => {
-            return Err(controlplane::Error::Decode { method: "GET", route: "/api/v1/environments", source });
+    let Rendered { text, secrets, summary } = render(&remotes, &queues, opts, json).map_err(|source| {
+        Error::List(controlplane::Error::Decode { method: "GET", route: "/api/v1/environments", source })
+    })?;
+    // The file says what this export moved: empty when nothing was.
+    match secrets_out {
+        Some(path) => write_private(path, secrets.as_deref().unwrap_or_default())
+            .map_err(|source| Error::WriteSecrets { path: path.display().to_string(), source })?,
+        None if secrets.is_some() => {
+            let named = summary
+                .moved
+                .iter()
+                .flat_map(|(env, _, vars)| vars.iter().map(move |v| format!("{v} of {env:?}")));
+            return Err(Error::SecretsInline(named.collect()));
         }
-    };
+        None => {}
+    }
     print!("{text}");
+    for (env, secret, vars) in &summary.moved {
+        let to = secrets_out.map(|p| p.display().to_string()).unwrap_or_default();
+        let _ = writeln!(err, "moved {} of {env:?} to Secret {secret} in {to}", vars.join(", "));
+    }
     let _ = writeln!(
         err,
         "wrote {} Environment and {} WorkerQueue manifest(s)",
@@ -425,6 +544,7 @@ mod tests {
             deletion_policy: DeletionPolicy::Orphan,
             include_managed: false,
             include_default: false,
+            env_to_secrets: false,
         }
     }
 
@@ -476,10 +596,70 @@ mod tests {
             namespace: "imported".into(),
             name: env.metadata.name.clone().unwrap(),
         };
-        let desired = crate::reconcile::desired::desired(&env, &owner);
+        let plain = env.spec.execution_environment.clone().unwrap_or_default().env_vars;
+        let desired = crate::reconcile::desired::desired(&env, &owner, plain);
         let changes = crate::reconcile::desired::diff(&desired, &r);
         assert_eq!(changes.names(), "settings");
         assert!(changes.only_the_marker(&r.settings));
+    }
+
+    #[test]
+    fn values_that_look_secret_go_to_a_secret_apart_and_the_operator_would_send_the_same() {
+        let r = remote(json!({
+            "id": "id-1", "name": "db", "status": "ready",
+            "execution_environment": {"env_vars": {"DB_PASSWORD": "hunter2", "api_key": "k-1", "LOG": "debug"}},
+        }));
+        let Rendered { text, secrets, summary } =
+            render(std::slice::from_ref(&r), &BTreeMap::new(), &opts(), false).unwrap();
+        assert!(!text.contains("hunter2") && !text.contains("k-1"), "{text}");
+        assert!(text.contains("LOG: debug"), "{text}");
+        let secrets = secrets.expect("a Secret manifest");
+        assert!(
+            secrets.contains("hunter2") && secrets.contains("k-1") && !secrets.contains("debug"),
+            "{secrets}"
+        );
+        assert_eq!(
+            summary.moved,
+            [("db".to_owned(), "db-env".to_owned(), vec!["DB_PASSWORD".to_owned(), "api_key".to_owned()])]
+        );
+
+        // Applied together, the operator resolves the references to what the server holds.
+        let env: Environment = serde_yaml_ng::from_str(&text).unwrap();
+        let secret: Secret = serde_yaml_ng::from_str(&secrets).unwrap();
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("imported"));
+        let data = secret
+            .string_data
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())));
+        let read = BTreeMap::from([("db-env".to_owned(), Some(data.collect()))]);
+        let exec = env.spec.execution_environment.clone().unwrap();
+        let vars = crate::reconcile::env_vars::merge(&exec, &read).unwrap();
+        assert_eq!(vars, r.execution_environment.env_vars);
+
+        // Every value, when asked; none moved, no Secret.
+        let all = render(
+            std::slice::from_ref(&r),
+            &BTreeMap::new(),
+            &Options { env_to_secrets: true, ..opts() },
+            false,
+        )
+        .unwrap();
+        assert!(!all.text.contains("debug") && all.secrets.unwrap().contains("debug"));
+        let plain = remote(json!({"id": "2", "name": "plain", "status": "ready",
+            "execution_environment": {"env_vars": {"LOG": "debug"}}}));
+        assert!(render(&[plain], &BTreeMap::new(), &opts(), false).unwrap().secrets.is_none());
+        for (name, secret) in [
+            ("PGPASSWD", true),
+            ("Session_Token", true),
+            ("CREDENTIALS_FILE", true),
+            ("SSH_KEY", true),
+            ("client_secret", true),
+            ("REGION", false),
+            ("LOG_LEVEL", false),
+        ] {
+            assert_eq!(looks_secret(name), secret, "{name}");
+        }
     }
 
     #[test]
@@ -529,15 +709,15 @@ mod tests {
             remote(json!({"id": "2", "name": "zeta", "status": "ready"})),
             remote(json!({"id": "1", "name": "alpha", "status": "ready"})),
         ];
-        let (yaml, summary) = render(&rs, &BTreeMap::new(), &opts(), false).unwrap();
+        let Rendered { text: yaml, summary, .. } = render(&rs, &BTreeMap::new(), &opts(), false).unwrap();
         assert_eq!(summary.written, 2);
         assert!(yaml.find("name: alpha").unwrap() < yaml.find("name: zeta").unwrap());
-        assert_eq!(render(&rs, &BTreeMap::new(), &opts(), false).unwrap().0, yaml);
-        let (json, _) = render(&rs, &BTreeMap::new(), &opts(), true).unwrap();
+        assert_eq!(render(&rs, &BTreeMap::new(), &opts(), false).unwrap().text, yaml);
+        let json = render(&rs, &BTreeMap::new(), &opts(), true).unwrap().text;
         let with_null = vec![remote(
             json!({"id": "3", "name": "nully", "status": "ready", "settings": {"a": {"b": [null]}}}),
         )];
-        let (_, summary) = render(&with_null, &BTreeMap::new(), &opts(), false).unwrap();
+        let summary = render(&with_null, &BTreeMap::new(), &opts(), false).unwrap().summary;
         assert_eq!(summary.written, 1);
         assert!(summary.caveats[0].1.contains("settings.a.b[0]"), "{:?}", summary.caveats);
         let list: Value = serde_json::from_str(&json).unwrap();
@@ -561,7 +741,7 @@ mod tests {
                 queue(json!({"id": "q3", "environment_id": "e1", "name": "mine", "settings": marker})),
             ],
         )]);
-        let (text, summary) = render(&rs, &queues, &opts(), true).unwrap();
+        let Rendered { text, summary, .. } = render(&rs, &queues, &opts(), true).unwrap();
         assert_eq!((summary.written, summary.queues_written), (1, 2));
         assert!(
             matches!(&summary.skipped[..], [(name, Skipped::Managed(_))] if name == "prod/mine"),

@@ -711,6 +711,7 @@ fn spec() -> impl Strategy<Value = EnvironmentSpec> {
             secrets,
             integration_ids,
             mcp_servers: mcp.map(|kv| kv.into_iter().collect::<Map<_, _>>()),
+            ..Default::default()
         });
     (
         prop::option::of("\\PC{2,100}"),
@@ -769,7 +770,8 @@ proptest! {
             namespace: "ns".into(),
             name: "fuzz".into(),
         };
-        let desired = desired::desired(&env, &owner);
+        let plain = env.spec.execution_environment.clone().unwrap_or_default().env_vars;
+        let desired = desired::desired(&env, &owner, plain);
         let body = serde_json::to_value(&desired).unwrap();
         prop_assert!(body.get("status").is_none(), "a create never carries the enabled state");
         let mut remote = stored(&body);

@@ -6,6 +6,7 @@
 pub enum Op {
     ReadNamespace,
     ReadSecret,
+    ReadEnvSecret,
     WriteSecret,
     DeleteSecret,
     ReadOwner,
@@ -20,6 +21,7 @@ impl Op {
         match self {
             Op::ReadNamespace => "reading the namespace",
             Op::ReadSecret => "reading the Secret",
+            Op::ReadEnvSecret => "reading a Secret named in spec.executionEnvironment",
             Op::WriteSecret => "writing the worker Secret",
             Op::DeleteSecret => "deleting the worker Secret",
             Op::ReadOwner => "checking whether the object named in the owner marker still exists",
@@ -34,6 +36,7 @@ impl Op {
         match self {
             Op::ReadNamespace => "read_namespace",
             Op::ReadSecret => "read_secret",
+            Op::ReadEnvSecret => "read_env_secret",
             Op::WriteSecret => "write_secret",
             Op::DeleteSecret => "delete_secret",
             Op::ReadOwner => "read_owner",

@@ -12,7 +12,7 @@ use super::error::Error;
 use super::locate::{self, Asked, Located, Looking, Search};
 use super::ownership::{Claim, Liveness, Owner, Route};
 use super::status::{self, Outcome, Seen};
-use super::{act, report, worker_secret};
+use super::{act, env_vars, report, worker_secret};
 use crate::connection::ResolvedConnection;
 use crate::controlplane::{RemoteEnvironment, sanitize};
 use crate::k8s::events;
@@ -37,15 +37,20 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     if env.status.is_none() && ctx.known_id(env).is_none() {
         report::status(env, Outcome::Starting, ctx).await?;
     }
+    // The Secrets' values first: while one is missing, nothing is sent.
+    let env_vars = env_vars::resolve(env, ctx).await?;
     let conn = ctx.connections.for_environment(env, &ctx.kube).await?;
     // A drift check: nobody waits for it, so its requests yield to those of passes someone does.
     let conn = ResolvedConnection { client: conn.client.in_background(settled), ..conn };
     let me = act::me(env, ctx).await?;
-    let desired = desired::desired(env, &me);
+    let desired = desired::desired(env, &me, env_vars.vars);
+    // Applied means with the Secrets' values of now: once one changed, the difference it makes is
+    // an update, not drift.
+    let secrets_applied = env_vars.fingerprint.is_none_or(|f| ctx.applied_env_vars(env) == Some(f));
     let goal = match env.spec.management_policy {
         ManagementPolicy::Full => Goal::Manage {
             desired: desired.clone(),
-            applied_to: status::applied(env).then(|| ctx.known_id(env)).flatten(),
+            applied_to: (status::applied(env) && secrets_applied).then(|| ctx.known_id(env)).flatten(),
         },
         ManagementPolicy::Observe => {
             Goal::Observe { desired: desired.clone(), last_drift: status::last_drift(env).map(str::to_owned) }
@@ -119,6 +124,7 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
         }
     };
     ctx.remember_id(env, Some(&remote.id));
+    ctx.remember_env_vars(env, env_vars.fingerprint);
     act::publish(env, notes, ctx).await;
     finish(env, remote, drift, took_over.as_deref(), &conn, ctx).await
 }

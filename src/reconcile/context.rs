@@ -63,6 +63,10 @@ pub struct Remembered {
     /// predates the status write recording the id (the watch lags our own writes); this keeps
     /// such a pass from creating again.
     known_id: Option<String>,
+    /// The fingerprint of the env vars last applied, when some came from Secrets
+    /// ([`super::env_vars::Resolved`]): the pass after a Secret changed updates, it corrects no
+    /// drift.
+    env_vars: Option<u64>,
 }
 
 impl Context {
@@ -121,6 +125,17 @@ impl Context {
     /// Records (or, with `None`, forgets) the remote id of `obj`.
     pub fn remember_id<K: Resource>(&self, obj: &K, id: Option<&str>) {
         self.remembered(obj, id.is_some(), |r| r.known_id = id.map(str::to_owned));
+    }
+
+    /// The fingerprint of the env vars this process last applied to `env`'s remote environment.
+    pub fn applied_env_vars(&self, env: &Environment) -> Option<u64> {
+        let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        env.uid().and_then(|uid| objects.get(&uid).and_then(|r| r.env_vars))
+    }
+
+    /// Records the fingerprint of the env vars just applied to `env`'s remote environment.
+    pub fn remember_env_vars(&self, env: &Environment, fingerprint: Option<u64>) {
+        self.remembered(env, fingerprint.is_some(), |r| r.env_vars = fingerprint);
     }
 
     /// Whether this is the first time this process looks at `obj` (and, from now on, it is not).

@@ -483,7 +483,7 @@ mod tests {
         );
         env.metadata.namespace = Some("ns".into());
         env.metadata.uid = Some("u1".into());
-        desired::desired(&env, &me())
+        desired::desired(&env, &me(), Default::default())
     }
 
     /// The environment as `desired()` would be created, then marked by `marker` (None: unmarked).

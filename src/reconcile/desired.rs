@@ -105,9 +105,10 @@ pub(crate) fn without_marker(settings: &Map<String, Value>) -> Map<String, Value
     s
 }
 
-/// The remote environment the spec asks for, marked as `owner`'s: the create body, and the
-/// reference for updates.
-pub fn desired(env: &Environment, owner: &Owner) -> EnvironmentBody {
+/// The remote environment the spec asks for, marked as `owner`'s, with `env_vars` (the spec's
+/// own and those from its Secrets, [`super::env_vars`]): the create body, and the reference for
+/// updates.
+pub fn desired(env: &Environment, owner: &Owner, env_vars: BTreeMap<String, String>) -> EnvironmentBody {
     let spec = &env.spec;
     let name = env.remote_name().to_owned();
     let settings = with_marker(&spec.settings.clone().unwrap_or_default(), &Marker::held_by(owner));
@@ -121,7 +122,7 @@ pub fn desired(env: &Environment, owner: &Owner) -> EnvironmentBody {
         tags: set(&spec.tags),
         settings,
         execution_environment: ExecutionEnvironmentBody {
-            env_vars: exec.env_vars,
+            env_vars,
             secrets: set(&exec.secrets),
             integration_ids: set(&exec.integration_ids),
             mcp_servers: exec.mcp_servers.unwrap_or_default(),
@@ -242,7 +243,7 @@ mod tests {
 
     #[test]
     fn desired_body_is_canonical_and_marked() {
-        let d = desired(&env(), &owner());
+        let d = desired(&env(), &owner(), BTreeMap::new());
         assert_eq!(d.name, "PROD");
         assert_eq!(d.display_name.as_deref(), Some("PROD"));
         assert_eq!(d.tags, ["a", "b"]);
@@ -258,20 +259,20 @@ mod tests {
         let mut e = env();
         e.spec.name = None;
         e.spec.display_name = Some("Production".into());
-        let d = desired(&e, &owner());
+        let d = desired(&e, &owner(), BTreeMap::new());
         assert_eq!((d.name.as_str(), d.display_name.as_deref()), ("prod", Some("Production")));
     }
 
     #[test]
     fn a_fresh_remote_is_in_sync_and_keeps_the_remote() {
-        let d = desired(&env(), &owner());
+        let d = desired(&env(), &owner(), BTreeMap::new());
         let r = created(&d);
         assert!(diff(&d, &r).is_empty());
     }
 
     #[test]
     fn ignored_fields_and_list_order_are_not_drift() {
-        let d = desired(&env(), &owner());
+        let d = desired(&env(), &owner(), BTreeMap::new());
         let mut r = created(&d);
         r.tags.reverse();
         r.execution_environment.secrets.reverse();
@@ -280,7 +281,7 @@ mod tests {
 
     #[test]
     fn only_differing_fields_are_patched() {
-        let d = desired(&env(), &owner());
+        let d = desired(&env(), &owner(), BTreeMap::new());
         let mut r = created(&d);
         r.description = Some("changed by hand".into());
         r.execution_environment.env_vars.insert("X".into(), "1".into());
@@ -297,7 +298,7 @@ mod tests {
     /// Each field on its own: a difference in it alone is a PATCH of it alone.
     #[test]
     fn every_compared_field_is_patched_on_its_own() {
-        let d = desired(&env(), &owner());
+        let d = desired(&env(), &owner(), BTreeMap::new());
         type Change = Box<dyn Fn(&mut RemoteEnvironment)>;
         let cases: Vec<(&str, Change)> = vec![
             ("name", Box::new(|r| r.name = "other".into())),
@@ -320,7 +321,7 @@ mod tests {
 
     #[test]
     fn a_lost_or_foreign_owner_marker_is_rewritten_and_only_that_is_the_marker_alone() {
-        let d = desired(&env(), &owner());
+        let d = desired(&env(), &owner(), BTreeMap::new());
         let mut r = created(&d);
         r.settings.remove(OWNER_KEY);
         let c = diff(&d, &r);
@@ -344,7 +345,7 @@ mod tests {
     fn the_enabled_state_is_enforced_only_when_settled() {
         let mut e = env();
         e.spec.state = Some(RemoteState::Inactive);
-        let d = desired(&e, &owner());
+        let d = desired(&e, &owner(), BTreeMap::new());
         let mut r = created(&d);
         assert_eq!(diff(&d, &r).body()["status"], "inactive");
         r.status = "active".into();

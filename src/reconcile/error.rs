@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::env_vars::Problem as EnvProblem;
 use super::ownership::{Elsewhere, Owner};
 use crate::connection::Unusable;
 use crate::{controlplane, k8s};
@@ -86,6 +87,8 @@ pub enum Error {
          managementPolicy: Full"
     )]
     NothingToObserve { name: String },
+    #[error("{}", env_secret(.0))]
+    EnvSecret(EnvProblem),
     #[error(transparent)]
     Connection(#[from] Unusable),
     #[error(transparent)]
@@ -139,6 +142,15 @@ impl Error {
             Error::Connection(u) => {
                 let permanent = u.is_permanent();
                 row(u.reason(), u.metric(), permanent, if permanent { "" } else { RETRY })
+            }
+            Error::EnvSecret(EnvProblem::NotFound { .. }) => {
+                row("SecretNotFound", "env_secret_not_found", true, "")
+            }
+            Error::EnvSecret(EnvProblem::Unusable { .. }) => {
+                row("InvalidSecretValue", "env_secret_invalid", true, "")
+            }
+            Error::EnvSecret(EnvProblem::TooMany { .. }) => {
+                row("TooManyEnvVars", "too_many_env_vars", true, "")
             }
             Error::Kube(e) => row("KubernetesApiError", e.op.metric(), false, RETRY),
             Error::Timeout(_) => row("Timeout", "timeout", false, RETRY),
@@ -222,6 +234,30 @@ fn classify(e: &controlplane::Error, metric: &'static str) -> (&'static str, &'s
         Some(400 | 409 | 422 | 500) if !e.is_retryable() => ("Rejected", " (fix the Environment spec)"),
         Some(404) => ("NotFound", " (check the control-plane URL of the Environment's connection)"),
         _ => ("ControlPlaneUnavailable", RETRY),
+    }
+}
+
+/// What a Secret of `spec.executionEnvironment` lacks: names and keys, never a value.
+fn env_secret(problem: &EnvProblem) -> String {
+    const MEANWHILE: &str = "nothing is sent to the control plane meanwhile";
+    match problem {
+        EnvProblem::NotFound { secret, key: None } => format!(
+            "Secret {secret:?}, named in spec.executionEnvironment, does not exist in this namespace: \
+             create it (it is picked up as it appears; {MEANWHILE})"
+        ),
+        EnvProblem::NotFound { secret, key: Some(key) } => format!(
+            "Secret {secret:?} has no key {key:?}, named in spec.executionEnvironment.env: add the key \
+             or fix the reference (it is picked up as it appears; {MEANWHILE})"
+        ),
+        EnvProblem::Unusable { secret, key, why } => format!(
+            "the value of key {key:?} of Secret {secret:?} cannot be an environment variable: {why}; \
+             fix the Secret ({MEANWHILE})"
+        ),
+        EnvProblem::TooMany { count } => format!(
+            "with the keys of its Secrets the execution environment would have {count} env vars, more \
+             than the {} the operator sends: reference Secrets with fewer keys ({MEANWHILE})",
+            crate::resource::limits::EXECUTION_ITEMS
+        ),
     }
 }
 

@@ -10,6 +10,7 @@ mod cleanup;
 mod context;
 pub mod decide;
 pub mod desired;
+pub mod env_vars;
 mod error;
 pub mod locate;
 pub mod ownership;

@@ -26,6 +26,11 @@ pub mod limits {
     pub const EXECUTION_ITEMS: usize = 256;
     /// What an env var name must match (a shell variable name).
     pub const ENV_VAR_NAME: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+    /// Secrets in `envFrom`.
+    pub const ENV_FROM: usize = 16;
+    /// Bytes of one env var value taken from a Secret: a Secret holds up to 1 MiB, which is no
+    /// value for an environment variable.
+    pub const ENV_VALUE_BYTES: usize = 32 * 1024;
 
     /// Whether `name` matches [`ENV_VAR_NAME`].
     pub fn is_env_var_name(name: &str) -> bool {
@@ -128,13 +133,35 @@ pub struct EnvironmentSpec {
 /// Settings of the workers' execution environment.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.env) || !has(self.envVars) || self.env.all(e, !(e.name in self.envVars))")
+        .message("a variable is named both in envVars and in env: keep one")
+)]
 pub struct ExecutionEnvironment {
-    /// Environment variables for workers; names must be valid shell variable names.
+    /// Environment variables for workers, with their values; names must be valid shell variable
+    /// names. Values kept in Git belong here; those that are secret belong in `env` or `envFrom`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = limits::EXECUTION_ITEMS))]
     #[x_kube(validation = Rule::new(format!("self.all(k, k.matches('{}'))", limits::ENV_VAR_NAME))
         .message("envVars names must match [A-Za-z_][A-Za-z0-9_]*"))]
     pub env_vars: BTreeMap<String, String>,
+
+    /// Environment variables whose values come from a key of a Secret in this namespace, as a
+    /// Pod's `env[].valueFrom.secretKeyRef`: read at each pass and when the Secret changes, sent
+    /// to the control plane, never written to status, Events or logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]),
+        length(max = limits::EXECUTION_ITEMS)
+    )]
+    pub env: Vec<EnvVar>,
+
+    /// Every key of these Secrets of this namespace as an environment variable (with `prefix`
+    /// before its name), as a Pod's `envFrom`. A later Secret wins over an earlier one, and
+    /// `envVars` and `env` over all; keys that are no shell variable name are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = limits::ENV_FROM))]
+    pub env_from: Vec<EnvFromSource>,
 
     /// Names of secrets in the Kubiya vault to expose to workers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -150,6 +177,52 @@ pub struct ExecutionEnvironment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub mcp_servers: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// An environment variable whose value is a key of a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar {
+    /// The variable's name: a shell variable name.
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", limits::ENV_VAR_NAME))
+        .message("env names must match [A-Za-z_][A-Za-z0-9_]*"))]
+    #[schemars(length(max = 253))]
+    pub name: String,
+    /// Where its value comes from.
+    pub value_from: EnvVarSource,
+}
+
+/// Where an environment variable's value comes from.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVarSource {
+    /// A key of a Secret in this namespace.
+    pub secret_key_ref: SecretKeySelector,
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretKeySelector {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Every key of a Secret as an environment variable.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvFromSource {
+    /// Put before each key to make the variable's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", limits::ENV_VAR_NAME))
+        .message("envFrom prefixes must match [A-Za-z_][A-Za-z0-9_]*"))]
+    #[schemars(length(max = 253))]
+    pub prefix: Option<String>,
+    /// The Secret, in this namespace.
+    pub secret_ref: WorkerSecretRef,
 }
 
 /// What deleting the resource does to the remote environment.
@@ -191,7 +264,7 @@ impl RemoteState {
     }
 }
 
-/// Reference to the worker Secret in the resource's namespace.
+/// Reference to a Secret in the resource's namespace (the worker Secret, or one of `envFrom`).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct WorkerSecretRef {
     /// Secret name.
@@ -291,7 +364,27 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
+impl ExecutionEnvironment {
+    /// The names of the Secrets whose values it uses, sorted, each once.
+    pub fn secret_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .env
+            .iter()
+            .map(|e| e.value_from.secret_key_ref.name.as_str())
+            .chain(self.env_from.iter().map(|f| f.secret_ref.name.as_str()))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
 impl Environment {
+    /// The names of the Secrets of its namespace whose values its spec uses.
+    pub fn secret_names(&self) -> Vec<&str> {
+        self.spec.execution_environment.as_ref().map(ExecutionEnvironment::secret_names).unwrap_or_default()
+    }
+
     /// The control-plane name: `spec.name`, else `metadata.name`.
     pub fn remote_name(&self) -> &str {
         object::remote_name(&self.metadata, self.spec.name.as_deref())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::{Future, Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -23,6 +23,8 @@ use crate::resource::{Guarded, WorkerQueue};
 pub struct Scope {
     envs: Api<Guarded>,
     secrets: Api<Secret>,
+    /// The same Secrets by metadata only.
+    secret_names: Api<PartialObjectMeta<Secret>>,
     pub store: Store<Guarded>,
     writer: reflector::store::Writer<Guarded>,
     /// What is known of the worker Secrets: a settled Environment's is checked there, not
@@ -34,11 +36,15 @@ pub struct Scope {
 pub fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
     let scope = |namespace: Option<&String>| {
         let (store, writer) = reflector::store();
-        let (envs, secrets) = match namespace {
-            Some(ns) => (Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)),
-            None => (Api::all(kube.clone()), Api::all(kube.clone())),
+        let (envs, secrets, secret_names) = match namespace {
+            Some(ns) => (
+                Api::namespaced(kube.clone(), ns),
+                Api::namespaced(kube.clone(), ns),
+                Api::namespaced(kube.clone(), ns),
+            ),
+            None => (Api::all(kube.clone()), Api::all(kube.clone()), Api::all(kube.clone())),
         };
-        Scope { envs, secrets, store, writer, secret_index: Arc::default() }
+        Scope { envs, secrets, secret_names, store, writer, secret_index: Arc::default() }
     };
     if config.watch_namespaces.is_empty() {
         return vec![scope(None)];
@@ -53,7 +59,7 @@ impl Scope {
         ctx: Arc<Context>,
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
-        let Scope { envs, secrets, store, writer, secret_index } = self;
+        let Scope { envs, secrets, secret_names, store, writer, secret_index } = self;
         let mut selected = watcher::Config::default();
         if let Some(selector) = &config.label_selector {
             selected = selected.labels(selector);
@@ -117,8 +123,23 @@ impl Scope {
                 async move { changed }
             });
         let connection_changes = connection_changes(&ctx, store.clone());
+        // Secrets whose values Environments use wake them as they change, appear or go. Watched
+        // by metadata only, and not cached: any Secret of the namespace may be named, and none is
+        // held in memory for it.
+        let referenced = watcher(secret_names, watcher::Config::default()).default_backoff().filter_map(
+            |event| async move {
+                match event {
+                    // A relist's objects are no change: every Environment gets its pass at start.
+                    Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => Some(Ok(s)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                }
+            },
+        );
+        let users = store.clone();
         Controller::for_stream(changes, store)
             .owns_stream(secret_changes)
+            .watches_stream(referenced, move |secret| users_of_secret(&users, &secret))
             .reconcile_on(connection_changes)
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(shutdown)
@@ -147,6 +168,18 @@ fn connection_changes(
     let registry = ctx.connections.clone();
     super::received(registry.subscribe())
         .flat_map(move |key| futures::stream::iter(registry.users_in(&store, &key)))
+}
+
+/// The Environments of `store` whose spec uses `secret`'s values.
+fn users_of_secret(store: &Store<Guarded>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<Guarded>> {
+    let (namespace, name) = (secret.namespace(), secret.name_any());
+    store
+        .state()
+        .iter()
+        .filter(|obj| obj.namespace() == namespace)
+        .filter(|obj| obj.decoded().is_some_and(|env| env.secret_names().contains(&name.as_str())))
+        .map(|obj| ObjectRef::from_obj(obj.as_ref()))
+        .collect()
 }
 
 /// Marks the probe ready once every cache has synced.

@@ -91,6 +91,45 @@ fn corpus() -> Vec<(&'static str, Value, Value, Outcome)> {
             no.clone(),
             Rejected("secrets"),
         ),
+        (
+            "env-and-envvars-same-name",
+            json!({"executionEnvironment": {"envVars": {"P": "x"},
+                "env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}),
+            no.clone(),
+            Rejected("named both in envVars and in env"),
+        ),
+        (
+            "env-bad-name",
+            json!({"executionEnvironment": {"env": [{"name": "A-B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}),
+            no.clone(),
+            Rejected("env names must match"),
+        ),
+        (
+            "env-twice",
+            json!({"executionEnvironment": {"env": [
+                {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                {"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "j"}}}]}}),
+            no.clone(),
+            Rejected("env"),
+        ),
+        (
+            "env-no-key",
+            json!({"executionEnvironment": {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}}),
+            no.clone(),
+            Rejected("key"),
+        ),
+        (
+            "envfrom-bad-prefix",
+            json!({"executionEnvironment": {"envFrom": [{"prefix": "1-", "secretRef": {"name": "s"}}]}}),
+            no.clone(),
+            Rejected("envFrom prefixes must match"),
+        ),
+        (
+            "envfrom-missing-secret",
+            json!({"executionEnvironment": {"envFrom": [{"secretRef": {"name": "nowhere"}}]}}),
+            no.clone(),
+            Stalled("SecretNotFound", "\"nowhere\""),
+        ),
         ("worker-secret-string", json!({"workerSecret": "w"}), no.clone(), Rejected("spec.workerSecret")),
         (
             "worker-secret-empty",

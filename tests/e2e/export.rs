@@ -8,7 +8,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kubiya_operator::resource::Environment;
 use serde_json::{Value, json};
 
-use crate::support::cli::{export, kubectl_apply};
+use crate::support::cli::{export, kubectl_apply, try_export};
 use crate::support::{TestBed, ready_now, wait_until};
 
 /// The organisation: every kind of field, names that are not DNS names, two that are the same
@@ -157,4 +157,59 @@ async fn an_exported_organisation_is_observed_with_nothing_written_then_managed_
     assert_eq!(snapshot(&bed), before, "no other field changed");
     let adopted = bed.events("full").await;
     assert!(adopted.iter().any(|(r, _)| r == "Adopted"), "{adopted:?}");
+}
+
+/// An environment made outside Kubernetes with a password among its env vars: the export meant
+/// for Git carries no value of it. Without `--secrets-out` it refuses and prints nothing; with
+/// it, the value goes to a Secret manifest in that file (0600) and the manifest references it;
+/// applied together, observing finds nothing drifted and managing writes only the owner marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_never_writes_a_password_into_the_manifests() {
+    let mut bed = TestBed::without_operator("export-secrets", ready_now()).await;
+    let password = format!("hunter2-{:016x}", fastrand::u64(..));
+    let body = json!({"name": "db", "execution_environment": {"env_vars": {"DB_PASSWORD": password, "LOG_LEVEL": "info"}}});
+    let (code, _) = bed.cp("POST", "/api/v1/environments", Some(body)).await;
+    assert_eq!(code, 201);
+    let namespace = bed.namespace.clone();
+
+    let (ok, stdout, stderr) = try_export(&bed, &["--observe", "--namespace", &namespace]).await;
+    assert!(!ok && stdout.is_empty(), "refused, nothing printed: {stdout}");
+    assert!(stderr.contains("DB_PASSWORD of \"db\"") && stderr.contains("--secrets-out"), "{stderr}");
+    assert!(!stderr.contains(&password), "{stderr}");
+
+    let file = std::env::temp_dir().join(format!("{namespace}-secrets.yaml"));
+    let out = file.to_string_lossy().into_owned();
+    let (ok, manifests, stderr) =
+        try_export(&bed, &["--observe", "--namespace", &namespace, "--secrets-out", &out]).await;
+    assert!(ok, "{stderr}");
+    assert!(!manifests.contains(&password) && !stderr.contains(&password), "{manifests}\n{stderr}");
+    assert!(manifests.contains("LOG_LEVEL: info") && manifests.contains("name: db-env"), "{manifests}");
+    assert!(stderr.contains(&format!("moved DB_PASSWORD of \"db\" to Secret db-env in {out}")), "{stderr}");
+    let secrets = std::fs::read_to_string(&file).unwrap();
+    assert!(secrets.contains(&password) && secrets.contains("kind: Secret"), "{secrets}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let writes_before = writes(&bed);
+    kubectl_apply(&bed, &secrets);
+    kubectl_apply(&bed, &manifests);
+    let _ = std::fs::remove_file(&file);
+    bed.start_operator();
+    let env = bed.wait_for("db", "observed", |e| condition(e, "Synced").is_some()).await;
+    assert_eq!(condition(&env, "Synced").map(|c| c.0), Some("True".into()), "{:?}", env.status);
+    let patch = json!({"spec": {"managementPolicy": "Full"}});
+    bed.envs.patch("db", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_until("marked", || async {
+        bed.remote_named("db").is_some_and(|r| r["settings"].get("kubiya.ai/owner").is_some())
+    })
+    .await;
+    bed.wait_for("db", "settled", |e| {
+        e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
+            && condition(e, "Ready").is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(writes(&bed) - writes_before, 1, "only the owner marker");
+    let remote = bed.remote_named("db").unwrap();
+    assert_eq!(remote["execution_environment"]["env_vars"]["DB_PASSWORD"], password.as_str());
+    bed.assert_no_secret_leaked_including(&[&password]).await;
 }

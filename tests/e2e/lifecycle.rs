@@ -31,6 +31,7 @@ fn full_spec() -> EnvironmentSpec {
             secrets: vec!["GITHUB_TOKEN".into()],
             integration_ids: vec!["int-1".into()],
             mcp_servers: Some(serde_json::from_value(json!({"fs": {"command": "mcp-fs"}})).unwrap()),
+            ..Default::default()
         }),
         state: None,
         deletion_policy: DeletionPolicy::Delete,

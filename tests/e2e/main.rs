@@ -10,6 +10,7 @@ mod connections;
 mod crash;
 mod deletion;
 mod drift;
+mod env_secrets;
 mod export;
 mod faults;
 mod ha;

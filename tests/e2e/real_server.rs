@@ -397,3 +397,56 @@ async fn a_worker_queue_on_the_real_server() {
     bed.wait_gone("qenv").await;
     assert_eq!(queues::remote(&bed, &id).await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control-plane server: run `make conformance`"]
+async fn env_vars_from_a_secret_on_the_real_server() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::Api;
+
+    let url = std::env::var("KUBIYA_CONFORMANCE_REAL_URL").expect("KUBIYA_CONFORMANCE_REAL_URL");
+    let mut bed = TestBed::without_operator("real-envsecret", EmulatorConfig::default()).await;
+    bed.control_plane_url = url.trim_end_matches('/').to_owned();
+    // The organisation's first environment fails without a workflow engine: `default` first.
+    assert_eq!(bed.cp("GET", "/api/v1/environments", None).await.0, 200);
+    bed.operator_env.push(("KUBIYA_RESYNC_INTERVAL", "1h".into()));
+    bed.start_operator();
+    let secrets: Api<Secret> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    let put = |value: String| {
+        let secrets = secrets.clone();
+        async move {
+            let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+                "stringData": {"password": value, "HOST": "db.internal"}});
+            let params = PatchParams::apply("test").force();
+            secrets.patch("db", &params, &Patch::Apply(&secret)).await.expect("apply Secret");
+        }
+    };
+    let (first, second) =
+        (format!("pw-{:016x}", fastrand::u64(..)), format!("pw-{:016x}", fastrand::u64(..)));
+    put(first.clone()).await;
+    let spec: EnvironmentSpec = serde_json::from_value(json!({"executionEnvironment": {
+        "envVars": {"LOG_LEVEL": "info"},
+        "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+        "envFrom": [{"secretRef": {"name": "db"}, "prefix": "DB_"}],
+    }}))
+    .unwrap();
+    bed.create("real-envsecret", spec).await;
+    let env = bed.wait_for("real-envsecret", "Ready", is_ready).await;
+    let id = env.status.as_ref().and_then(|s| s.environment_id.clone()).expect("environment id");
+    let path = format!("/api/v1/environments/{id}");
+    let vars = || async { bed.cp("GET", &path, None).await.1["execution_environment"]["env_vars"].clone() };
+    assert_eq!(
+        vars().await,
+        json!({"LOG_LEVEL": "info", "DB_PASSWORD": first, "DB_password": first, "DB_HOST": "db.internal"})
+    );
+
+    put(second.clone()).await;
+    crate::support::wait_until("the new value on the real server", || async {
+        vars().await["DB_PASSWORD"] == second.as_str()
+    })
+    .await;
+    bed.envs.delete("real-envsecret", &DeleteParams::default()).await.unwrap();
+    bed.wait_gone("real-envsecret").await;
+    let log = bed.operator_log();
+    assert!(!log.contains(&first) && !log.contains(&second), "a value in the operator's log");
+}

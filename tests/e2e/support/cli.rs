@@ -8,6 +8,14 @@ use super::TestBed;
 /// `kubiya-operator export` as a user runs it, with the bed's organisation's key and control
 /// plane; its stdout. Fails the test if it fails, or if its progress shows the key.
 pub async fn export(bed: &TestBed, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = try_export(bed, args).await;
+    assert!(ok, "export failed: {stderr}");
+    stdout
+}
+
+/// The same, however it ends: whether it succeeded, its stdout and its stderr. Fails the test if
+/// its progress shows the key.
+pub async fn try_export(bed: &TestBed, args: &[&str]) -> (bool, String, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubiya-operator"))
         .arg("export")
         .args(args)
@@ -19,9 +27,8 @@ pub async fn export(bed: &TestBed, args: &[&str]) -> String {
         .await
         .expect("run export");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "export failed: {stderr}");
     assert!(!stderr.contains(&kubiya_cp_emulator::token(&bed.org)), "the key in the progress");
-    String::from_utf8(out.stdout).expect("UTF-8")
+    (out.status.success(), String::from_utf8(out.stdout).expect("UTF-8"), stderr)
 }
 
 /// `kubectl apply -f -` of `manifests` on the bed's API server; fails the test if kubectl refuses.

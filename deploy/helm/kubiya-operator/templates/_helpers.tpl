@@ -89,7 +89,8 @@ ClusterConnection is configured either (it could manage nothing until a Connecti
   verbs: [patch]
 # The worker-registration Secrets it writes (owned by their Environment; server-side apply
 # creates them with patch), and deletes when the Environment is no longer its environment's
-# owner (taken over from another cluster, refused).
+# owner (taken over from another cluster, refused); the Secrets an Environment's env vars come
+# from (get; every Secret is watched by metadata only, so that a change wakes its users).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, patch, delete]
