@@ -396,8 +396,18 @@ fn block(v: &Value, indent: usize, out: &mut String) {
         }
         Value::Array(a) if !a.is_empty() => {
             for item in a {
-                out.push_str(&format!("{pad}-"));
-                nested(item, indent + 2, out);
+                match item {
+                    // `- name: x` and the object's other keys under it, as kubectl prints lists.
+                    Value::Object(o) if !o.is_empty() => {
+                        let mut inner = String::new();
+                        block(item, indent + 2, &mut inner);
+                        out.push_str(&format!("{pad}- {}", &inner[indent + 2..]));
+                    }
+                    _ => {
+                        out.push_str(&format!("{pad}-"));
+                        nested(item, indent + 2, out);
+                    }
+                }
             }
         }
         other => out.push_str(&format!("{pad}{}\n", scalar(other))),
@@ -627,6 +637,7 @@ mod tests {
         let env: Environment = serde_yaml_ng::from_str(&text).unwrap();
         let secret: Secret = serde_yaml_ng::from_str(&secrets).unwrap();
         assert_eq!(secret.metadata.namespace.as_deref(), Some("imported"));
+        assert_eq!(secret.type_.as_deref(), Some("Opaque"));
         let data = secret
             .string_data
             .unwrap()
@@ -675,6 +686,8 @@ mod tests {
             "settings": {"kubiya.ai/owner": {"cluster": "c", "uid": "u", "namespace": "ns", "name": "x", "released": true}}}));
         let env = manifest(&released, &opts()).unwrap();
         assert!(env.spec.settings.is_none(), "the marker is not part of the spec");
+        let named = remote(json!({"id": "n", "name": "n1", "display_name": "Name One", "status": "ready"}));
+        assert_eq!(manifest(&named, &opts()).unwrap().spec.display_name.as_deref(), Some("Name One"));
         for (bad, why) in [
             (json!({"id": "x", "name": "x", "status": "ready"}), "1 characters"),
             (
@@ -701,6 +714,11 @@ mod tests {
             assert!(text.contains(quoted), "{quoted} in\n{text}");
         }
         assert!(text.contains("apiVersion: kubiya.ai/v1alpha1\n"), "{text}");
+        assert!(
+            text.contains("\n      - 1\n      - deep:\n"),
+            "an object in a list starts on its dash: {text}"
+        );
+        assert!(text.contains("\n          - []\n        x: \"y\"\n"), "{text}");
     }
 
     #[test]
@@ -754,6 +772,7 @@ mod tests {
         assert_eq!(kinds, ["Environment", "WorkerQueue", "WorkerQueue"]);
         let (aa, zz) = (&items[1], &items[2]);
         assert_eq!(aa["metadata"]["name"], "prod-aa");
+        assert_eq!(aa["metadata"]["namespace"], "imported", "beside its Environment");
         assert_eq!(aa["metadata"]["annotations"]["kubiya.ai/worker-queue-id"], "q1");
         assert_eq!(aa["spec"]["environmentRef"]["name"], "prod");
         assert_eq!(aa["spec"]["tags"], json!(["a", "b"]));
