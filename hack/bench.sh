@@ -16,5 +16,6 @@ $APISERVER ensure
 $APISERVER stop >/dev/null 2>&1 || true
 trap '$APISERVER stop >/dev/null 2>&1 || true' EXIT
 $APISERVER start
-target/release/kubiya-bench --kubeconfig "$TA_RUN/kubeconfig" --operator target/release/kubiya-operator \
+# OPERATOR=path/to/another/kubiya-operator measures another build side by side.
+target/release/kubiya-bench --kubeconfig "$TA_RUN/kubeconfig" --operator "${OPERATOR:-target/release/kubiya-operator}" \
 	"$@"

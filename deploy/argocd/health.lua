@@ -19,7 +19,8 @@ local function condition(t)
   return nil
 end
 
-if obj.status == nil then
+-- Not yet observed: no status, or only the CRD's default (observedGeneration 0).
+if obj.status == nil or (obj.status.observedGeneration == 0 and obj.status.conditions == nil) then
   hs.status = "Progressing"
   hs.message = "Waiting for kubiya-operator to pick it up"
   return hs

@@ -33,10 +33,8 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     {
         return Ok(ctx.first_check());
     }
-    // First sight: say that work has started before talking to the control plane.
-    if env.status.is_none() && ctx.known_id(env).is_none() {
-        report::status(env, Outcome::Starting, ctx).await?;
-    }
+    // No status is written before the first call's outcome: until then the CRD's default
+    // (`observedGeneration: 0`) says that this generation is not yet observed.
     // The Secrets' values first: while one is missing, nothing is sent.
     let env_vars = env_vars::resolve(env, ctx).await?;
     let conn = ctx.connections.for_environment(env, &ctx.kube).await?;

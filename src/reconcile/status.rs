@@ -28,8 +28,6 @@ pub struct Seen<'a> {
 
 /// What a pass came to, from which the status follows.
 pub enum Outcome<'a> {
-    /// First sight of the object: nothing has been sent to the control plane yet.
-    Starting,
     /// The remote environment this resource manages, as it is after this pass's writes;
     /// `took_over`: the `kubiya.ai/take-over-from` value this pass took it with.
     Managed { seen: Seen<'a>, took_over: Option<&'a str> },
@@ -138,16 +136,6 @@ fn verdict(env: &Environment, outcome: &Outcome<'_>, old: &EnvironmentStatus) ->
     let was_ready = is_true(&old.conditions, READY);
     let v = Kstatus::new;
     match outcome {
-        Outcome::Starting => (
-            Some(Phase::Pending),
-            v(
-                Readiness::False,
-                true,
-                false,
-                "Creating",
-                "creating the environment in the control plane".into(),
-            ),
-        ),
         Outcome::Managed { seen, .. } | Outcome::Observed { seen, .. } => remote_verdict(seen.remote),
         Outcome::Deleting => {
             (Some(Phase::Deleting), v(Readiness::False, true, false, "Deleting", "deleting".into()))

@@ -50,11 +50,32 @@ pub const DELETION_POLICY_ANNOTATION: &str = "kubiya.ai/deletion-policy";
 /// Every CRD the operator serves, with the file it is shipped as in `crds/`.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("environment.yaml", Environment::crd()),
-        ("connection.yaml", Connection::crd()),
-        ("clusterconnection.yaml", ClusterConnection::crd()),
-        ("workerqueue.yaml", WorkerQueue::crd()),
+        ("environment.yaml", unobserved_at_first(Environment::crd())),
+        ("connection.yaml", unobserved_at_first(Connection::crd())),
+        ("clusterconnection.yaml", unobserved_at_first(ClusterConnection::crd())),
+        ("workerqueue.yaml", unobserved_at_first(WorkerQueue::crd())),
     ]
+}
+
+/// `crd` with `status` defaulted to `{observedGeneration: 0}`: the API server then serves a
+/// just-created object as not yet observed (generation 1, observed 0), which kstatus reads as
+/// InProgress and Argo CD as Progressing, before the operator has written anything. Without it,
+/// kstatus reads an object with no status as Current: a `flux ... --wait` or `kubectl wait` on
+/// health could pass before the operator even looked (and the operator would have to write a
+/// first status only to say so).
+fn unobserved_at_first(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    for version in &mut crd.spec.versions {
+        let root = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut());
+        let Some(status) = root.and_then(|r| r.properties.as_mut()).and_then(|p| p.get_mut("status")) else {
+            continue;
+        };
+        status.default = Some(JSON(serde_json::json!({})));
+        if let Some(observed) = status.properties.as_mut().and_then(|p| p.get_mut("observedGeneration")) {
+            observed.default = Some(JSON(serde_json::json!(0)));
+        }
+    }
+    crd
 }
 
 /// A CRD as YAML, as shipped in `crds/`.
@@ -77,6 +98,10 @@ mod tests {
         ];
         for ((file, crd), committed) in crds().into_iter().zip(committed) {
             assert!(committed == crd_yaml(&crd).unwrap(), "crds/{file} is stale: run `make crd`");
+            let text = serde_json::to_value(&crd).unwrap();
+            let status = &text["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+            assert_eq!(status["default"], serde_json::json!({}), "{file}");
+            assert_eq!(status["properties"]["observedGeneration"]["default"], 0, "{file}");
         }
     }
 }

@@ -137,7 +137,7 @@ async fn a_create_whose_answer_was_lost_is_recovered_not_duplicated() {
     bed.operator_env.push(("KUBIYA_REQUEST_TIMEOUT", "1s".into()));
     bed.start_operator();
     bed.create("lost", EnvironmentSpec::default()).await;
-    // The first pass says work has started before any control-plane call has been answered.
+    // The first status is the first pass's outcome: a create whose answer was lost, in progress.
     let env = bed
         .wait_for("lost", "Pending and Reconciling", |e| {
             phase(e) == Some(Phase::Pending) && condition(e, "Reconciling").as_deref() == Some("True")

@@ -13,6 +13,7 @@ mod drift;
 mod env_secrets;
 mod export;
 mod faults;
+mod first_status;
 mod ha;
 mod install;
 mod leaks;

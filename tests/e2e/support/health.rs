@@ -7,25 +7,36 @@ use std::process::Command;
 use kubiya_operator::resource::Environment;
 use serde_json::Value;
 
-/// What kstatus (Flux's health checks, `kubectl wait`-style tools) computes for a custom resource:
-/// Terminating while deleting; InProgress until the current generation is observed or while
-/// `Reconciling` is True; Failed when `Stalled` is True; Current otherwise.
-pub fn kstatus(env: &Environment) -> &'static str {
-    if env.metadata.deletion_timestamp.is_some() {
+/// What kstatus (cli-utils `pkg/kstatus/status`, `Compute`: Flux's health checks, `kubectl
+/// wait`-style tools) computes for a custom resource, as JSON (`obj`: an Environment, a
+/// WorkerQueue, a Connection): Terminating while deleting; InProgress while
+/// `status.observedGeneration` is there and is not `metadata.generation`, or while `Reconciling`
+/// is True; Failed when `Stalled` is True; Current otherwise, **a resource with no status
+/// included** (which is why the CRDs default it to `{observedGeneration: 0}`).
+pub fn kstatus_of(obj: &Value) -> &'static str {
+    if obj["metadata"]["deletionTimestamp"].is_string() {
         return "Terminating";
     }
-    let Some(status) = &env.status else { return "InProgress" };
-    if status.observed_generation.is_some() && status.observed_generation != env.metadata.generation {
+    let observed = &obj["status"]["observedGeneration"];
+    if let (Some(generation), Some(observed)) = (obj["metadata"]["generation"].as_i64(), observed.as_i64())
+        && observed != generation
+    {
         return "InProgress";
     }
-    let is_true = |t: &str| status.conditions.iter().any(|c| c.type_ == t && c.status == "True");
-    if is_true("Reconciling") {
-        "InProgress"
-    } else if is_true("Stalled") {
-        "Failed"
-    } else {
-        "Current"
+    let conditions = obj["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    for c in &conditions {
+        match (c["type"].as_str(), c["status"].as_str()) {
+            (Some("Reconciling"), Some("True")) => return "InProgress",
+            (Some("Stalled"), Some("True")) => return "Failed",
+            _ => {}
+        }
     }
+    "Current"
+}
+
+/// [`kstatus_of`] an Environment.
+pub fn kstatus(env: &Environment) -> &'static str {
+    kstatus_of(&serde_json::to_value(env).expect("serialise"))
 }
 
 /// The Argo CD health (status, message) of `obj` (an Environment or a WorkerQueue), from `deploy/argocd/health.lua` run by `lua5.4`.
