@@ -1,5 +1,5 @@
 # Entry points; the scripts they call say more.
-.PHONY: demo demo-stop test pod-test image conformance conformance-bless bench bench-queues bench-isolation mutants lint crd
+.PHONY: demo demo-stop test pod-test image conformance conformance-bless bench bench-queues bench-connections bench-isolation mutants lint crd
 
 ## Run the operator end to end on the local test bed, with the examples (leaves it running).
 demo:
@@ -43,6 +43,10 @@ bench:
 ## Queues benchmark: N Environments with 3 WorkerQueues each, applied at once.
 bench-queues:
 	bash hack/bench.sh --phase queues --n $(N) --out .bench/queues.json
+
+## Connections benchmark: N Connections, each with its own key Secret; API-server requests at steady state.
+bench-connections:
+	bash hack/bench.sh --phase connections --n $(N) --steady-secs 60 --out .bench/connections.json
 
 ## Isolation benchmark: N Environments over three connections, then again with one control plane hanging.
 bench-isolation:

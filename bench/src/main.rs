@@ -26,6 +26,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
 
+mod connections;
 mod isolation;
 mod queues;
 
@@ -38,6 +39,8 @@ enum Phase {
     Isolation,
     /// N Environments with `--queues-per-environment` WorkerQueues each, applied at once.
     Queues,
+    /// N Connections, each with its own key Secret: the API server's requests at steady state.
+    Connections,
 }
 
 #[derive(Parser)]
@@ -94,6 +97,11 @@ async fn main() -> Result<(), Failure> {
     install_crd(&client).await?;
     if let Phase::Isolation = args.phase {
         let report = isolation::isolation(&args, &client).await?;
+        std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+        return Ok(());
+    }
+    if let Phase::Connections = args.phase {
+        let report = connections::connections(&args, &client).await?;
         std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
         return Ok(());
     }

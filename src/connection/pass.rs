@@ -20,6 +20,7 @@ use tracing::{info, instrument, warn};
 use super::error::Error;
 use super::status::{self, Findings};
 use super::{ConnKey, Registry, State, refresh};
+use crate::k8s::secret_versions::SecretVersions;
 use crate::k8s::{events, finalizer};
 use crate::resource::{CONNECTION_FINALIZER, ClusterConnection, Connection, ConnectionStatus};
 
@@ -31,6 +32,16 @@ pub struct Context {
     pub kube: kube::Client,
     pub registry: Arc<Registry>,
     pub recorder: Recorder,
+    /// The resourceVersions of the Secrets of every watched scope (from their metadata watch):
+    /// a connection's Secret is read only when it changed.
+    pub secret_versions: Vec<Arc<SecretVersions>>,
+}
+
+impl Context {
+    /// The Secret's resourceVersion as watched, if known.
+    pub fn secret_version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.secret_versions.iter().find_map(|v| v.get(namespace, name))
+    }
 }
 
 /// What a Connection or a ClusterConnection declares, said once for both kinds.

@@ -45,13 +45,21 @@ pub async fn refresh(declared: &Declared, ctx: &Context) -> Result<(HeldConnecti
     if !ctx.registry.defaults.allows(&base_url) {
         return Ok(broken("UrlNotAllowed", not_allowed(&base_url)));
     }
+    let max_concurrent = declared.max_concurrent.and_then(|m| usize::try_from(m).ok());
+    let limit = max_concurrent.unwrap_or(ctx.registry.defaults.max_concurrent);
+    // The Secret is read again only when its watched version moved (or is not known): a steady
+    // connection costs the API server nothing.
+    let watched = ctx.secret_version(&declared.secret_namespace, &declared.secret_name);
+    if let Some(same) = existing.as_ref().filter(|e| unchanged(e, &base_url, limit, watched.as_deref())) {
+        let mut held = same.clone();
+        held.allow_adoption = declared.allow_adoption;
+        return Ok(check_if_due(held, declared).await);
+    }
     let (key, version) = match read_key(declared, ctx).await? {
         Ok(read) => read,
         Err(message) => return Ok(broken("SecretNotFound", message)),
     };
-    let max_concurrent = declared.max_concurrent.and_then(|m| usize::try_from(m).ok());
-    let built_from =
-        (base_url.clone(), max_concurrent.unwrap_or(ctx.registry.defaults.max_concurrent), version);
+    let built_from = (base_url.clone(), limit, version);
     let (client, fresh) = match current_client(existing.as_ref(), &built_from, &key) {
         Some(Ok(reused)) => reused,
         Some(Err(e)) => return Ok(broken("InvalidKey", format!("{}: {e}", declared.secret()))),
@@ -63,17 +71,31 @@ pub async fn refresh(declared: &Declared, ctx: &Context) -> Result<(HeldConnecti
     let mut held = HeldConnection::new(declared.key.clone(), Some(client.clone()), declared.allow_adoption);
     held.built_from = Some(built_from);
     held.organization = key.organization();
-    let due = fresh || existing.as_ref().is_none_or(|e| check_due(e, Instant::now()));
-    if !due {
-        if let Some(e) = existing {
-            held.state = e.state;
-            held.checked_at = e.checked_at;
-        }
-        return Ok((held, None));
+    // A new key is checked now; a reused one keeps its state until its check is due.
+    if !fresh && let Some(e) = existing {
+        held.state = e.state;
+        held.checked_at = e.checked_at;
     }
+    Ok(check_if_due(held, declared).await)
+}
+
+/// Whether `held` was built from the Secret version now watched, for the same control plane and
+/// limit, and has its client (a connection that was broken before reading its key has none).
+fn unchanged(held: &HeldConnection, base_url: &Url, limit: usize, watched: Option<&str>) -> bool {
+    held.client.is_some()
+        && held.built_from.as_ref().is_some_and(|(url, l, version)| {
+            url == base_url && *l == limit && watched == Some(version.as_str())
+        })
+}
+
+/// `held`, with its key checked with the control plane if that is due; and when, if it was now.
+async fn check_if_due(mut held: HeldConnection, declared: &Declared) -> (HeldConnection, Option<Time>) {
+    let Some(client) = held.client.clone().filter(|_| check_due(&held, Instant::now())) else {
+        return (held, None);
+    };
     held.state = check(&client, declared).await;
     held.checked_at = Some(Instant::now());
-    Ok((held, Some(Time(Timestamp::now()))))
+    (held, Some(Time(Timestamp::now())))
 }
 
 /// What a connection whose `baseUrl` is not allowed says.

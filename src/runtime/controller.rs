@@ -139,6 +139,7 @@ pub async fn run(
         kube: clients.requests.clone(),
         registry: registry.clone(),
         recorder: recorder.clone(),
+        secret_versions: scopes.iter().map(|s| s.secret_versions.clone()).collect(),
     });
     let ctx = Arc::new(Context {
         recorder,

@@ -16,6 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use crate::config::Config;
+use crate::k8s::secret_versions::SecretVersions;
 use crate::reconcile::{self, Context, worker_secret};
 use crate::resource::{Guarded, WorkerQueue};
 
@@ -30,6 +31,9 @@ pub struct Scope {
     /// What is known of the worker Secrets: a settled Environment's is checked there, not
     /// fetched.
     pub secret_index: Arc<worker_secret::Index>,
+    /// The resourceVersion of every Secret of the scope: a connection's key is read again only
+    /// when its Secret changed.
+    pub secret_versions: Arc<SecretVersions>,
 }
 
 /// The scopes `config` asks for: all namespaces, or each listed one.
@@ -44,7 +48,15 @@ pub fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
             ),
             None => (Api::all(kube.clone()), Api::all(kube.clone()), Api::all(kube.clone())),
         };
-        Scope { envs, secrets, secret_names, store, writer, secret_index: Arc::default() }
+        Scope {
+            envs,
+            secrets,
+            secret_names,
+            store,
+            writer,
+            secret_index: Arc::default(),
+            secret_versions: Arc::default(),
+        }
     };
     if config.watch_namespaces.is_empty() {
         return vec![scope(None)];
@@ -59,7 +71,7 @@ impl Scope {
         ctx: Arc<Context>,
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
-        let Scope { envs, secrets, secret_names, store, writer, secret_index } = self;
+        let Scope { envs, secrets, secret_names, store, writer, secret_index, secret_versions } = self;
         let mut selected = watcher::Config::default();
         if let Some(selector) = &config.label_selector {
             selected = selected.labels(selector);
@@ -126,16 +138,21 @@ impl Scope {
         // Secrets whose values Environments use wake them as they change, appear or go. Watched
         // by metadata only, and not cached: any Secret of the namespace may be named, and none is
         // held in memory for it.
-        let referenced = watcher(secret_names, watcher::Config::default()).default_backoff().filter_map(
-            |event| async move {
+        let referenced = watcher(secret_names, watcher::Config::default())
+            .default_backoff()
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    secret_versions.apply(event);
+                }
+            })
+            .filter_map(|event| async move {
                 match event {
                     // A relist's objects are no change: every Environment gets its pass at start.
                     Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => Some(Ok(s)),
                     Ok(_) => None,
                     Err(e) => Some(Err(e)),
                 }
-            },
-        );
+            });
         let users = store.clone();
         Controller::for_stream(changes, store)
             .owns_stream(secret_changes)
