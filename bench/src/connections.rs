@@ -25,7 +25,8 @@ fn connection_resource() -> ApiResource {
 }
 
 pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure> {
-    let ns = "bench-connections";
+    // A namespace of this run's own: the API server's data outlives a run.
+    let ns = &format!("bench-connections-{}", std::process::id());
     let obj = Namespace {
         metadata: ObjectMeta { name: Some(ns.into()), ..Default::default() },
         ..Default::default()

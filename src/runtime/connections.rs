@@ -48,6 +48,7 @@ impl Watches {
     pub async fn run(
         self,
         ctx: Arc<Context>,
+        concurrency: u16,
         shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
     ) {
         let Watches { connections, cluster, connection_stores, cluster_store } = self;
@@ -57,7 +58,8 @@ impl Watches {
                 return;
             }
             let controllers = connections.into_iter().zip(connection_stores).map(|((api, writer), store)| {
-                controller(api, writer, store, pass::reconcile_namespaced, ctx.clone(), shutdown.clone())
+                let run = (ctx.clone(), concurrency, shutdown.clone());
+                controller(api, writer, store, pass::reconcile_namespaced, run)
             });
             futures::future::join_all(controllers).await;
         };
@@ -66,15 +68,8 @@ impl Watches {
                 empty(cluster.1);
                 return;
             }
-            controller(
-                cluster.0,
-                cluster.1,
-                cluster_store,
-                pass::reconcile_cluster,
-                ctx.clone(),
-                shutdown.clone(),
-            )
-            .await;
+            let run = (ctx.clone(), concurrency, shutdown.clone());
+            controller(cluster.0, cluster.1, cluster_store, pass::reconcile_cluster, run).await;
         };
         futures::future::join(namespaced, cluster).await;
     }
@@ -110,8 +105,7 @@ async fn controller<K, F, Fut>(
     writer: reflector::store::Writer<K>,
     store: Store<K>,
     reconcile: F,
-    ctx: Arc<Context>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    (ctx, concurrency, shutdown): (Arc<Context>, u16, impl Future<Output = ()> + Send + Sync + 'static),
 ) where
     K: Resource<DynamicType = ()>
         + Clone
@@ -129,7 +123,10 @@ async fn controller<K, F, Fut>(
         .modify(|c| c.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects();
+    // Bounded like the Environments' passes: thousands of connections starting at once would
+    // otherwise flood the API server, the leader's Lease renewal among the requests held up.
     Controller::for_stream(changes, store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, pass::error_policy, ctx)
         .for_each(|res| async move {

@@ -280,7 +280,7 @@ async fn controllers(
 ) {
     let connection_stores: (Vec<Store<_>>, Store<_>) =
         (connection_watches.connection_stores.clone(), connection_watches.cluster_store.clone());
-    let connection_controllers = connection_watches.run(connection_ctx, shutdown.clone());
+    let connection_controllers = connection_watches.run(connection_ctx, config.concurrency, shutdown.clone());
     let environment_controllers = async {
         if synced(&connection_stores.0).await && synced(std::slice::from_ref(&connection_stores.1)).await {
             let environments = futures::future::join_all(
