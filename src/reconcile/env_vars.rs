@@ -179,6 +179,7 @@ mod tests {
             "a later Secret wins, the spec's own values win, `DB_tls.crt` is no name and is left out"
         );
         assert_eq!(exec.secret_names(), ["common", "db", "late"]);
+        assert!(exec.uses_secret("db") && exec.uses_secret("late") && !exec.uses_secret("other"));
     }
 
     #[test]

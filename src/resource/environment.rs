@@ -365,6 +365,13 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 impl ExecutionEnvironment {
+    /// Whether it uses values of the Secret `name` (asked for every Secret change the watch
+    /// sees, of every Environment: allocates nothing).
+    pub fn uses_secret(&self, name: &str) -> bool {
+        self.env.iter().any(|e| e.value_from.secret_key_ref.name == name)
+            || self.env_from.iter().any(|f| f.secret_ref.name == name)
+    }
+
     /// The names of the Secrets whose values it uses, sorted, each once.
     pub fn secret_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self
@@ -380,9 +387,9 @@ impl ExecutionEnvironment {
 }
 
 impl Environment {
-    /// The names of the Secrets of its namespace whose values its spec uses.
-    pub fn secret_names(&self) -> Vec<&str> {
-        self.spec.execution_environment.as_ref().map(ExecutionEnvironment::secret_names).unwrap_or_default()
+    /// Whether its spec uses values of the Secret `name` of its namespace.
+    pub fn uses_secret(&self, name: &str) -> bool {
+        self.spec.execution_environment.as_ref().is_some_and(|e| e.uses_secret(name))
     }
 
     /// The control-plane name: `spec.name`, else `metadata.name`.

@@ -194,7 +194,7 @@ fn users_of_secret(store: &Store<Guarded>, secret: &PartialObjectMeta<Secret>) -
         .state()
         .iter()
         .filter(|obj| obj.namespace() == namespace)
-        .filter(|obj| obj.decoded().is_some_and(|env| env.secret_names().contains(&name.as_str())))
+        .filter(|obj| obj.decoded().is_some_and(|env| env.uses_secret(&name)))
         .map(|obj| ObjectRef::from_obj(obj.as_ref()))
         .collect()
 }
