@@ -35,6 +35,7 @@ pub async fn apply(env: &Environment, ctx: &Context) -> Result<Action, Error> {
     }
     // No status is written before the first call's outcome: until then the CRD's default
     // (`observedGeneration: 0`) says that this generation is not yet observed.
+    //
     // The Secrets' values first: while one is missing, nothing is sent.
     let env_vars = env_vars::resolve(env, ctx).await?;
     let conn = ctx.connections.for_environment(env, &ctx.kube).await?;
