@@ -8,21 +8,12 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, ObjectMeta, PostParams};
+use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
 
+use crate::isolation::connection_resource;
 use crate::{Args, Failure, apiserver_requests, is_ready, split};
-
-fn connection_resource() -> ApiResource {
-    ApiResource {
-        group: "kubiya.ai".into(),
-        version: "v1alpha1".into(),
-        api_version: "kubiya.ai/v1alpha1".into(),
-        kind: "Connection".into(),
-        plural: "connections".into(),
-    }
-}
 
 pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure> {
     // A namespace of this run's own: the API server's data outlives a run.

@@ -19,7 +19,8 @@ use crate::{Args, Failure, environment, is_ready, resource};
 
 const CONNECTIONS: usize = 3;
 
-fn connection_resource() -> ApiResource {
+/// The Connection kind, for the bench's untyped clients.
+pub(crate) fn connection_resource() -> ApiResource {
     ApiResource {
         group: "kubiya.ai".into(),
         version: "v1alpha1".into(),
