@@ -20,7 +20,7 @@ use tracing::{info, instrument, warn};
 use super::error::Error;
 use super::status::{self, Findings};
 use super::{ConnKey, Registry, State, refresh};
-use crate::k8s::secret_versions::SecretVersions;
+use crate::k8s::index::Index;
 use crate::k8s::{events, finalizer};
 use crate::resource::{CONNECTION_FINALIZER, ClusterConnection, Connection, ConnectionStatus};
 
@@ -34,7 +34,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// The resourceVersions of the Secrets of every watched scope (from their metadata watch):
     /// a connection's Secret is read only when it changed.
-    pub secret_versions: Vec<Arc<SecretVersions>>,
+    pub secret_versions: Vec<Arc<Index<String>>>,
 }
 
 impl Context {

@@ -13,9 +13,7 @@ use kube::{Resource, ResourceExt};
 use super::error::Error;
 use crate::controlplane::{self, QueueCommand, RemoteQueue};
 use crate::k8s::{self, Op, events};
-use crate::reconcile::worker_secret::{
-    DATA_HASH, MANAGED_BY, bytes, controller, data_hash, delete_controlled, is_untouched,
-};
+use crate::reconcile::worker_secret::{MANAGED_BY, bytes, controller, delete_controlled, is_untouched};
 use crate::resource::{MANAGER, WorkerQueue};
 
 pub const QUEUE_ID_KEY: &str = "KUBIYA_QUEUE_ID";
@@ -23,6 +21,8 @@ pub const QUEUE_ID_KEY: &str = "KUBIYA_QUEUE_ID";
 pub const PYTHON_QUEUE_ID_KEY: &str = "QUEUE_ID";
 pub const CONTROL_PLANE_URL_KEY: &str = "CONTROL_PLANE_URL";
 pub const COMMAND_KEY: &str = crate::reconcile::worker_secret::COMMAND_KEY;
+/// The keys of the Secret, each of which the operator writes.
+pub const KEYS: [&str; 4] = [QUEUE_ID_KEY, PYTHON_QUEUE_ID_KEY, CONTROL_PLANE_URL_KEY, COMMAND_KEY];
 
 /// The Secret for `queue`, owned by it.
 pub fn build(queue: &WorkerQueue, cmd: &QueueCommand, control_plane: &str) -> Secret {
@@ -36,7 +36,6 @@ pub fn build(queue: &WorkerQueue, cmd: &QueueCommand, control_plane: &str) -> Se
         metadata: ObjectMeta {
             name: Some(queue.worker_secret_name()),
             namespace: queue.namespace(),
-            annotations: Some(BTreeMap::from([(DATA_HASH.to_owned(), data_hash(&data))])),
             labels: Some(BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())])),
             owner_references: queue.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
@@ -51,7 +50,7 @@ pub fn build(queue: &WorkerQueue, cmd: &QueueCommand, control_plane: &str) -> Se
 pub fn is_current(existing: &Secret, queue: &WorkerQueue, remote: &RemoteQueue, control_plane: &str) -> bool {
     let get = |k: &str| existing.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.as_slice());
     is_owned(existing, queue)
-        && is_untouched(existing)
+        && is_untouched(&existing.metadata, &KEYS)
         && get(QUEUE_ID_KEY) == Some(remote.id.as_bytes())
         && get(PYTHON_QUEUE_ID_KEY) == Some(remote.id.as_bytes())
         && get(CONTROL_PLANE_URL_KEY) == Some(control_plane.as_bytes())
@@ -148,7 +147,11 @@ mod tests {
         let cmd: QueueCommand = serde_json::from_value(json!({"queue_id": "q1",
             "command": "kubiya worker start --queue-id q1", "can_register": true}))
         .unwrap();
-        let s = build(&queue("u1"), &cmd, "https://cp.test");
+        let built = build(&queue("u1"), &cmd, "https://cp.test");
+        let remote: RemoteQueue =
+            serde_json::from_value(json!({"id": "q1", "environment_id": "e", "name": "gpu"})).unwrap();
+        assert!(!is_current(&built, &queue("u1"), &remote, "https://cp.test"), "not written yet");
+        let s = crate::reconcile::worker_secret::applied(built);
         let data = s.data.as_ref().unwrap();
         for (k, v) in [
             (QUEUE_ID_KEY, "q1"),
@@ -159,8 +162,6 @@ mod tests {
             assert_eq!(data[k].0, v.as_bytes(), "{k}");
         }
         assert_eq!(s.metadata.name.as_deref(), Some("gpu-worker"));
-        let remote: RemoteQueue =
-            serde_json::from_value(json!({"id": "q1", "environment_id": "e", "name": "gpu"})).unwrap();
         assert!(is_current(&s, &queue("u1"), &remote, "https://cp.test"));
         assert!(!is_current(&s, &queue("u1"), &remote, "https://elsewhere.test"), "another control plane");
         assert!(!is_current(

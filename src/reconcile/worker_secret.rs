@@ -1,15 +1,13 @@
 //! The worker Secret: the registration command and token that workers use to join the
 //! environment. Building it is pure; [`ensure`] reads and writes it through the Kubernetes API.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use super::context::Context;
@@ -22,10 +20,12 @@ pub const TOKEN_KEY: &str = "KUBIYA_WORKER_TOKEN";
 pub const ENVIRONMENT_KEY: &str = "KUBIYA_ENVIRONMENT";
 pub const ENVIRONMENT_ID_KEY: &str = "KUBIYA_ENVIRONMENT_ID";
 pub const COMMAND_KEY: &str = "KUBIYA_WORKER_COMMAND";
+/// The keys of the Secret, each of which the operator writes.
+pub const KEYS: [&str; 4] = [TOKEN_KEY, ENVIRONMENT_KEY, ENVIRONMENT_ID_KEY, COMMAND_KEY];
 pub(crate) const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kubiya-operator");
-/// A hash of the data the operator wrote: a Secret edited by hand no longer matches it and is
-/// written again.
-pub(crate) const DATA_HASH: &str = "kubiya.ai/data-hash";
+/// The environment the Secret is for, in its metadata too: what the operator's watch of Secrets,
+/// which reads metadata only, knows of it.
+pub(crate) const ENVIRONMENT_ID_ANNOTATION: &str = "kubiya.ai/environment-id";
 
 /// The Secret for `env`, owned by it, from the control plane's worker command.
 pub fn build(env: &Environment, env_id: &str, cmd: &WorkerCommand) -> Secret {
@@ -35,12 +35,11 @@ pub fn build(env: &Environment, env_id: &str, cmd: &WorkerCommand) -> Secret {
         (ENVIRONMENT_ID_KEY.to_owned(), bytes(env_id)),
         (COMMAND_KEY.to_owned(), bytes(cmd.command.expose())),
     ]);
-    let hash = data_hash(&data);
     Secret {
         metadata: ObjectMeta {
             name: Some(env.worker_secret_name()),
             namespace: env.namespace(),
-            annotations: Some(BTreeMap::from([(DATA_HASH.to_owned(), hash)])),
+            annotations: Some(BTreeMap::from([(ENVIRONMENT_ID_ANNOTATION.to_owned(), env_id.to_owned())])),
             labels: Some(BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())])),
             owner_references: env.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
@@ -59,7 +58,8 @@ pub fn is_current(existing: &Secret, env: &Environment, remote: &RemoteEnvironme
     let get = |k: &str| data.and_then(|d| d.get(k)).map(|b| b.0.as_slice());
     let token = remote.worker_token.as_ref().map(|t| t.expose().as_bytes());
     owned
-        && is_untouched(existing)
+        && is_untouched(&existing.metadata, &KEYS)
+        && existing.annotations().get(ENVIRONMENT_ID_ANNOTATION) == Some(&remote.id)
         && token.is_some()
         && get(TOKEN_KEY) == token
         && get(ENVIRONMENT_KEY) == Some(remote.name.as_bytes())
@@ -67,10 +67,11 @@ pub fn is_current(existing: &Secret, env: &Environment, remote: &RemoteEnvironme
         && get(COMMAND_KEY).is_some()
 }
 
-/// Whether the Secret's data is what the operator last wrote (its hash annotation matches). Our
-/// own writes are untouched; a hand edit is not.
-pub fn is_untouched(secret: &Secret) -> bool {
-    secret.data.as_ref().map(data_hash).as_deref() == secret.annotations().get(DATA_HASH).map(String::as_str)
+/// Whether the Secret's data is what the operator last applied, each of `keys` included (from
+/// its managedFields: a metadata-only watch tells). Our own writes are untouched; a hand edit
+/// is not.
+pub fn is_untouched(meta: &ObjectMeta, keys: &[&str]) -> bool {
+    k8s::fields::applied_untouched(meta, MANAGER, "data", keys)
 }
 
 /// Whether the worker Secret `env`'s status names is there as the operator wrote it, for the
@@ -80,77 +81,46 @@ pub fn is_in_place(secret: Option<&IndexedSecret>, env: &Environment) -> bool {
     if status.and_then(|s| s.can_register) != Some(true) {
         return true;
     }
-    let id = status.and_then(|s| s.environment_id.as_deref()).map(str::as_bytes);
+    let id = status.and_then(|s| s.environment_id.as_deref());
     let uid = env.uid();
     secret.is_some_and(|f| {
         f.controller.is_some() && f.controller == uid && f.untouched && f.environment_id.as_deref() == id
     })
 }
 
-/// What [`is_in_place`] needs of a worker Secret: a few dozen bytes, where the Secret itself,
-/// cached, costs kilobytes per Environment (about 40 MiB more at 10,000, measured).
+/// What [`is_in_place`] needs of a worker Secret, from its metadata: a few dozen bytes, where
+/// the Secret itself, cached, costs kilobytes per Environment (about 40 MiB more at 10,000,
+/// measured).
 #[derive(Clone, Debug, PartialEq)]
 pub struct IndexedSecret {
     /// The UID of its controlling owner.
     controller: Option<String>,
     /// Its data is what the operator wrote ([`is_untouched`]).
     untouched: bool,
-    environment_id: Option<Vec<u8>>,
+    environment_id: Option<String>,
 }
 
 impl IndexedSecret {
-    fn of(secret: &Secret) -> IndexedSecret {
-        IndexedSecret {
-            controller: controller(secret).map(|o| o.uid.clone()),
-            untouched: is_untouched(secret),
-            environment_id: secret.data.as_ref().and_then(|d| d.get(ENVIRONMENT_ID_KEY)).map(|b| b.0.clone()),
+    /// What is kept of `secret`: something for an Environment's worker Secret only (labelled as
+    /// ours and controlled by an Environment); any other Secret of the namespace costs nothing.
+    pub fn of(secret: &PartialObjectMeta<Secret>) -> Option<IndexedSecret> {
+        let owner = controller(secret).filter(|o| o.kind == "Environment")?;
+        if secret.labels().get(MANAGED_BY.0).map(String::as_str) != Some(MANAGED_BY.1) {
+            return None;
         }
+        Some(IndexedSecret {
+            controller: Some(owner.uid.clone()),
+            untouched: is_untouched(&secret.metadata, &KEYS),
+            environment_id: secret.annotations().get(ENVIRONMENT_ID_ANNOTATION).cloned(),
+        })
     }
 }
 
-/// The worker Secrets of one watched scope, as [`IndexedSecret`] by namespace and name, kept up to date
-/// from its watch. A re-list replaces the whole index when it is complete, as kube's caches do.
-#[derive(Debug, Default)]
-pub struct Index(std::sync::Mutex<IndexState>);
-
-#[derive(Debug, Default)]
-struct IndexState {
-    current: HashMap<(String, String), IndexedSecret>,
-    /// A re-list under way: what it has delivered so far.
-    relist: Option<HashMap<(String, String), IndexedSecret>>,
-}
-
-impl Index {
-    pub fn apply(&self, event: &watcher::Event<Secret>) {
-        let key = |s: &Secret| (s.namespace().unwrap_or_default(), s.name_any());
-        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match event {
-            watcher::Event::Apply(s) => {
-                state.current.insert(key(s), IndexedSecret::of(s));
-            }
-            watcher::Event::Delete(s) => {
-                state.current.remove(&key(s));
-            }
-            watcher::Event::Init => state.relist = Some(HashMap::new()),
-            watcher::Event::InitApply(s) => {
-                state.relist.get_or_insert_default().insert(key(s), IndexedSecret::of(s));
-            }
-            watcher::Event::InitDone => {
-                if let Some(listed) = state.relist.take() {
-                    state.current = listed;
-                }
-            }
-        }
-    }
-
-    pub fn get(&self, namespace: &str, name: &str) -> Option<IndexedSecret> {
-        let state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        state.current.get(&(namespace.to_owned(), name.to_owned())).cloned()
-    }
-}
+/// The worker Secrets of one watched scope, by namespace and name.
+pub type Index = k8s::index::Index<IndexedSecret>;
 
 /// The owner reference of the object that controls `secret` (there is at most one).
-pub(crate) fn controller(secret: &Secret) -> Option<&OwnerReference> {
+pub(crate) fn controller<K: Resource>(secret: &K) -> Option<&OwnerReference> {
     secret.owner_references().iter().find(|o| o.controller == Some(true))
 }
 
@@ -244,24 +214,31 @@ pub(crate) async fn delete_controlled(
     }
 }
 
-/// Stable for a given build (std's SipHash with fixed keys): an upgrade may rewrite each Secret
-/// once, which is harmless.
-pub(crate) fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
-    let mut h = DefaultHasher::new();
-    for (k, v) in data {
-        (k, &v.0).hash(&mut h);
-    }
-    format!("{:016x}", h.finish())
-}
-
 pub(crate) fn bytes(s: &str) -> ByteString {
     ByteString(s.as_bytes().to_vec())
+}
+
+#[cfg(test)]
+/// `secret` as the API server holds it once the operator applied it: its managedFields say
+/// the operator wrote each key of its data.
+pub(crate) fn applied(mut secret: Secret) -> Secret {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    let keys: serde_json::Map<String, serde_json::Value> =
+        secret.data.iter().flatten().map(|(k, _)| (format!("f:{k}"), serde_json::json!({}))).collect();
+    secret.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+        manager: Some(MANAGER.into()),
+        operation: Some("Apply".into()),
+        fields_v1: Some(FieldsV1(serde_json::json!({"f:data": keys}))),
+        ..Default::default()
+    }]);
+    secret
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resource::EnvironmentSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     use serde_json::json;
 
     fn env() -> Environment {
@@ -277,6 +254,34 @@ mod tests {
         .unwrap()
     }
 
+    /// `secret` with `key` set by hand, as the API server records it.
+    fn edited(mut secret: Secret, key: &str) -> Secret {
+        secret.data.get_or_insert_default().insert(key.into(), bytes("something else"));
+        let fields = secret.metadata.managed_fields.get_or_insert_default();
+        for entry in fields.iter_mut() {
+            if let Some(FieldsV1(f)) = &mut entry.fields_v1
+                && let Some(data) = f.get_mut("f:data").and_then(|d| d.as_object_mut())
+            {
+                data.remove(&format!("f:{key}"));
+            }
+        }
+        fields.push(ManagedFieldsEntry {
+            manager: Some("kubectl-edit".into()),
+            operation: Some("Update".into()),
+            fields_v1: Some(FieldsV1(json!({"f:data": {format!("f:{key}"): {}}}))),
+            ..Default::default()
+        });
+        secret
+    }
+
+    fn meta(secret: &Secret) -> PartialObjectMeta<Secret> {
+        PartialObjectMeta { metadata: secret.metadata.clone(), ..Default::default() }
+    }
+
+    fn indexed(secret: &Secret) -> Option<IndexedSecret> {
+        IndexedSecret::of(&meta(secret))
+    }
+
     fn remote(token: &str) -> RemoteEnvironment {
         serde_json::from_value(
             json!({"id": "id-1", "name": "prod", "status": "ready", "worker_token": token}),
@@ -286,7 +291,9 @@ mod tests {
 
     #[test]
     fn secret_is_owned_and_complete() {
-        let s = build(&env(), "id-1", &cmd());
+        let built = build(&env(), "id-1", &cmd());
+        assert!(!is_current(&built, &env(), &remote("tok")), "not written yet");
+        let s = applied(built);
         assert_eq!(s.metadata.name.as_deref(), Some("prod-worker"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("ns"));
         assert_eq!(s.type_.as_deref(), Some("Opaque"));
@@ -300,16 +307,30 @@ mod tests {
         let data = s.data.as_ref().unwrap();
         assert_eq!(data[TOKEN_KEY].0, b"tok");
         assert_eq!(data[ENVIRONMENT_ID_KEY].0, b"id-1");
+        assert_eq!(s.annotations()[ENVIRONMENT_ID_ANNOTATION], "id-1", "what the metadata watch reads");
         assert!(is_current(&s, &env(), &remote("tok")));
         assert!(!is_current(&s, &env(), &remote("rotated")));
     }
 
     #[test]
     fn a_secret_edited_by_hand_is_not_current() {
-        let mut s = build(&env(), "id-1", &cmd());
+        let s = applied(build(&env(), "id-1", &cmd()));
         assert!(is_current(&s, &env(), &remote("tok")));
-        s.data.as_mut().unwrap().insert(COMMAND_KEY.into(), bytes("something else"));
-        assert!(!is_current(&s, &env(), &remote("tok")));
+        assert!(!is_current(&edited(s.clone(), COMMAND_KEY), &env(), &remote("tok")));
+        let mut removed = s.clone();
+        removed.data.as_mut().unwrap().remove(COMMAND_KEY);
+        let ours = removed.metadata.managed_fields.as_mut().unwrap();
+        ours[0].fields_v1.as_mut().unwrap().0["f:data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("f:KUBIYA_WORKER_COMMAND");
+        assert!(!is_current(&removed, &env(), &remote("tok")), "a key deleted by hand");
+        let mut before_upgrade = s.clone();
+        before_upgrade.metadata.annotations = None;
+        assert!(
+            !is_current(&before_upgrade, &env(), &remote("tok")),
+            "written once more with its annotation"
+        );
     }
 
     #[test]
@@ -320,61 +341,43 @@ mod tests {
             can_register: Some(true),
             ..Default::default()
         });
-        let s = build(&e, "id-1", &cmd());
-        assert!(is_in_place(Some(&IndexedSecret::of(&s)), &e));
+        let s = applied(build(&e, "id-1", &cmd()));
+        assert!(is_in_place(indexed(&s).as_ref(), &e));
         assert!(!is_in_place(None, &e), "deleted while the operator was away");
-        let mut edited = s.clone();
-        edited.data.as_mut().unwrap().insert(COMMAND_KEY.into(), bytes("x"));
-        assert!(!is_in_place(Some(&IndexedSecret::of(&edited)), &e), "edited by hand");
-        let other = build(&e, "id-2", &cmd());
-        assert!(!is_in_place(Some(&IndexedSecret::of(&other)), &e), "for another environment");
-        let mut not_controlled = s.clone();
-        not_controlled.metadata.owner_references.as_mut().unwrap()[0].controller = None;
-        assert!(!is_in_place(Some(&IndexedSecret::of(&not_controlled)), &e), "only owned, not controlled");
+        assert!(!is_in_place(indexed(&edited(s.clone(), COMMAND_KEY)).as_ref(), &e), "edited by hand");
+        let other = applied(build(&e, "id-2", &cmd()));
+        assert!(!is_in_place(indexed(&other).as_ref(), &e), "for another environment");
         let mut restored = e.clone();
         restored.metadata.uid = Some("uid-2".into());
-        assert!(!is_in_place(Some(&IndexedSecret::of(&s)), &restored), "controlled by an earlier object");
+        assert!(!is_in_place(indexed(&s).as_ref(), &restored), "controlled by an earlier object");
         let mut nameless = e.clone();
         nameless.metadata.uid = None;
-        let mut orphan = s.clone();
-        orphan.metadata.owner_references = None;
-        assert!(!is_in_place(Some(&IndexedSecret::of(&orphan)), &nameless), "no owner, no uid");
+        assert!(!is_in_place(None, &nameless), "no owner, no uid");
         e.status.as_mut().unwrap().can_register = Some(false);
         assert!(is_in_place(None, &e), "none needed");
     }
 
     #[test]
-    fn the_index_follows_the_watch_and_a_relist_replaces_it_whole() {
-        let secret = |name: &str, id: &str| {
-            let mut e = env();
-            e.metadata.name = Some(name.into());
-            build(&e, id, &cmd())
-        };
-        let (a, b, c) = (secret("a", "id-a"), secret("b", "id-b"), secret("c", "id-c"));
-        let index = Index::default();
-        assert_eq!(index.get("ns", "a-worker"), None);
-        index.apply(&watcher::Event::Apply(a.clone()));
-        index.apply(&watcher::Event::Apply(b.clone()));
-        assert_eq!(index.get("ns", "a-worker"), Some(IndexedSecret::of(&a)));
-        assert_eq!(index.get("other", "a-worker"), None);
-        index.apply(&watcher::Event::Delete(a.clone()));
-        assert_eq!(index.get("ns", "a-worker"), None);
-        // A re-list: what was there stays until it is complete, then only what it listed is.
-        index.apply(&watcher::Event::Init);
-        index.apply(&watcher::Event::InitApply(c.clone()));
-        assert_eq!(index.get("ns", "b-worker"), Some(IndexedSecret::of(&b)));
-        assert_eq!(index.get("ns", "c-worker"), None);
-        index.apply(&watcher::Event::InitDone);
-        assert_eq!(index.get("ns", "b-worker"), None);
-        assert_eq!(index.get("ns", "c-worker"), Some(IndexedSecret::of(&c)));
-        // An InitDone without an Init changes nothing.
-        index.apply(&watcher::Event::InitDone);
-        assert_eq!(index.get("ns", "c-worker"), Some(IndexedSecret::of(&c)));
+    fn only_an_environments_worker_secret_is_indexed() {
+        let s = applied(build(&env(), "id-1", &cmd()));
+        assert!(indexed(&s).is_some());
+        let mut not_controlled = s.clone();
+        not_controlled.metadata.owner_references.as_mut().unwrap()[0].controller = None;
+        assert_eq!(indexed(&not_controlled), None, "only owned, not controlled");
+        let mut orphan = s.clone();
+        orphan.metadata.owner_references = None;
+        assert_eq!(indexed(&orphan), None, "no owner");
+        let mut unlabelled = s.clone();
+        unlabelled.metadata.labels = None;
+        assert_eq!(indexed(&unlabelled), None, "not labelled as ours");
+        let mut queue = s.clone();
+        queue.metadata.owner_references.as_mut().unwrap()[0].kind = "WorkerQueue".into();
+        assert_eq!(indexed(&queue), None, "a queue's");
     }
 
     #[test]
     fn someone_elses_secret_is_not_ours() {
-        let mut s = build(&env(), "id-1", &cmd());
+        let mut s = applied(build(&env(), "id-1", &cmd()));
         s.metadata.owner_references = None;
         assert!(!is_owned(&s, &env()));
         assert!(!was_owned_before(&s, &env()));
@@ -383,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_secret_of_an_earlier_environment_of_the_same_name_is_taken_over() {
-        let s = build(&env(), "id-1", &cmd());
+        let s = applied(build(&env(), "id-1", &cmd()));
         let mut again = env();
         again.metadata.uid = Some("uid-2".into());
         assert!(!is_owned(&s, &again));

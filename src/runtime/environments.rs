@@ -1,6 +1,6 @@
 //! The Environment controllers, one per watched scope (all namespaces, or each listed one), each
 //! with its own watches and cache (kube's caches hold one list-watch), all sharing the context.
-//! Worker Secrets and connection changes wake them too.
+//! Secrets (watched by metadata only) and connection changes wake them too.
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -16,16 +16,16 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use crate::config::Config;
-use crate::k8s::secret_versions::SecretVersions;
+use crate::k8s::index::Index;
+use crate::queue;
 use crate::reconcile::{self, Context, worker_secret};
 use crate::resource::{Guarded, WorkerQueue};
 
 /// One watched scope.
 pub struct Scope {
     envs: Api<Guarded>,
-    secrets: Api<Secret>,
-    /// The same Secrets by metadata only.
-    secret_names: Api<PartialObjectMeta<Secret>>,
+    /// Secrets, by metadata only: none is ever held whole, whoever labels it.
+    secrets: Api<PartialObjectMeta<Secret>>,
     pub store: Store<Guarded>,
     writer: reflector::store::Writer<Guarded>,
     /// What is known of the worker Secrets: a settled Environment's is checked there, not
@@ -33,30 +33,18 @@ pub struct Scope {
     pub secret_index: Arc<worker_secret::Index>,
     /// The resourceVersion of every Secret of the scope: a connection's key is read again only
     /// when its Secret changed.
-    pub secret_versions: Arc<SecretVersions>,
+    pub secret_versions: Arc<Index<String>>,
 }
 
 /// The scopes `config` asks for: all namespaces, or each listed one.
 pub fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
     let scope = |namespace: Option<&String>| {
         let (store, writer) = reflector::store();
-        let (envs, secrets, secret_names) = match namespace {
-            Some(ns) => (
-                Api::namespaced(kube.clone(), ns),
-                Api::namespaced(kube.clone(), ns),
-                Api::namespaced(kube.clone(), ns),
-            ),
-            None => (Api::all(kube.clone()), Api::all(kube.clone()), Api::all(kube.clone())),
+        let (envs, secrets) = match namespace {
+            Some(ns) => (Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)),
+            None => (Api::all(kube.clone()), Api::all(kube.clone())),
         };
-        Scope {
-            envs,
-            secrets,
-            secret_names,
-            store,
-            writer,
-            secret_index: Arc::default(),
-            secret_versions: Arc::default(),
-        }
+        Scope { envs, secrets, store, writer, secret_index: Arc::default(), secret_versions: Arc::default() }
     };
     if config.watch_namespaces.is_empty() {
         return vec![scope(None)];
@@ -71,7 +59,7 @@ impl Scope {
         ctx: Arc<Context>,
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
-        let Scope { envs, secrets, secret_names, store, writer, secret_index, secret_versions } = self;
+        let Scope { envs, secrets, store, writer, secret_index, secret_versions } = self;
         let mut selected = watcher::Config::default();
         if let Some(selector) = &config.label_selector {
             selected = selected.labels(selector);
@@ -103,60 +91,30 @@ impl Scope {
             })
             .applied_objects()
             .predicate_filter(user_intent, Default::default());
-        // Worker Secrets wake their Environment when deleted or edited by hand, not on our own
-        // writes (each would cost a pass: a control-plane read and perhaps a status write).
-        let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=kubiya-operator");
-        let queue_secrets = ctx.queue_secret_changes.clone();
-        let secret_changes = watcher(secrets, owned)
-            .default_backoff()
-            // Not cached whole: the few facts a settled Environment's check needs.
-            .inspect(move |event| {
-                if let Ok(event) = event {
-                    secret_index.apply(event);
-                }
-            })
-            .filter_map(move |event| {
-                let changed = match event {
-                    Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
-                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
-                        if !worker_secret::is_untouched(&s) =>
-                    {
-                        Some(Ok(s))
-                    }
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                };
-                // A WorkerQueue's Secret wakes its queue (the one watch serves both kinds).
-                if let Some(Ok(s)) = &changed
-                    && let Some(owner) = worker_secret::controller(s).filter(|o| o.kind == "WorkerQueue")
-                {
-                    let _ = queue_secrets.send((s.namespace().unwrap_or_default(), owner.name.clone()));
-                }
-                async move { changed }
-            });
         let connection_changes = connection_changes(&ctx, store.clone());
-        // Secrets whose values Environments use wake them as they change, appear or go. Watched
-        // by metadata only, and not cached: any Secret of the namespace may be named, and none is
-        // held in memory for it.
-        let referenced = watcher(secret_names, watcher::Config::default())
+        // One watch of the scope's Secrets, by metadata only and not cached: what the operator
+        // needs of a Secret is in its metadata, and whatever a tenant puts in a Secret (a
+        // megabyte, with our label) is never read. Small pages bound what a relist holds at once.
+        let queue_secrets = ctx.queue_secret_changes.clone();
+        let users = store.clone();
+        let secret_changes = watcher(secrets, watcher::Config::default().page_size(SECRET_PAGE))
             .default_backoff()
             .inspect(move |event| {
                 if let Ok(event) = event {
-                    secret_versions.apply(event);
+                    secret_versions.apply(event, |s| s.resource_version());
+                    secret_index.apply(event, worker_secret::IndexedSecret::of);
                 }
             })
-            .filter_map(|event| async move {
-                match event {
-                    // A relist's objects are no change: every Environment gets its pass at start.
-                    Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => Some(Ok(s)),
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                }
+            .flat_map(move |event| {
+                let event = event.inspect_err(|e| warn!(error = %e, "watching Secrets"));
+                let woken = match event.ok() {
+                    Some(event) => woken_by(&event, &users, &queue_secrets),
+                    None => Vec::new(),
+                };
+                futures::stream::iter(woken)
             });
-        let users = store.clone();
         Controller::for_stream(changes, store)
-            .owns_stream(secret_changes)
-            .watches_stream(referenced, move |secret| users_of_secret(&users, &secret))
+            .reconcile_on(secret_changes)
             .reconcile_on(connection_changes)
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(shutdown)
@@ -185,6 +143,48 @@ fn connection_changes(
     let registry = ctx.connections.clone();
     super::received(registry.subscribe())
         .flat_map(move |key| futures::stream::iter(registry.users_in(&store, &key)))
+}
+
+/// How many Secrets a list of the watch holds at most: each may carry up to 256 KiB of
+/// annotations and its managedFields, which is all the metadata watch reads.
+const SECRET_PAGE: u32 = 100;
+
+/// The Environments a Secret's event wakes, and the WorkerQueue it wakes (sent on `queues`):
+/// its controller's, when it was deleted or edited by hand (not on the operator's own writes,
+/// each of which would cost a pass); and the Environments that use its values as it changes,
+/// appears or goes (a relist's objects are no change: every Environment gets its pass at start).
+fn woken_by(
+    event: &watcher::Event<PartialObjectMeta<Secret>>,
+    store: &Store<Guarded>,
+    queues: &tokio::sync::broadcast::Sender<(String, String)>,
+) -> Vec<ObjectRef<Guarded>> {
+    let (secret, changed, relisted) = match event {
+        watcher::Event::Delete(s) => (s, true, false),
+        watcher::Event::Apply(s) => (s, false, false),
+        watcher::Event::InitApply(s) => (s, false, true),
+        watcher::Event::Init | watcher::Event::InitDone => return Vec::new(),
+    };
+    let namespace = secret.namespace().unwrap_or_default();
+    let mut woken = if relisted { Vec::new() } else { users_of_secret(store, secret) };
+    let Some(owner) = worker_secret::controller(secret).filter(|o| o.api_version.starts_with("kubiya.ai/"))
+    else {
+        return woken;
+    };
+    let keys: &[&str] = match owner.kind.as_str() {
+        "Environment" => &worker_secret::KEYS,
+        "WorkerQueue" => &queue::secret::KEYS,
+        _ => return woken,
+    };
+    if !changed && worker_secret::is_untouched(&secret.metadata, keys) {
+        return woken;
+    }
+    if owner.kind == "WorkerQueue" {
+        // Nobody listening (no queues watched) is no failure.
+        let _ = queues.send((namespace, owner.name.clone()));
+    } else {
+        woken.push(ObjectRef::new(&owner.name).within(&namespace));
+    }
+    woken
 }
 
 /// The Environments of `store` whose spec uses `secret`'s values.

@@ -33,6 +33,13 @@ async fn the_worker_secret_is_rewritten_when_deleted_or_edited_and_the_token_sta
     secrets.patch("wk-worker", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
     wait_until("the edited worker Secret restored", restored).await;
 
+    // A key deleted by hand: nobody's field any more, which the operator's watch of Secrets by
+    // metadata sees too.
+    let remove = json!([{"op": "remove", "path": "/data/KUBIYA_WORKER_COMMAND"}]);
+    let patch: json_patch::Patch = serde_json::from_value(remove).unwrap();
+    secrets.patch("wk-worker", &PatchParams::default(), &Patch::Json::<()>(patch)).await.unwrap();
+    wait_until("the worker Secret restored after a key was deleted", restored).await;
+
     let events = bed.events("wk").await;
     assert!(events.iter().all(|(_, note)| !note.contains(&token)), "token in an Event");
     let env = bed.envs.get("wk").await.unwrap();
