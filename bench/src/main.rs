@@ -27,6 +27,7 @@ use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
 
 mod connections;
+mod hostile;
 mod isolation;
 mod queues;
 
@@ -41,6 +42,9 @@ enum Phase {
     Queues,
     /// N Connections, each with its own key Secret: the API server's requests at steady state.
     Connections,
+    /// N Environments at a time, with a tenant's labelled 1 MB Secrets, then with huge answers:
+    /// the operator's memory.
+    Hostile,
 }
 
 #[derive(Parser)]
@@ -79,6 +83,13 @@ pub(crate) struct Args {
     /// Operator log file.
     #[arg(long, default_value = ".bench/operator.log")]
     log: PathBuf,
+    /// Labelled 1 MB Secrets a tenant creates (phase `hostile`).
+    #[arg(long, default_value_t = 200)]
+    hostile_secrets: usize,
+    /// Size of every control-plane answer in the last step of phase `hostile` (15.9 MiB: just
+    /// under what the client reads).
+    #[arg(long, default_value_t = 16_672_358)]
+    huge_answer_bytes: usize,
     /// After the steady state, restart the operator (SIGTERM, start again) and measure what the
     /// restart costs the control plane, over one resync interval.
     #[arg(long)]
@@ -102,6 +113,11 @@ async fn main() -> Result<(), Failure> {
     }
     if let Phase::Connections = args.phase {
         let report = connections::connections(&args, &client).await?;
+        std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
+        return Ok(());
+    }
+    if let Phase::Hostile = args.phase {
+        let report = hostile::hostile(&args, &client).await?;
         std::fs::write(&args.out, serde_json::to_string_pretty(&report)? + "\n")?;
         return Ok(());
     }

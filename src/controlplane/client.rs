@@ -37,6 +37,13 @@ const MAX_INLINE_WAIT: Duration = Duration::from_secs(5);
 /// huge organization or something hostile in between, is refused rather than risking the
 /// operator's memory limit.
 pub const MAX_BODY: usize = 16 << 20;
+/// What the answers being read and decoded may hold at once, over every connection: two of the
+/// largest, or many small ones. An answer that would pass it is refused (and its call tried
+/// again later), so that sixteen passes and every connection's checks, against a control plane
+/// answering near [`MAX_BODY`] to each, stay within the operator's memory limit.
+pub const ANSWERS_IN_FLIGHT: usize = 32 << 20;
+/// The budget, in KiB.
+static IN_FLIGHT: Semaphore = Semaphore::const_new(ANSWERS_IN_FLIGHT >> 10);
 
 /// The Kubiya API key. `Debug` is redacted; the only way out is the Authorization header.
 #[derive(Clone)]
@@ -391,15 +398,17 @@ impl Client {
         self.breaker.record(code.is_some());
         let (status, retry_after, location, body) =
             answer.map_err(|source| Error::Transport { method, route, source })?;
-        let Some(body) = body else {
-            return Err(Error::TooLarge { method, route, limit: MAX_BODY });
+        let (body, held) = match body {
+            Read::Whole(body, held) => (body, held),
+            Read::TooLarge => return Err(Error::TooLarge { method, route, limit: MAX_BODY }),
+            Read::OverBudget => return Err(Error::OverBudget { method, route, limit: ANSWERS_IN_FLIGHT }),
         };
         if status.is_redirection() {
             let target = location.unwrap_or_else(|| "nowhere (no Location header)".to_owned());
             return Err(Error::Redirect { method, route, status: status.as_u16(), target });
         }
         if status.is_success() {
-            return Ok(Answer { body, status, method, route });
+            return Ok(Answer { body, status, method, route, _held: held });
         }
         Err(Error::api(method, route, status.as_u16(), error_detail(&body).unwrap_or_default(), retry_after))
     }
@@ -478,6 +487,8 @@ struct Answer {
     status: StatusCode,
     method: &'static str,
     route: &'static str,
+    /// Its share of [`ANSWERS_IN_FLIGHT`], given back once it is decoded.
+    _held: Option<SemaphorePermit<'static>>,
 }
 
 impl Answer {
@@ -511,19 +522,63 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// The whole body, or `None` once it passes [`MAX_BODY`] (the rest is not read).
-async fn read_capped(mut resp: Response) -> Result<Option<Bytes>, reqwest::Error> {
+/// An answer's body, as far as it was read.
+enum Read {
+    /// All of it, with its share of [`ANSWERS_IN_FLIGHT`] (none for an empty body).
+    Whole(Bytes, Option<SemaphorePermit<'static>>),
+    /// It passed [`MAX_BODY`]: the rest is not read.
+    TooLarge,
+    /// The answers in flight would have passed [`ANSWERS_IN_FLIGHT`] with it: the rest is not read.
+    OverBudget,
+}
+
+/// The whole body, unless it passes [`MAX_BODY`] or the budget of all answers in flight.
+async fn read_capped(mut resp: Response) -> Result<Read, reqwest::Error> {
     if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-        return Ok(None);
+        return Ok(Read::TooLarge);
+    }
+    let mut held = Held::default();
+    if let Some(n) = resp.content_length()
+        && !held.grow(n as usize)
+    {
+        return Ok(Read::OverBudget);
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > MAX_BODY {
-            return Ok(None);
+            return Ok(Read::TooLarge);
+        }
+        if !held.grow(body.len() + chunk.len()) {
+            return Ok(Read::OverBudget);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Some(Bytes::from(body)))
+    Ok(Read::Whole(Bytes::from(body), held.permit))
+}
+
+/// The share of [`ANSWERS_IN_FLIGHT`] one answer holds, in whole KiB.
+#[derive(Default)]
+struct Held {
+    permit: Option<SemaphorePermit<'static>>,
+    kib: u32,
+}
+
+impl Held {
+    /// Holds enough for `bytes` in all; false if the budget has not that much left (nothing is
+    /// waited for: an answer waiting on others could wait on one that waits on it).
+    fn grow(&mut self, bytes: usize) -> bool {
+        let want = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        if want <= self.kib {
+            return true;
+        }
+        let Ok(more) = IN_FLIGHT.try_acquire_many(want - self.kib) else { return false };
+        match &mut self.permit {
+            Some(p) => p.merge(more),
+            None => self.permit = Some(more),
+        }
+        self.kib = want;
+        true
+    }
 }
 
 /// Where a redirect points: scheme, host and port only (a path or query could carry anything).
@@ -549,6 +604,23 @@ mod tests {
     fn client(base: &str) -> Client {
         Client::new(ClientConfig::new(Url::parse(base).unwrap(), ApiKey::new("k"), Duration::from_secs(1)))
             .unwrap()
+    }
+
+    #[test]
+    fn answers_in_flight_hold_their_size_until_dropped_and_none_passes_the_budget() {
+        let budget = ANSWERS_IN_FLIGHT >> 10;
+        let mut big = Held::default();
+        assert!(big.grow(ANSWERS_IN_FLIGHT - 4096), "one answer can have almost all of it");
+        assert!(big.grow(1), "already held");
+        assert_eq!(IN_FLIGHT.available_permits(), 4);
+        let mut small = Held::default();
+        assert!(small.grow(1), "a byte takes a whole KiB");
+        assert!(small.grow(3 * 1024));
+        assert!(!small.grow(4 * 1024 + 1), "past the budget");
+        assert_eq!(IN_FLIGHT.available_permits(), 1, "what it held is kept");
+        drop(big);
+        drop(small);
+        assert_eq!(IN_FLIGHT.available_permits(), budget, "all given back");
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub enum Error {
     /// The answer's body is larger than the client accepts.
     #[error("{method} {route}: the answer is larger than {limit} bytes")]
     TooLarge { method: &'static str, route: &'static str, limit: usize },
+    /// The answers being read at once, over every connection, would have held more than the
+    /// operator allows them (a control plane answering near the largest size to every call).
+    #[error(
+        "{method} {route}: answers of the control plane in flight would pass the operator's budget of {limit} bytes: not read; trying again shortly"
+    )]
+    OverBudget { method: &'static str, route: &'static str, limit: usize },
 }
 
 impl Error {
@@ -93,7 +99,11 @@ impl Error {
     /// a taken name, an invalid status), which fail the same way every time.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport { .. } | Error::Decode { .. } | Error::Down { .. } | Error::Busy { .. } => true,
+            Error::Transport { .. }
+            | Error::Decode { .. }
+            | Error::Down { .. }
+            | Error::Busy { .. }
+            | Error::OverBudget { .. } => true,
             Error::Redirect { .. } | Error::TooLarge { .. } => false,
             Error::Api { status, detail, .. } => {
                 matches!(status, 408 | 429 | 500..=599) && !(*status == 500 && is_database_rejection(detail))

@@ -165,6 +165,7 @@ fn remote(e: &controlplane::Error, metric: &'static str) -> Kind {
     let (reason, advice) = match (e, e.status()) {
         (controlplane::Error::Redirect { .. }, _) => ("Redirected", ""),
         (controlplane::Error::TooLarge { .. }, _) => ("AnswerTooLarge", ""),
+        (controlplane::Error::OverBudget { .. }, _) => ("AnswersOverBudget", ""),
         (_, Some(401)) => ("Unauthorized", " (check the API key of the Environment's connection)"),
         (_, Some(403)) => ("Forbidden", " (the connection's API key may not manage worker queues)"),
         // The server refuses to delete a queue while workers are active (or the `default` one).

@@ -219,6 +219,7 @@ fn remote(e: &controlplane::Error, metric: &'static str) -> Kind {
         // Refused by the client itself: a human decides (the messages say what to look at).
         controlplane::Error::Redirect { .. } => ("Redirected", ""),
         controlplane::Error::TooLarge { .. } => ("AnswerTooLarge", ""),
+        controlplane::Error::OverBudget { .. } => ("AnswersOverBudget", ""),
         _ => classify(e, metric),
     };
     Kind { reason, metric, permanent: !e.is_retryable(), advice }
@@ -444,6 +445,10 @@ mod tests {
             source: controlplane::Error::TooLarge { method: "GET", route: "/x", limit: 1 },
         };
         assert_eq!((big.reason(), big.is_permanent()), ("AnswerTooLarge", true));
+        let crowded = Error::FindRemote {
+            source: controlplane::Error::OverBudget { method: "GET", route: "/x", limit: 1 },
+        };
+        assert_eq!((crowded.reason(), crowded.is_permanent()), ("AnswersOverBudget", false));
     }
 
     fn owner(cluster: &str, ns: &str, name: &str) -> Owner {

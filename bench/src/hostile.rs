@@ -1,0 +1,193 @@
+//! The hostile phase: what a tenant with rights in its own namespace only, and a control plane
+//! answering near the largest size the client reads, do to the operator's memory, while another
+//! namespace's Environments must keep going Ready. Three steps, each with its own operator
+//! process and its own peak RSS:
+//! 1. baseline: the operator watching both namespaces; N Environments applied in `ok`;
+//! 2. `--hostile-secrets` Secrets of 1 MB in `tenant`, labelled as the operator's own, then the
+//!    operator started again (its first list reads every Secret of both namespaces) and N more
+//!    Environments applied in `ok`;
+//! 3. every control-plane answer padded to `--huge-answer-bytes`, N more Environments applied:
+//!    how many calls the operator refused as over its budget for answers in flight (Events
+//!    `AnswersOverBudget`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
+use serde_json::{Value, json};
+
+use crate::{Args, Failure, RssSampler, environment, is_ready, resource};
+
+/// Bytes of data in each hostile Secret: 1 MB (1.33 MB as base64), under etcd's 1.5 MiB.
+const SECRET_BYTES: usize = 1_000_000;
+
+pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
+    // Namespaces of this run's own: the API server's data outlives a run.
+    let run = std::process::id();
+    let (ok, tenant) = (format!("bench-ok-{run}"), format!("bench-tenant-{run}"));
+    for ns in [&ok, &tenant] {
+        let obj = Namespace {
+            metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &obj).await?;
+    }
+    let emulator = Emulator::start(EmulatorConfig {
+        provisioning: Duration::ZERO,
+        faults: Faults { latency_ms: args.latency_ms, ..Faults::default() },
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ok, &resource());
+    let scope = format!("{ok},{tenant}");
+
+    let baseline = step(args, &emulator, &envs, &scope, "baseline").await?;
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenant);
+    let t = Instant::now();
+    stream::iter(0..args.hostile_secrets)
+        .map(|i| {
+            let secrets = secrets.clone();
+            async move {
+                let secret = Secret {
+                    metadata: ObjectMeta {
+                        name: Some(format!("big-{i:04}")),
+                        labels: Some(BTreeMap::from([(
+                            "app.kubernetes.io/managed-by".to_owned(),
+                            "kubiya-operator".to_owned(),
+                        )])),
+                        ..Default::default()
+                    },
+                    data: Some(BTreeMap::from([("blob".to_owned(), ByteString(vec![b'x'; SECRET_BYTES]))])),
+                    ..Default::default()
+                };
+                secrets.create(&PostParams::default(), &secret).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(4)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let secrets_seconds = t.elapsed().as_secs_f64();
+    let labelled = step(args, &emulator, &envs, &scope, "labelled-secrets").await?;
+
+    emulator.set_faults(Faults {
+        latency_ms: args.latency_ms,
+        huge_body: 1.0,
+        huge_body_bytes: args.huge_answer_bytes,
+        ..Faults::default()
+    });
+    let huge = step(args, &emulator, &envs, &scope, "huge-answers").await?;
+    emulator.set_faults(Faults::default());
+    // 200 MB the API server's store need not keep for the next run.
+    secrets.delete_collection(&Default::default(), &ListParams::default()).await?;
+    let refused = Api::<Event>::namespaced(client.clone(), &ok)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("AnswersOverBudget"))
+        .map(|e| e.count.unwrap_or(1))
+        .sum::<i32>();
+
+    let growth = |s: &Value| {
+        s["peak_rss_mib"].as_f64().unwrap_or(0.0) - baseline["peak_rss_mib"].as_f64().unwrap_or(0.0)
+    };
+    let report = json!({
+        "environments_per_step": args.n,
+        "hostile_secrets": args.hostile_secrets,
+        "hostile_secret_bytes": SECRET_BYTES,
+        "hostile_secrets_created_seconds": secrets_seconds,
+        "huge_answer_bytes": args.huge_answer_bytes,
+        "baseline": baseline,
+        "labelled_secrets": labelled,
+        "labelled_secrets_peak_rss_growth_mib": growth(&labelled),
+        "huge_answers": huge,
+        "huge_answers_peak_rss_growth_mib": growth(&huge),
+        "answers_refused_over_budget_events": refused,
+    });
+    println!("{:<44} {:>10}", "measure", "value");
+    for (label, value) in [
+        ("baseline: all Ready (s)", &report["baseline"]["all_ready_seconds"]),
+        ("baseline: peak RSS (MiB)", &report["baseline"]["peak_rss_mib"]),
+        ("labelled Secrets: all Ready (s)", &report["labelled_secrets"]["all_ready_seconds"]),
+        ("labelled Secrets: peak RSS (MiB)", &report["labelled_secrets"]["peak_rss_mib"]),
+        ("labelled Secrets: peak RSS growth (MiB)", &report["labelled_secrets_peak_rss_growth_mib"]),
+        ("huge answers: all Ready (s)", &report["huge_answers"]["all_ready_seconds"]),
+        ("huge answers: peak RSS (MiB)", &report["huge_answers"]["peak_rss_mib"]),
+        ("huge answers: peak RSS growth (MiB)", &report["huge_answers_peak_rss_growth_mib"]),
+        ("huge answers: refused over budget (Events)", &report["answers_refused_over_budget_events"]),
+    ] {
+        let text = value.as_f64().map_or_else(|| value.to_string(), |v| format!("{v:.1}"));
+        println!("{label:<44} {text:>10}");
+    }
+    Ok(report)
+}
+
+/// One step: an operator started on `scope`, N new Environments applied in `envs`' namespace and
+/// waited for (all of them, those of earlier steps included), the operator stopped. Its peak RSS
+/// and the time to all Ready.
+async fn step(
+    args: &Args,
+    emulator: &Emulator,
+    envs: &Api<DynamicObject>,
+    scope: &str,
+    name: &str,
+) -> Result<Value, Failure> {
+    let log = std::fs::File::create(args.log.with_extension(format!("{name}.log")))?;
+    let mut operator = tokio::process::Command::new(&args.operator)
+        .arg("run")
+        .env("KUBECONFIG", &args.kubeconfig)
+        .env("KUBIYA_API_KEY", kubiya_cp_emulator::token("bench"))
+        .env("KUBIYA_CONTROL_PLANE_BASE_URL", emulator.base_url())
+        .env("KUBIYA_WATCH_NAMESPACES", scope)
+        .env("KUBIYA_LEASE_NAMESPACE", envs.namespace().unwrap_or("default"))
+        .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let rss = Arc::new(RssSampler::default());
+    let sampler = tokio::spawn(rss.clone().run(operator.id().unwrap_or_default()));
+    let t0 = Instant::now();
+    stream::iter(0..args.n)
+        .map(|i| {
+            let envs = envs.clone();
+            async move {
+                envs.create(&PostParams::default(), &environment(&format!("{name}-{i:04}"))).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let deadline = t0 + Duration::from_secs(1800);
+    let ready = loop {
+        let all = envs.list(&ListParams::default()).await?.items;
+        let ready = all.iter().filter(|o| is_ready(o)).count();
+        if ready == all.len() {
+            break ready;
+        }
+        let exited = operator.try_wait()?;
+        if Instant::now() > deadline || exited.is_some() {
+            let _ = operator.kill().await;
+            let how = exited.map_or("still running".to_owned(), |status| format!("exited: {status}"));
+            return Err(format!("step {name}: {ready} of {} Ready; the operator {how}", all.len()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let all_ready = t0.elapsed().as_secs_f64();
+    sampler.abort();
+    let _ = operator.kill().await;
+    Ok(json!({
+        "environments_ready": ready,
+        "all_ready_seconds": all_ready,
+        "peak_rss_mib": rss.peak.load(Ordering::Relaxed) as f64 / 1024.0,
+    }))
+}
