@@ -13,7 +13,7 @@ use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
 
 use crate::isolation::connection_resource;
-use crate::{Args, Failure, apiserver_requests, is_ready, split};
+use crate::{Args, Failure, apiserver_requests, is_ready, spawn_operator, split};
 
 pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure> {
     // A namespace of this run's own: the API server's data outlives a run.
@@ -57,18 +57,8 @@ pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure>
         .await?;
 
     let log = std::fs::File::create(args.log.with_extension("connections.log"))?;
-    let mut operator = tokio::process::Command::new(&args.operator)
-        .arg("run")
-        .env("KUBECONFIG", &args.kubeconfig)
-        .env("KUBIYA_WATCH_NAMESPACES", ns)
-        .env("KUBIYA_LEASE_NAMESPACE", ns)
-        .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
-        .env("KUBIYA_CONTROL_PLANE_BASE_URL", &base_url)
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut operator =
+        spawn_operator(args, log, ns, "127.0.0.1:0", &[("KUBIYA_CONTROL_PLANE_BASE_URL", &base_url)])?;
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(1800);
     loop {

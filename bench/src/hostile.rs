@@ -23,7 +23,7 @@ use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
 
-use crate::{Args, Failure, RssSampler, environment, is_ready, resource};
+use crate::{Args, Failure, RssSampler, environment, is_ready, resource, spawn_operator};
 
 /// Bytes of data in each hostile Secret: 1 MB (1.33 MB as base64), under etcd's 1.5 MiB.
 const SECRET_BYTES: usize = 1_000_000;
@@ -141,19 +141,11 @@ async fn step(
     name: &str,
 ) -> Result<Value, Failure> {
     let log = std::fs::File::create(args.log.with_extension(format!("{name}.log")))?;
-    let mut operator = tokio::process::Command::new(&args.operator)
-        .arg("run")
-        .env("KUBECONFIG", &args.kubeconfig)
-        .env("KUBIYA_API_KEY", kubiya_cp_emulator::token("bench"))
-        .env("KUBIYA_CONTROL_PLANE_BASE_URL", emulator.base_url())
-        .env("KUBIYA_WATCH_NAMESPACES", scope)
-        .env("KUBIYA_LEASE_NAMESPACE", envs.namespace().unwrap_or("default"))
-        .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
+    let key = kubiya_cp_emulator::token("bench");
+    let settings =
+        [("KUBIYA_API_KEY", key.as_str()), ("KUBIYA_CONTROL_PLANE_BASE_URL", &emulator.base_url())];
+    // Its Lease in the first namespace of the scope, that of `envs`.
+    let mut operator = spawn_operator(args, log, scope, "127.0.0.1:0", &settings)?;
     let rss = Arc::new(RssSampler::default());
     let sampler = tokio::spawn(rss.clone().run(operator.id().unwrap_or_default()));
     let t0 = Instant::now();

@@ -70,17 +70,7 @@ async fn run(args: &Args, client: &Client, run: usize, hang: bool) -> Result<(f6
         connections.create(&PostParams::default(), &c).await?;
     }
     let log = std::fs::File::create(args.log.with_extension(format!("isolation-{run}.log")))?;
-    let mut operator = tokio::process::Command::new(&args.operator)
-        .arg("run")
-        .env("KUBECONFIG", &args.kubeconfig)
-        .env("KUBIYA_WATCH_NAMESPACES", &ns)
-        .env("KUBIYA_LEASE_NAMESPACE", &ns)
-        .env("KUBIYA_METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut operator = crate::spawn_operator(args, log, &ns, "127.0.0.1:0", &[])?;
 
     let envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource());
     // Without the fault every Environment counts; with it, those of the two healthy connections.

@@ -442,19 +442,38 @@ fn load_report(
     })
 }
 
-/// The operator, as the bench runs it: the emulator's `bench` organization, the `bench` namespace.
+/// The operator, as the load phase runs it: the emulator's `bench` organization, the `bench`
+/// namespace.
 pub(crate) fn start_operator(args: &Args, emulator: &Emulator) -> Result<tokio::process::Child, Failure> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&args.log)?;
+    let key = kubiya_cp_emulator::token("bench");
+    let settings = [
+        ("KUBIYA_API_KEY", key.as_str()),
+        ("KUBIYA_CONTROL_PLANE_BASE_URL", &emulator.base_url()),
+        ("KUBIYA_RESYNC_INTERVAL", &args.resync),
+    ];
+    spawn_operator(args, log, "bench", METRICS_ADDR, &settings)
+}
+
+/// The operator as every phase starts it: watching `namespaces` (comma-separated; its Lease in
+/// the first), serving metrics on `metrics`, logging warnings to `log`, with `settings` added to
+/// its environment. Killed when dropped.
+pub(crate) fn spawn_operator(
+    args: &Args,
+    log: std::fs::File,
+    namespaces: &str,
+    metrics: &str,
+    settings: &[(&str, &str)],
+) -> Result<tokio::process::Child, Failure> {
+    let lease = namespaces.split(',').next().unwrap_or(namespaces);
     Ok(tokio::process::Command::new(&args.operator)
         .arg("run")
         .env("KUBECONFIG", &args.kubeconfig)
-        .env("KUBIYA_API_KEY", kubiya_cp_emulator::token("bench"))
-        .env("KUBIYA_CONTROL_PLANE_BASE_URL", emulator.base_url())
-        .env("KUBIYA_WATCH_NAMESPACES", "bench")
-        .env("KUBIYA_LEASE_NAMESPACE", "bench")
-        .env("KUBIYA_METRICS_ADDR", METRICS_ADDR)
-        .env("KUBIYA_RESYNC_INTERVAL", &args.resync)
+        .env("KUBIYA_WATCH_NAMESPACES", namespaces)
+        .env("KUBIYA_LEASE_NAMESPACE", lease)
+        .env("KUBIYA_METRICS_ADDR", metrics)
         .env("RUST_LOG", "warn")
+        .envs(settings.iter().copied())
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
