@@ -48,7 +48,7 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
     let envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ok, &resource());
     let scope = format!("{ok},{tenant}");
 
-    let baseline = step(args, &emulator, &envs, &scope, "baseline").await?;
+    let baseline = step(args, &emulator, &envs, &scope, "baseline", is_ready).await?;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenant);
     let t = Instant::now();
@@ -75,7 +75,7 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
         .try_collect::<Vec<_>>()
         .await?;
     let secrets_seconds = t.elapsed().as_secs_f64();
-    let labelled = step(args, &emulator, &envs, &scope, "labelled-secrets").await?;
+    let labelled = step(args, &emulator, &envs, &scope, "labelled-secrets", is_ready).await?;
 
     emulator.set_faults(Faults {
         latency_ms: args.latency_ms,
@@ -83,7 +83,9 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
         huge_body_bytes: args.huge_answer_bytes,
         ..Faults::default()
     });
-    let huge = step(args, &emulator, &envs, &scope, "huge-answers").await?;
+    // Not all can be Ready: a list of every environment padded past the client's 16 MiB cap is
+    // refused as too large. The step waits until each one says what happened to it.
+    let huge = step(args, &emulator, &envs, &scope, "huge-answers", reported).await?;
     emulator.set_faults(Faults::default());
     // 200 MB the API server's store need not keep for the next run.
     secrets.delete_collection(&Default::default(), &ListParams::default()).await?;
@@ -119,7 +121,9 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
         ("labelled Secrets: all Ready (s)", &report["labelled_secrets"]["all_ready_seconds"]),
         ("labelled Secrets: peak RSS (MiB)", &report["labelled_secrets"]["peak_rss_mib"]),
         ("labelled Secrets: peak RSS growth (MiB)", &report["labelled_secrets_peak_rss_growth_mib"]),
-        ("huge answers: all Ready (s)", &report["huge_answers"]["all_ready_seconds"]),
+        ("huge answers: all reported (s)", &report["huge_answers"]["all_ready_seconds"]),
+        ("huge answers: Ready", &report["huge_answers"]["environments_ready"]),
+        ("huge answers: not Ready, by reason", &report["huge_answers"]["not_ready_reasons"]),
         ("huge answers: peak RSS (MiB)", &report["huge_answers"]["peak_rss_mib"]),
         ("huge answers: peak RSS growth (MiB)", &report["huge_answers_peak_rss_growth_mib"]),
         ("huge answers: refused over budget (Events)", &report["answers_refused_over_budget_events"]),
@@ -130,15 +134,37 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
     Ok(report)
 }
 
+/// Whether the operator has reported on the object's generation: Ready, or a status that says why not.
+fn reported(o: &DynamicObject) -> bool {
+    let observed = o.data["status"]["observedGeneration"].as_i64().unwrap_or(0);
+    is_ready(o)
+        || (observed >= o.metadata.generation.unwrap_or(1) && o.data["status"]["conditions"].is_array())
+}
+
+/// The reason of the Ready condition of each object not Ready, counted.
+fn reasons(all: &[DynamicObject]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for o in all.iter().filter(|o| !is_ready(o)) {
+        let reason = o.data["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .and_then(|c| c["reason"].as_str())
+            .unwrap_or("none");
+        *counts.entry(reason.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// One step: an operator started on `scope`, N new Environments applied in `envs`' namespace and
-/// waited for (all of them, those of earlier steps included), the operator stopped. Its peak RSS
-/// and the time to all Ready.
+/// waited for until every one (those of earlier steps included) is `settled`, the operator
+/// stopped. Its peak RSS, the time to settled, and the reasons of those not Ready.
 async fn step(
     args: &Args,
     emulator: &Emulator,
     envs: &Api<DynamicObject>,
     scope: &str,
     name: &str,
+    settled: fn(&DynamicObject) -> bool,
 ) -> Result<Value, Failure> {
     let log = std::fs::File::create(args.log.with_extension(format!("{name}.log")))?;
     let key = kubiya_cp_emulator::token("bench");
@@ -159,12 +185,12 @@ async fn step(
         .buffer_unordered(args.concurrency)
         .try_collect::<Vec<_>>()
         .await?;
-    let deadline = t0 + Duration::from_secs(1800);
-    let ready = loop {
+    let deadline = t0 + Duration::from_secs(600);
+    let (ready, not_ready) = loop {
         let all = envs.list(&ListParams::default()).await?.items;
         let ready = all.iter().filter(|o| is_ready(o)).count();
-        if ready == all.len() {
-            break ready;
+        if all.iter().all(settled) {
+            break (ready, reasons(&all));
         }
         let exited = operator.try_wait()?;
         if Instant::now() > deadline || exited.is_some() {
@@ -179,6 +205,7 @@ async fn step(
     let _ = operator.kill().await;
     Ok(json!({
         "environments_ready": ready,
+        "not_ready_reasons": not_ready,
         "all_ready_seconds": all_ready,
         "peak_rss_mib": rss.peak.load(Ordering::Relaxed) as f64 / 1024.0,
     }))

@@ -537,19 +537,27 @@ async fn read_capped(mut resp: Response) -> Result<Read, reqwest::Error> {
     if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
         return Ok(Read::TooLarge);
     }
+    // The budget holds what the buffer takes (its capacity, not its length): one allocation of the
+    // announced length, or, without one, a doubling the budget pays for before it is made.
     let mut held = Held::default();
-    if let Some(n) = resp.content_length()
-        && !held.grow(n as usize)
-    {
-        return Ok(Read::OverBudget);
-    }
     let mut body = Vec::new();
+    if let Some(n) = resp.content_length() {
+        if !held.grow(n as usize) {
+            return Ok(Read::OverBudget);
+        }
+        body.reserve_exact(n as usize);
+    }
     while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > MAX_BODY {
+        let len = body.len() + chunk.len();
+        if len > MAX_BODY {
             return Ok(Read::TooLarge);
         }
-        if !held.grow(body.len() + chunk.len()) {
-            return Ok(Read::OverBudget);
+        if len > body.capacity() {
+            let capacity = len.max(body.capacity() * 2).min(MAX_BODY);
+            if !held.grow(capacity) {
+                return Ok(Read::OverBudget);
+            }
+            body.reserve_exact(capacity - body.len());
         }
         body.extend_from_slice(&chunk);
     }
