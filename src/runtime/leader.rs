@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
@@ -27,7 +29,7 @@ pub struct LeaseConfig {
 /// How often a standby reads the Lease again. The Lease library re-reads it only when its copy
 /// expires, so a standby would not see a Lease released early; a fresh manager reads it anew.
 const RETRY: Duration = Duration::from_secs(2);
-/// How often the leader reads its Lease back to learn when it was last renewed.
+/// How long a failed renewal waits before the next try.
 const POLL: Duration = Duration::from_secs(1);
 
 /// The last moment a leader may go on after renewing its Lease at `renewed`: before a standby
@@ -141,18 +143,26 @@ async fn hold(manager: &LeaseManager, leases: &Api<Lease>, lease: &LeaseConfig) 
             }
         }
     };
+    // The Lease watched, not polled: each renewal arrives as an event (one every half duration),
+    // and a renewal that does not land leaves the deadline to pass.
     let watchdog = async {
         let mut deadline = renew_deadline(SystemTime::now(), lease.duration);
+        let only_ours = watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
+        let mut renewals =
+            std::pin::pin!(watcher(leases.clone(), only_ours).default_backoff().applied_objects());
         loop {
             let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
-            let read = async {
-                tokio::time::sleep(POLL).await;
-                tokio::time::timeout(POLL, leases.get_opt(&lease.name)).await
-            };
             tokio::select! {
                 () = tokio::time::sleep(left) => return "the lease was not renewed in time",
-                read = read => {
-                    let Ok(Ok(Some(current))) = read else { continue };
+                read = renewals.next() => {
+                    let current = match read {
+                        Some(Ok(current)) => current,
+                        Some(Err(e)) => {
+                            warn!(error = %e, "watching the lease");
+                            continue;
+                        }
+                        None => return "the watch of the lease ended",
+                    };
                     let spec = current.spec.unwrap_or_default();
                     if spec.holder_identity.as_deref() != Some(lease.identity.as_str()) {
                         return "another replica holds the lease";

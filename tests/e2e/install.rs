@@ -210,7 +210,7 @@ fn rbac_covers_the_operator(objects: &[Value], source: &str) {
         allows(&rules, "coordination.k8s.io", "leases", "create", None),
         "{source}: cannot create its Lease"
     );
-    for verb in ["get", "patch"] {
+    for verb in ["get", "patch", "list", "watch"] {
         assert!(
             allows(&rules, "coordination.k8s.io", "leases", verb, Some(&lease)),
             "{source}: no {verb} on its Lease {lease} in {namespace}"
