@@ -119,7 +119,7 @@ pub async fn run(
         identity: identity.clone(),
         duration: config.lease_duration,
     };
-    let candidate = Candidate::new(clients.lease, lease);
+    let candidate = Candidate::new(clients.lease, clients.watch.clone(), lease);
     probe.set(Stage::Standby);
     let leader = tokio::select! {
         elected = candidate.elected() => elected.map_err(StartError::Lease)?,

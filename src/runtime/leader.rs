@@ -43,6 +43,8 @@ pub fn renew_deadline(renewed: SystemTime, duration: Duration) -> SystemTime {
 /// A replica in the election.
 pub struct Candidate {
     kube: Client,
+    /// Without a read timeout: the leader's watch of its Lease is quiet between renewals.
+    watch: Client,
     lease: LeaseConfig,
 }
 
@@ -56,9 +58,10 @@ pub struct Leader {
 
 impl Candidate {
     /// `kube` should time out reads: a renewal stuck on a dead connection must not hold the
-    /// election up.
-    pub fn new(kube: Client, lease: LeaseConfig) -> Self {
-        Candidate { kube, lease }
+    /// election up. `watch` should not: a read timeout would cut the Lease's watch between
+    /// renewals and make it a poll again.
+    pub fn new(kube: Client, watch: Client, lease: LeaseConfig) -> Self {
+        Candidate { kube, watch, lease }
     }
 
     async fn manager(&self) -> Result<LeaseManager, LeaseManagerError> {
@@ -114,7 +117,7 @@ impl Candidate {
     fn lead(&self, manager: LeaseManager) -> Leader {
         let manager = Arc::new(manager);
         let (tx, lost) = watch::channel(false);
-        let leases: Api<Lease> = Api::namespaced(self.kube.clone(), &self.lease.namespace);
+        let leases: Api<Lease> = Api::namespaced(self.watch.clone(), &self.lease.namespace);
         let lease = self.lease.clone();
         let holding = tokio::spawn({
             let manager = manager.clone();
