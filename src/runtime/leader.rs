@@ -117,7 +117,10 @@ impl Candidate {
     fn lead(&self, manager: LeaseManager) -> Leader {
         let manager = Arc::new(manager);
         let (tx, lost) = watch::channel(false);
-        let leases: Api<Lease> = Api::namespaced(self.watch.clone(), &self.lease.namespace);
+        let leases = Leases {
+            watched: Api::namespaced(self.watch.clone(), &self.lease.namespace),
+            read: Api::namespaced(self.kube.clone(), &self.lease.namespace),
+        };
         let lease = self.lease.clone();
         let holding = tokio::spawn({
             let manager = manager.clone();
@@ -131,9 +134,25 @@ impl Candidate {
     }
 }
 
+/// The Lease, watched (no read timeout: the watch is quiet between renewals) and read (with the
+/// lease client's short timeout).
+struct Leases {
+    watched: Api<Lease>,
+    read: Api<Lease>,
+}
+
+/// What the Lease says of this replica: `Err` if another holds it, else its renew deadline.
+fn deadline_of(current: Lease, lease: &LeaseConfig) -> Result<Option<SystemTime>, &'static str> {
+    let spec = current.spec.unwrap_or_default();
+    if spec.holder_identity.as_deref() != Some(lease.identity.as_str()) {
+        return Err("another replica holds the lease");
+    }
+    Ok(spec.renew_time.map(|renewed| renew_deadline(SystemTime::from(renewed.0), lease.duration)))
+}
+
 /// Keeps the Lease renewed (the library's loop) and watches that renewals land: returns why
 /// this replica must stop leading.
-async fn hold(manager: &LeaseManager, leases: &Api<Lease>, lease: &LeaseConfig) -> &'static str {
+async fn hold(manager: &LeaseManager, leases: &Leases, lease: &LeaseConfig) -> &'static str {
     let renew = async {
         loop {
             match manager.changed().await {
@@ -146,34 +165,41 @@ async fn hold(manager: &LeaseManager, leases: &Api<Lease>, lease: &LeaseConfig) 
             }
         }
     };
-    // The Lease watched, not polled: each renewal arrives as an event (one every half duration),
-    // and a renewal that does not land leaves the deadline to pass.
+    // The Lease watched, not polled: each renewal arrives as an event (one every half duration).
+    // Lists are of the most recent version (a cached copy could still name the last holder).
+    // At the deadline, one read decides, so that a watch connection that died quietly is not
+    // mistaken for renewals that did not land (nor a Role without list/watch).
     let watchdog = async {
         let mut deadline = renew_deadline(SystemTime::now(), lease.duration);
-        let only_ours = watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
+        let only_ours = watcher::Config::default()
+            .fields(&format!("metadata.name={}", lease.name))
+            .list_semantic(watcher::ListSemantic::MostRecent);
         let mut renewals =
-            std::pin::pin!(watcher(leases.clone(), only_ours).default_backoff().applied_objects());
+            std::pin::pin!(watcher(leases.watched.clone(), only_ours).default_backoff().applied_objects());
         loop {
             let left = deadline.duration_since(SystemTime::now()).unwrap_or_default();
-            tokio::select! {
-                () = tokio::time::sleep(left) => return "the lease was not renewed in time",
-                read = renewals.next() => {
-                    let current = match read {
-                        Some(Ok(current)) => current,
-                        Some(Err(e)) => {
-                            warn!(error = %e, "watching the lease");
-                            continue;
-                        }
-                        None => return "the watch of the lease ended",
-                    };
-                    let spec = current.spec.unwrap_or_default();
-                    if spec.holder_identity.as_deref() != Some(lease.identity.as_str()) {
-                        return "another replica holds the lease";
-                    }
-                    if let Some(renewed) = spec.renew_time {
-                        deadline = renew_deadline(SystemTime::from(renewed.0), lease.duration);
+            let current = tokio::select! {
+                () = tokio::time::sleep(left) => {
+                    match tokio::time::timeout(POLL, leases.read.get_opt(&lease.name)).await {
+                        Ok(Ok(Some(current))) => current,
+                        _ => return "the lease was not renewed in time",
                     }
                 }
+                read = renewals.next() => match read {
+                    Some(Ok(current)) => current,
+                    Some(Err(e)) => {
+                        warn!(error = %e, "watching the lease");
+                        continue;
+                    }
+                    None => return "the watch of the lease ended",
+                },
+            };
+            match deadline_of(current, lease) {
+                Err(why) => return why,
+                // Only forward: an older copy never brings the deadline closer.
+                Ok(Some(next)) if next > deadline => deadline = next,
+                Ok(_) if deadline <= SystemTime::now() => return "the lease was not renewed in time",
+                Ok(_) => {}
             }
         }
     };
