@@ -29,7 +29,8 @@ pub struct LeaseConfig {
 /// How often a standby reads the Lease again. The Lease library re-reads it only when its copy
 /// expires, so a standby would not see a Lease released early; a fresh manager reads it anew.
 const RETRY: Duration = Duration::from_secs(2);
-/// How long a failed renewal waits before the next try.
+/// How long a failed renewal waits before the next try, and how long the leader's read of its
+/// Lease at the renew deadline may take.
 const POLL: Duration = Duration::from_secs(1);
 
 /// The last moment a leader may go on after renewing its Lease at `renewed`: before a standby
