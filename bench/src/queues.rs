@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
@@ -102,6 +102,23 @@ pub async fn queues(args: &Args, client: &Client) -> Result<Value, Failure> {
     tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;
     let cp_steady = emulator.calls();
     let api_steady = apiserver_requests(client).await?;
+    // Every Environment relabelled (a watch event for each, no spec change): what that costs
+    // the control plane over the same window, activeWorkers refreshes included.
+    let label = json!({"metadata": {"labels": {"bench.kubiya.ai/touched": "1"}}});
+    stream::iter(0..args.n)
+        .map(|i| {
+            let (envs, label) = (envs.clone(), label.clone());
+            async move {
+                envs.patch(&format!("env-{i:05}"), &PatchParams::default(), &Patch::Merge(&label))
+                    .await
+                    .map(drop)
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    tokio::time::sleep(Duration::from_secs(args.steady_secs)).await;
+    let cp_touched = emulator.calls();
     w1.abort();
     w2.abort();
     sampler.abort();
@@ -127,6 +144,12 @@ pub async fn queues(args: &Args, client: &Client) -> Result<Value, Failure> {
         .filter(|(_, v)| *v > 0.0)
         .collect();
     let (steady_writes, steady_reads) = split(&api_after, &api_steady);
+    let touched_calls: BTreeMap<String, f64> = cp_touched
+        .iter()
+        .map(|(route, v)| (route.clone(), (v - cp_steady.get(route).copied().unwrap_or(0)) as f64))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    let queues_total = (args.n * k).max(1) as f64;
     let report = json!({
         "environments": args.n,
         "queues_per_environment": k,
@@ -145,6 +168,8 @@ pub async fn queues(args: &Args, client: &Client) -> Result<Value, Failure> {
         "steady_control_plane_calls_per_minute_by_route": steady_calls,
         "steady_apiserver_writes_per_minute": steady_writes / minutes,
         "steady_apiserver_reads_per_minute": steady_reads / minutes,
+        "relabelled_control_plane_calls_by_route": touched_calls,
+        "relabelled_control_plane_calls_per_queue": touched_calls.values().sum::<f64>() / queues_total,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(report)

@@ -153,6 +153,16 @@ pub fn applied(queue: &WorkerQueue) -> bool {
     })
 }
 
+/// Whether `queue` has use for the news that its Environment can take queues, in the remote
+/// environment `environment_id`: not when it is settled in that environment already. An
+/// Environment's every watch event (a label, an annotation) would otherwise cost each of its
+/// queues a control-plane read; a settled queue's `activeWorkers` is refreshed at its resync.
+pub fn awaits_environment(queue: &WorkerQueue, environment_id: &str) -> bool {
+    let settled_there = applied(queue)
+        && queue.status.as_ref().and_then(|s| s.environment_id.as_deref()) == Some(environment_id);
+    !settled_there
+}
+
 /// The `Synced` message when it said the queue drifted.
 pub fn last_drift(queue: &WorkerQueue) -> Option<&str> {
     let c = find(&queue.status.as_ref()?.conditions, SYNCED)?;
@@ -222,6 +232,29 @@ mod tests {
         let s = next(&queue(), &seen, &now());
         assert_eq!((s.phase, s.can_register), (Some(Phase::Inactive), Some(false)));
         assert!(!is_true(&s.conditions, READY));
+    }
+
+    #[test]
+    fn only_a_queue_not_settled_in_that_environment_awaits_its_environment() {
+        let mut q = queue();
+        assert!(awaits_environment(&q, "e1"), "never reported");
+        let r = remote("active");
+        let seen = Outcome::Seen {
+            remote: &r,
+            worker_secret: None,
+            connection: "operator".into(),
+            drift: None,
+            took_over: None,
+        };
+        q.status = Some(next(&q, &seen, &now()));
+        assert!(!awaits_environment(&q, "e1"), "settled there");
+        assert!(awaits_environment(&q, "e2"), "its Environment is in another environment now");
+        q.metadata.generation = Some(3);
+        assert!(awaits_environment(&q, "e1"), "a spec not applied yet");
+        let waiting = Error::EnvironmentNotReady { name: "prod".into(), why: "provisioning".into() };
+        let mut q = queue();
+        q.status = Some(next(&q, &Outcome::Failed(&waiting), &now()));
+        assert!(awaits_environment(&q, "e1"), "waiting for it");
     }
 
     #[test]

@@ -44,12 +44,16 @@ pub struct Context {
     /// not deleted while queues of it remain.
     pub queues: Vec<Store<Guarded<WorkerQueue>>>,
     /// Tells the WorkerQueue controllers that an Environment (`namespace`, `name`) can take
-    /// queues now, as its cache holds it: its queues wait for it to be Ready.
-    pub environment_changes: tokio::sync::broadcast::Sender<(String, String)>,
+    /// queues now, in the remote environment `id`, as its cache holds it: its queues wait for it
+    /// to be Ready.
+    pub environment_changes: tokio::sync::broadcast::Sender<EnvironmentChange>,
     /// Tells the WorkerQueue controllers that the worker Secret of a queue (`namespace`, `name`)
     /// was deleted or edited by hand, as the Environments' Secret watch sees it.
     pub queue_secret_changes: tokio::sync::broadcast::Sender<(String, String)>,
 }
+
+/// An Environment that can take queues: `namespace`, `name` and its remote environment's id.
+pub type EnvironmentChange = (String, String, String);
 
 /// What this process remembers about one object between passes.
 #[derive(Debug, Default)]

@@ -27,7 +27,7 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-pub use context::{Context, Remembered, backoff};
+pub use context::{Context, EnvironmentChange, Remembered, backoff};
 pub use error::{Error, Kind, MAX_RETRY_AFTER};
 
 use crate::k8s::{self, finalizer};

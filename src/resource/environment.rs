@@ -328,7 +328,7 @@ pub struct EnvironmentStatus {
     pub conditions: Vec<Condition>,
 }
 
-/// The phase shown by `kubectl get kenv`.
+/// The phase shown by `kubectl get` (`-o wide` for a WorkerQueue).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Pending,

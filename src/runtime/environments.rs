@@ -76,10 +76,11 @@ impl Scope {
             // it from holds it (a wake-up sent with our own status write would come too early).
             .inspect(move |event| {
                 if let Ok(watcher::Event::Apply(obj)) = event
-                    && obj.decoded().is_some_and(takes_queues)
+                    && let Some(id) = obj.decoded().and_then(takes_queues)
                 {
                     // Nobody listening (no queues watched) is no failure.
-                    let _ = settled.send((obj.namespace().unwrap_or_default(), obj.name_any()));
+                    let _ =
+                        settled.send((obj.namespace().unwrap_or_default(), obj.name_any(), id.to_owned()));
                 }
             })
             // Per-object state goes with the object: deleted, or relabelled out of the selector
@@ -244,12 +245,12 @@ pub async fn prune(stores: Vec<Store<Guarded>>, queues: Vec<Store<Guarded<Worker
 /// How often per-object state is checked against the caches.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
-/// Whether `env` is where its queues can be (Ready or Inactive, with an environment id).
-fn takes_queues(env: &crate::resource::Environment) -> bool {
-    env.status.as_ref().is_some_and(|s| {
-        s.environment_id.is_some()
-            && matches!(s.phase, Some(crate::resource::Phase::Ready | crate::resource::Phase::Inactive))
-    })
+/// The remote environment `env`'s queues can be in: its id, when it is Ready or Inactive.
+fn takes_queues(env: &crate::resource::Environment) -> Option<&str> {
+    let status = env.status.as_ref()?;
+    let settled =
+        matches!(status.phase, Some(crate::resource::Phase::Ready | crate::resource::Phase::Inactive));
+    status.environment_id.as_deref().filter(|_| settled)
 }
 
 /// What a user can change that needs a pass: spec (generation), deletion, finalizers and our

@@ -128,13 +128,13 @@ fn connection_changes(
     })
 }
 
-/// The queues of `store` whose Environment's status changed, as it changes.
+/// The queues of `store` that wait for their Environment, as it can take them.
 fn environment_changes(
     ctx: &Context,
     store: Store<GuardedQueue>,
 ) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
     super::received(ctx.environment_changes.subscribe()).flat_map(
-        move |(namespace, name): (String, String)| {
+        move |(namespace, name, id): crate::reconcile::EnvironmentChange| {
             let queues: Vec<ObjectRef<GuardedQueue>> = store
                 .state()
                 .iter()
@@ -142,6 +142,7 @@ fn environment_changes(
                     q.decoded().is_some_and(|q| {
                         q.namespace().as_deref() == Some(namespace.as_str())
                             && q.spec.environment_ref.name == name
+                            && queue::status::awaits_environment(q, &id)
                     })
                 })
                 .map(|q| ObjectRef::from_obj(q.as_ref()))

@@ -11,7 +11,9 @@ use kubiya_operator::resource::{DeletionPolicy, EnvironmentSpec, ManagementPolic
 use serde_json::json;
 
 use crate::support::queues::{self, condition, is_ready as queue_ready, says};
-use crate::support::{TestBed, id_of, is_ready, ready_now, wait_until};
+use std::time::Duration;
+
+use crate::support::{TestBed, id_of, is_ready, phase, ready_now, wait_until};
 
 const ENV: &str = "production";
 
@@ -228,6 +230,58 @@ async fn a_deletion_refused_while_workers_are_active_says_so_and_ends_once_they_
     assert!(bed.emulator.set_active_workers(&id, 0));
     queues::wait_gone(&bed, "busy").await;
     assert_eq!(queues::remote(&bed, &id).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_of_a_provisioning_environment_waits_reconciling_and_goes_on_once_it_is_ready() {
+    // The organization's first environment provisions until the test says it is done.
+    let provisioning =
+        kubiya_cp_emulator::Config { provisioning: Duration::from_secs(3600), ..Default::default() };
+    let bed = TestBed::start("queue-provisioning", provisioning).await;
+    bed.create(ENV, EnvironmentSpec::default()).await;
+    let env = bed.wait_for(ENV, "Provisioning", |e| phase(e) == Some(Phase::Provisioning)).await;
+    let env_id = id_of(&env);
+
+    queues::create(&bed, "gpu", queues::of(ENV)).await;
+    let q =
+        queues::wait(&bed, "gpu", "waiting, Reconciling", says("Reconciling", "EnvironmentNotReady")).await;
+    assert_eq!(condition(&q, "Stalled").map(|c| c.0).as_deref(), Some("False"), "a wait, not a failure");
+    assert_eq!(crate::support::health::argo(&q).0, "Progressing");
+    let text = queues::message(&q);
+    assert!(text.contains("\"production\"") && text.contains("provision"), "{text}");
+    assert_eq!(bed.calls("POST /api/v1/environments/{id}/worker-queues"), 0, "nothing created yet");
+    let events = bed.events("gpu").await;
+    assert!(!events.iter().any(|(r, _)| r == "EnvironmentNotReady"), "a wait is no Warning: {events:?}");
+
+    let (code, body) =
+        bed.cp("PATCH", &format!("/api/v1/environments/{env_id}"), Some(json!({"status": "ready"}))).await;
+    assert_eq!(code, 200, "{body}");
+    bed.wait_for(ENV, "Ready", is_ready).await;
+    let q = queues::wait(&bed, "gpu", "Ready", queue_ready).await;
+    assert_eq!(q.status.and_then(|s| s.environment_id).as_deref(), Some(env_id.as_str()));
+    assert_eq!(queues::remote_of(&bed, &env_id).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managed_queue_is_refused_in_an_environment_that_is_only_observed() {
+    let bed = TestBed::start("queue-in-observed", ready_now()).await;
+    let (code, made) = bed.cp("POST", "/api/v1/environments", Some(json!({"name": "shared"}))).await;
+    assert_eq!(code, 201, "{made}");
+    let observed = EnvironmentSpec {
+        name: Some("shared".into()),
+        management_policy: ManagementPolicy::Observe,
+        ..EnvironmentSpec::default()
+    };
+    bed.create(ENV, observed).await;
+    bed.wait_for(ENV, "Ready", is_ready).await;
+
+    queues::create(&bed, "gpu", queues::of(ENV)).await;
+    let q = queues::wait(&bed, "gpu", "Stalled", says("Stalled", "EnvironmentObserved")).await;
+    let text = queues::message(&q);
+    assert!(text.contains("observe"), "says what to do: {text}");
+    assert_eq!(bed.calls("POST /api/v1/environments/{id}/worker-queues"), 0, "nothing written");
+    assert!(queues::remote_of(&bed, made["id"].as_str().unwrap()).await.is_empty());
+    bed.wait_event("gpu", "EnvironmentObserved").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
