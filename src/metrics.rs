@@ -48,9 +48,14 @@ struct PhaseLabels {
     phase: &'static str,
 }
 
-/// Counts Environments by phase at scrape time, from what the caller's closure returns (the
+/// Counts objects of a kind by phase at scrape time, from what the caller's closure returns (the
 /// controller's caches), so the gauge never drifts from the objects.
-pub struct PhaseCounts(pub Box<dyn Fn() -> Vec<Option<Phase>> + Send + Sync>);
+pub struct PhaseCounts {
+    /// The gauge's name (`environments`, `worker_queues`) and help.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub phases: Box<dyn Fn() -> Vec<Option<Phase>> + Send + Sync>,
+}
 
 impl std::fmt::Debug for PhaseCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,17 +70,12 @@ impl Collector for PhaseCounts {
         for phase in Phase::ALL {
             let _ = family.get_or_create(&PhaseLabels { phase: phase.as_str() });
         }
-        for phase in (self.0)() {
-            // An Environment not reconciled yet has no phase: it is pending.
+        for phase in (self.phases)() {
+            // An object not reconciled yet has no phase: it is pending.
             let phase = phase.unwrap_or(Phase::Pending);
             family.get_or_create(&PhaseLabels { phase: phase.as_str() }).inc();
         }
-        let metric = encoder.encode_descriptor(
-            "environments",
-            "Environments watched by this replica, by status.phase (only the leader watches; a standby shows 0)",
-            None,
-            family.metric_type(),
-        )?;
+        let metric = encoder.encode_descriptor(self.name, self.help, None, family.metric_type())?;
         family.encode(metric)
     }
 }
@@ -195,7 +195,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Adds the Environments-by-phase gauge, read from `phases` at each scrape.
+    /// Adds a by-phase gauge, read from its closure at each scrape.
     pub fn count_phases(&mut self, phases: PhaseCounts) {
         self.registry.register_collector(Box::new(phases));
     }
@@ -240,11 +240,22 @@ mod tests {
         m.cp_request("operator", "/api/v1/environments/{id}", "GET", Some(404), Duration::from_millis(3));
         m.cp_request("operator", "/api/v1/environments", "POST", None, Duration::from_millis(3));
         let mut m = m;
-        m.count_phases(PhaseCounts(Box::new(|| vec![Some(Phase::Ready), None, Some(Phase::Ready)])));
+        m.count_phases(PhaseCounts {
+            name: "environments",
+            help: "Environments",
+            phases: Box::new(|| vec![Some(Phase::Ready), None, Some(Phase::Ready)]),
+        });
+        m.count_phases(PhaseCounts {
+            name: "worker_queues",
+            help: "WorkerQueues",
+            phases: Box::new(|| vec![Some(Phase::Inactive)]),
+        });
         let text = m.render();
         assert!(text.contains("kubiya_operator_environments{phase=\"Ready\"} 2"), "{text}");
         assert!(text.contains("kubiya_operator_environments{phase=\"Pending\"} 1"), "{text}");
         assert!(text.contains("kubiya_operator_environments{phase=\"Error\"} 0"), "{text}");
+        assert!(text.contains("kubiya_operator_worker_queues{phase=\"Inactive\"} 1"), "{text}");
+        assert!(text.contains("kubiya_operator_worker_queues{phase=\"Ready\"} 0"), "{text}");
         assert!(
             text.contains("kubiya_operator_control_plane_requests_total{connection=\"operator\",route=\"/api/v1/environments/{id}\",method=\"GET\",code=\"404\"} 1"),
             "{text}"

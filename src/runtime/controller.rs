@@ -23,7 +23,7 @@ use crate::connection::{self, ConnKey, HeldConnection, Registry};
 use crate::controlplane;
 use crate::metrics::{Metrics, PhaseCounts};
 use crate::reconcile::Context;
-use crate::resource::Guarded;
+use crate::resource::{Guarded, WorkerQueue};
 
 /// How long in-flight reconciles get after SIGTERM (within Kubernetes' default 30 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -98,7 +98,7 @@ pub async fn run(
     let queue_scopes = queues::scopes(&clients.watch, &config);
     let connection_watches = connections::watches(&clients.watch, &config);
     let stores: Vec<Store<Guarded>> = scopes.iter().map(|s| s.store.clone()).collect();
-    let metrics = Arc::new(metrics(stores.clone()));
+    let metrics = Arc::new(metrics(stores.clone(), queue_scopes.iter().map(|s| s.store.clone()).collect()));
     let registry = Arc::new(registry(&config, &metrics, &connection_watches, stores.clone())?);
     let cluster = match &config.cluster_id {
         Some(id) => id.clone(),
@@ -208,16 +208,31 @@ async fn lead(
     Ok(())
 }
 
-/// The metrics, with the phase gauge counted from the Environment caches.
-fn metrics(stores: Vec<Store<Guarded>>) -> Metrics {
+/// The metrics, with the phase gauges counted from the Environment and WorkerQueue caches.
+fn metrics(stores: Vec<Store<Guarded>>, queues: Vec<Store<Guarded<WorkerQueue>>>) -> Metrics {
     let mut metrics = Metrics::default();
-    metrics.count_phases(PhaseCounts(Box::new(move || {
-        stores
-            .iter()
-            .flat_map(|s| s.state())
-            .map(|g| g.decoded().and_then(|e| e.status.as_ref()).and_then(|s| s.phase))
-            .collect()
-    })));
+    metrics.count_phases(PhaseCounts {
+        name: "environments",
+        help: "Environments watched by this replica, by status.phase (only the leader watches; a standby shows 0)",
+        phases: Box::new(move || {
+            stores
+                .iter()
+                .flat_map(|s| s.state())
+                .map(|g| g.decoded().and_then(|e| e.status.as_ref()).and_then(|s| s.phase))
+                .collect()
+        }),
+    });
+    metrics.count_phases(PhaseCounts {
+        name: "worker_queues",
+        help: "WorkerQueues watched by this replica, by status.phase (only the leader watches; a standby shows 0)",
+        phases: Box::new(move || {
+            queues
+                .iter()
+                .flat_map(|s| s.state())
+                .map(|g| g.decoded().and_then(|q| q.status.as_ref()).and_then(|s| s.phase))
+                .collect()
+        }),
+    });
     metrics
 }
 

@@ -77,6 +77,12 @@ async fn a_queue_waits_for_its_environment_then_is_ready_with_every_field_remote
     assert_eq!(r["settings"]["local_proxy_timeout_seconds"], 20);
     assert_eq!(r["settings"]["kubiya.ai/owner"]["uid"], json!(q.metadata.uid));
     assert_eq!(queues::remote_of(&bed, &env_id).await.len(), 1, "exactly one queue");
+    // The phase gauge follows the cache by a watch event: waited for, not read once.
+    let gauge = || async {
+        crate::support::metric_sum(&bed.metrics().await, "kubiya_operator_worker_queues{phase=\"Ready\"}")
+            == 1.0
+    };
+    wait_until("the WorkerQueue gauge to count it Ready", gauge).await;
 
     // The worker Secret: owned by the queue, with what both worker generations read.
     let secrets: Api<Secret> = Api::namespaced(bed.client.clone(), &bed.namespace);
