@@ -1,12 +1,15 @@
 //! The hostile phase: what a tenant with rights in its own namespace only, and a control plane
 //! answering near the largest size the client reads, do to the operator's memory, while another
-//! namespace's Environments must keep going Ready. Three steps, each with its own operator
+//! namespace's Environments must keep going Ready. Four steps, each with its own operator
 //! process and its own peak RSS:
 //! 1. baseline: the operator watching both namespaces; N Environments applied in `ok`;
 //! 2. `--hostile-secrets` Secrets of 1 MB in `tenant`, labelled as the operator's own, then the
 //!    operator started again (its first list reads every Secret of both namespaces) and N more
 //!    Environments applied in `ok`;
-//! 3. every control-plane answer padded to `--huge-answer-bytes`, N more Environments applied:
+//! 3. `--huge-environments` Environments of `--huge-environment-bytes` in `tenant`, the operator
+//!    started again, N more Environments applied in `ok`: the tenant's must be refused (reported,
+//!    not held) and `ok`'s must go Ready;
+//! 4. every control-plane answer padded to `--huge-answer-bytes`, N more Environments applied:
 //!    how many calls the operator refused as over its budget for answers in flight (Events
 //!    `AnswersOverBudget`).
 
@@ -19,7 +22,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
 use kube::Client;
-use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
 
@@ -48,7 +51,7 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
     let envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ok, &resource());
     let scope = format!("{ok},{tenant}");
 
-    let baseline = step(args, &emulator, &envs, &scope, "baseline", is_ready).await?;
+    let baseline = step(args, &emulator, &envs, None, &scope, "baseline", is_ready).await?;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &tenant);
     let t = Instant::now();
@@ -75,7 +78,36 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
         .try_collect::<Vec<_>>()
         .await?;
     let secrets_seconds = t.elapsed().as_secs_f64();
-    let labelled = step(args, &emulator, &envs, &scope, "labelled-secrets", is_ready).await?;
+    let labelled = step(args, &emulator, &envs, None, &scope, "labelled-secrets", is_ready).await?;
+    // 200 MB the API server's store need not keep for the next run.
+    secrets.delete_collection(&Default::default(), &ListParams::default()).await?;
+
+    let tenant_envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &tenant, &resource());
+    let blob = "x".repeat(args.huge_environment_bytes);
+    let t = Instant::now();
+    stream::iter(0..args.huge_environments)
+        .map(|i| {
+            let (tenant_envs, blob) = (tenant_envs.clone(), &blob);
+            async move {
+                let mut o = environment(&format!("huge-{i:04}"));
+                o.data["spec"]["settings"] = json!({ "blob": blob });
+                tenant_envs.create(&PostParams::default(), &o).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(4)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let huge_envs_seconds = t.elapsed().as_secs_f64();
+    let huge_envs =
+        step(args, &emulator, &envs, Some(&tenant_envs), &scope, "huge-environments", is_ready).await?;
+    let tenant_reasons = reasons(&tenant_envs.list(&ListParams::default()).await?.items);
+    // Finalizers off (the operator is stopped), then gone: 140 MB the next step must not list.
+    for o in tenant_envs.list_metadata(&ListParams::default()).await?.items {
+        let name = o.metadata.name.unwrap_or_default();
+        let off = json!({"metadata": {"finalizers": null}});
+        tenant_envs.patch(&name, &PatchParams::default(), &Patch::Merge(&off)).await?;
+    }
+    tenant_envs.delete_collection(&Default::default(), &ListParams::default()).await?;
 
     emulator.set_faults(Faults {
         latency_ms: args.latency_ms,
@@ -85,10 +117,8 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
     });
     // Not all can be Ready: a list of every environment padded past the client's 16 MiB cap is
     // refused as too large. The step waits until each one says what happened to it.
-    let huge = step(args, &emulator, &envs, &scope, "huge-answers", reported).await?;
+    let huge = step(args, &emulator, &envs, None, &scope, "huge-answers", reported).await?;
     emulator.set_faults(Faults::default());
-    // 200 MB the API server's store need not keep for the next run.
-    secrets.delete_collection(&Default::default(), &ListParams::default()).await?;
     let refused = Api::<Event>::namespaced(client.clone(), &ok)
         .list(&ListParams::default())
         .await?
@@ -110,6 +140,12 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
         "baseline": baseline,
         "labelled_secrets": labelled,
         "labelled_secrets_peak_rss_growth_mib": growth(&labelled),
+        "huge_environments_count": args.huge_environments,
+        "huge_environment_bytes": args.huge_environment_bytes,
+        "huge_environments_created_seconds": huge_envs_seconds,
+        "huge_environments": huge_envs,
+        "huge_environments_peak_rss_growth_mib": growth(&huge_envs),
+        "huge_environments_tenant_reasons": tenant_reasons,
         "huge_answers": huge,
         "huge_answers_peak_rss_growth_mib": growth(&huge),
         "answers_refused_over_budget_events": refused,
@@ -121,6 +157,10 @@ pub async fn hostile(args: &Args, client: &Client) -> Result<Value, Failure> {
         ("labelled Secrets: all Ready (s)", &report["labelled_secrets"]["all_ready_seconds"]),
         ("labelled Secrets: peak RSS (MiB)", &report["labelled_secrets"]["peak_rss_mib"]),
         ("labelled Secrets: peak RSS growth (MiB)", &report["labelled_secrets_peak_rss_growth_mib"]),
+        ("huge Environments: all reported (s)", &report["huge_environments"]["all_ready_seconds"]),
+        ("huge Environments: peak RSS (MiB)", &report["huge_environments"]["peak_rss_mib"]),
+        ("huge Environments: peak RSS growth (MiB)", &report["huge_environments_peak_rss_growth_mib"]),
+        ("huge Environments: the tenant's, by reason", &report["huge_environments_tenant_reasons"]),
         ("huge answers: all reported (s)", &report["huge_answers"]["all_ready_seconds"]),
         ("huge answers: Ready", &report["huge_answers"]["environments_ready"]),
         ("huge answers: not Ready, by reason", &report["huge_answers"]["not_ready_reasons"]),
@@ -156,12 +196,14 @@ fn reasons(all: &[DynamicObject]) -> BTreeMap<String, usize> {
 }
 
 /// One step: an operator started on `scope`, N new Environments applied in `envs`' namespace and
-/// waited for until every one (those of earlier steps included) is `settled`, the operator
-/// stopped. Its peak RSS, the time to settled, and the reasons of those not Ready.
+/// waited for until every one (those of earlier steps included) is `settled`, and every one of
+/// `others` (if any) is reported, the operator stopped. Its peak RSS, the time to settled, and
+/// the reasons of those not Ready.
 async fn step(
     args: &Args,
     emulator: &Emulator,
     envs: &Api<DynamicObject>,
+    others: Option<&Api<DynamicObject>>,
     scope: &str,
     name: &str,
     settled: fn(&DynamicObject) -> bool,
@@ -189,7 +231,15 @@ async fn step(
     let (ready, not_ready) = loop {
         let all = envs.list(&ListParams::default()).await?.items;
         let ready = all.iter().filter(|o| is_ready(o)).count();
-        if all.iter().all(settled) {
+        // The others (a megabyte each) are read only once `envs` are settled.
+        let others_reported = match others {
+            Some(others) if all.iter().all(settled) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                others.list(&ListParams::default()).await?.items.iter().all(reported)
+            }
+            _ => true,
+        };
+        if all.iter().all(settled) && others_reported {
             break (ready, reasons(&all));
         }
         let exited = operator.try_wait()?;

@@ -86,6 +86,13 @@ pub(crate) struct Args {
     /// Labelled 1 MB Secrets a tenant creates (phase `hostile`).
     #[arg(long, default_value_t = 200)]
     hostile_secrets: usize,
+    /// Environments of `--huge-environment-bytes` a tenant creates (phase `hostile`).
+    #[arg(long, default_value_t = 100)]
+    huge_environments: usize,
+    /// Size of each of them: 1.4 MB of `settings`, near the largest object etcd stores (1.5 MiB),
+    /// which is the only bound the API server puts on a free-form field.
+    #[arg(long, default_value_t = 1_400_000)]
+    huge_environment_bytes: usize,
     /// Size of every control-plane answer in the last step of phase `hostile` (15.9 MiB: just
     /// under what the client reads).
     #[arg(long, default_value_t = 16_672_358)]

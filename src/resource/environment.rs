@@ -29,8 +29,13 @@ pub mod limits {
     /// Secrets in `envFrom`.
     pub const ENV_FROM: usize = 16;
     /// Bytes of one env var value taken from a Secret: a Secret holds up to 1 MiB, which is no
-    /// value for an environment variable.
+    /// value for an environment variable. Characters of one in `envVars`, likewise.
     pub const ENV_VALUE_BYTES: usize = 32 * 1024;
+    /// Characters of one tag, policy id, vault secret name or integration id.
+    pub const ITEM: usize = 253;
+    /// Top-level keys of `settings` and of `mcpServers`: their bytes are bounded by the operator
+    /// (`resource::MAX_SPEC_BYTES`), since a free-form field has no size bound in a schema.
+    pub const FREE_FORM_KEYS: usize = 256;
 
     /// Whether `name` matches [`ENV_VAR_NAME`].
     pub fn is_env_var_name(name: &str) -> bool {
@@ -83,7 +88,7 @@ pub struct EnvironmentSpec {
 
     /// Tags, as a set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::TAGS))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::TAGS), inner(length(max = limits::ITEM)))]
     pub tags: Vec<String>,
 
     /// Scheduling priority, as documented by the Kubiya SDK. Today's control plane ignores it.
@@ -93,7 +98,7 @@ pub struct EnvironmentSpec {
 
     /// Policy ids, as documented by the Kubiya SDK. Today's control plane ignores them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::TAGS))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::TAGS), inner(length(max = limits::ITEM)))]
     pub policy_ids: Vec<String>,
 
     /// Free-form settings, passed through to the control plane.
@@ -141,7 +146,10 @@ pub struct ExecutionEnvironment {
     /// Environment variables for workers, with their values; names must be valid shell variable
     /// names. Values kept in Git belong here; those that are secret belong in `env` or `envFrom`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = limits::EXECUTION_ITEMS))]
+    #[schemars(
+        extend("maxProperties" = limits::EXECUTION_ITEMS),
+        extend("additionalProperties" = {"type": "string", "maxLength": limits::ENV_VALUE_BYTES})
+    )]
     #[x_kube(validation = Rule::new(format!("self.all(k, k.matches('{}'))", limits::ENV_VAR_NAME))
         .message("envVars names must match [A-Za-z_][A-Za-z0-9_]*"))]
     pub env_vars: BTreeMap<String, String>,
@@ -165,12 +173,20 @@ pub struct ExecutionEnvironment {
 
     /// Names of secrets in the Kubiya vault to expose to workers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::EXECUTION_ITEMS))]
+    #[schemars(
+        extend("x-kubernetes-list-type" = "set"),
+        length(max = limits::EXECUTION_ITEMS),
+        inner(length(max = limits::ITEM))
+    )]
     pub secrets: Vec<String>,
 
     /// Integration ids to attach.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::EXECUTION_ITEMS))]
+    #[schemars(
+        extend("x-kubernetes-list-type" = "set"),
+        length(max = limits::EXECUTION_ITEMS),
+        inner(length(max = limits::ITEM))
+    )]
     pub integration_ids: Vec<String>,
 
     /// MCP server definitions, passed through as-is.
@@ -360,6 +376,7 @@ impl Phase {
 fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
+        "maxProperties": limits::FREE_FORM_KEYS,
         "x-kubernetes-preserve-unknown-fields": true,
     })
 }

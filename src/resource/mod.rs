@@ -10,7 +10,7 @@ mod worker_queue;
 
 pub use connection::*;
 pub use environment::*;
-pub use guard::{Guarded, Undecodable};
+pub use guard::{Guarded, MAX_SPEC_BYTES, Undecodable, slim};
 pub use worker_queue::{EnvironmentRef, WorkerQueue, WorkerQueueSpec, WorkerQueueStatus};
 
 /// The limits of the WorkerQueue schema.

@@ -90,7 +90,11 @@ pub struct WorkerQueueSpec {
 
     /// Tags, as a set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "set"), length(max = limits::TAGS))]
+    #[schemars(
+        extend("x-kubernetes-list-type" = "set"),
+        length(max = limits::TAGS),
+        inner(length(max = super::limits::ITEM))
+    )]
     pub tags: Vec<String>,
 
     /// Queue settings, passed through to the control plane (which checks

@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::Api;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
-use kube::{Client, CustomResourceExt, Resource, ResourceExt};
+use kube::{Client, CustomResourceExt, Resource};
 use tracing::warn;
 
 use crate::config::Config;
@@ -118,9 +118,9 @@ async fn controller<K, F, Fut>(
     Fut:
         Future<Output = Result<kube::runtime::controller::Action, crate::connection::Error>> + Send + 'static,
 {
-    let changes = watcher(api, watcher::Config::default())
+    let changes = watcher(api, super::watched())
         .default_backoff()
-        .modify(|c| c.managed_fields_mut().clear())
+        .modify(|c| crate::resource::slim(c.meta_mut()))
         .reflect(writer)
         .applied_objects();
     // Bounded like the Environments' passes: thousands of connections starting at once would

@@ -60,7 +60,7 @@ impl Scope {
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
         let Scope { envs, secrets, store, writer, secret_index, secret_versions } = self;
-        let mut selected = watcher::Config::default();
+        let mut selected = super::watched();
         if let Some(selector) = &config.label_selector {
             selected = selected.labels(selector);
         }
@@ -69,8 +69,8 @@ impl Scope {
         // Only changes a user makes wake the controller: our own status writes do not.
         let changes = watcher(envs, selected)
             .default_backoff()
-            // managedFields are most of an object's bytes and the operator never reads them.
-            .modify(|env| env.managed_fields_mut().clear())
+            // managedFields and kubectl's copy are most of an object's bytes, never read.
+            .modify(|env| crate::resource::slim(env.meta_mut()))
             .reflect(writer)
             // An Environment that can take queues wakes its WorkerQueues, once the cache they read
             // it from holds it (a wake-up sent with our own status write would come too early).

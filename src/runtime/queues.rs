@@ -54,14 +54,14 @@ impl Scope {
             super::connections::empty(writer);
             return;
         }
-        let mut selected = watcher::Config::default();
+        let mut selected = super::watched();
         if let Some(selector) = &config.label_selector {
             selected = selected.labels(selector);
         }
         let forget = ctx.clone();
         let changes = watcher(queues, selected)
             .default_backoff()
-            .modify(|q| q.managed_fields_mut().clear())
+            .modify(|q| crate::resource::slim(kube::Resource::meta_mut(q)))
             .reflect(writer)
             .inspect(move |event| {
                 if let Ok(watcher::Event::Delete(obj)) = event {

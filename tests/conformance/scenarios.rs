@@ -151,6 +151,16 @@ pub fn all() -> Vec<Scenario> {
             ],
         },
         Scenario {
+            // Each field at the bound the Environment CRD puts on it (src/resource/environment.rs,
+            // `limits`): the real server must take them all and give them back unchanged.
+            name: "largest-fields",
+            steps: vec![
+                step("GET", ENVS),
+                step("POST", ENVS).json(largest_environment()).save("a"),
+                step("GET", &one("a")),
+            ],
+        },
+        Scenario {
             name: "delete",
             steps: vec![
                 step("GET", ENVS).save("default"),
@@ -200,6 +210,36 @@ pub fn all() -> Vec<Scenario> {
     .into_iter()
     .chain(queue_scenarios())
     .collect()
+}
+
+/// An environment with every field at the CRD's bound: 100 characters of name, 255 of display
+/// name, 4096 of description; 64 tags, 256 vault secrets and integration ids, one item of each
+/// 253 characters long; 256 env vars, one value of 32 KiB; 256 keys of settings and of MCP servers.
+fn largest_environment() -> serde_json::Value {
+    let list = |prefix: &str, n: usize| -> Vec<String> {
+        let mut items: Vec<String> = (1..n).map(|i| format!("{prefix}{i:03}")).collect();
+        items.push(prefix.repeat(253 / prefix.len() + 1)[..253].to_owned());
+        items
+    };
+    let keys = |prefix: &str| -> serde_json::Map<String, serde_json::Value> {
+        (0..256).map(|i| (format!("{prefix}{i:03}"), json!({"n": i}))).collect()
+    };
+    let mut env_vars: serde_json::Map<String, serde_json::Value> =
+        (1..256).map(|i| (format!("V{i:03}"), json!("v"))).collect();
+    env_vars.insert("LONG".to_owned(), json!("x".repeat(32 * 1024)));
+    json!({
+        "name": "n".repeat(100),
+        "display_name": "D".repeat(255),
+        "description": "d".repeat(4096),
+        "tags": list("t", 64),
+        "settings": keys("s"),
+        "execution_environment": {
+            "env_vars": env_vars,
+            "secrets": list("S", 256),
+            "integration_ids": list("i", 256),
+            "mcp_servers": keys("m"),
+        },
+    })
 }
 
 fn queue_scenarios() -> Vec<Scenario> {

@@ -27,8 +27,10 @@ fn corpus() -> Vec<(&'static str, Value, Value, Outcome)> {
     let long = "n".repeat(101);
     let many_tags: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
     let many_vars: serde_json::Map<String, Value> = (0..257).map(|i| (format!("V{i}"), json!("x"))).collect();
-    let huge_settings: serde_json::Map<String, Value> =
-        (0..2000).map(|i| (format!("k{i}"), json!({"v": i}))).collect();
+    let settings = |n: usize| -> serde_json::Map<String, Value> {
+        (0..n).map(|i| (format!("k{i}"), json!({"v": i}))).collect()
+    };
+    let chars = |n: usize| "x".repeat(n);
     vec![
         ("tags-string", json!({"tags": "prod"}), no.clone(), Rejected("spec.tags")),
         ("tags-number", json!({"tags": [1, 2]}), no.clone(), Rejected("spec.tags")),
@@ -140,7 +142,21 @@ fn corpus() -> Vec<(&'static str, Value, Value, Outcome)> {
         // Accepted: unknown fields are pruned, odd but valid values pass through.
         ("unknown-field", json!({"bogus": true, "description": "pruned"}), no.clone(), Ready),
         ("unicode-name", json!({"name": "ünïcødé 环境 ✓", "description": "名前"}), no.clone(), Ready),
-        ("huge-settings", json!({"settings": huge_settings}), no.clone(), Ready),
+        ("many-settings", json!({"settings": settings(256)}), no.clone(), Ready),
+        ("too-many-settings", json!({"settings": settings(257)}), no.clone(), Rejected("spec.settings")),
+        ("long-tag", json!({"tags": [chars(254)]}), no.clone(), Rejected("spec.tags[0]")),
+        (
+            "long-env-value",
+            json!({"executionEnvironment": {"envVars": {"A": chars(32 * 1024 + 1)}}}),
+            no.clone(),
+            Rejected("spec.executionEnvironment.envVars.A"),
+        ),
+        (
+            "huge-settings",
+            json!({"settings": {"blob": chars(300 * 1024)}}),
+            no.clone(),
+            Stalled("InvalidSpec", "over the 256 KiB the operator reads"),
+        ),
         ("paused-not-true", json!({}), json!({"kubiya.ai/paused": "yes"}), Ready),
         ("policy-annotation-bogus", json!({}), json!({"kubiya.ai/deletion-policy": "Bogus"}), Ready),
         (

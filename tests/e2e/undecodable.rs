@@ -1,12 +1,12 @@
 //! An Environment the operator cannot decode (nested deeper than serde_json's recursion limit,
-//! which the API server accepts): reported where a status can carry it, never stopping the
-//! others, across a restart; and it can be deleted.
+//! which the API server accepts), or will not read (a spec over 256 KiB): reported where a status
+//! can carry it, never stopping the others, across a restart; and it can be deleted.
 
-use kube::api::DeleteParams;
-use kubiya_operator::resource::EnvironmentSpec;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kubiya_operator::resource::{EnvironmentSpec, MAX_SPEC_BYTES};
 use serde_json::{Value, json};
 
-use crate::support::{TestBed, is_ready, metric_sum, ready_now, wait_until};
+use crate::support::{TestBed, is_ready, metric_sum, ready_now, stalled_with, wait_until};
 
 /// `settings` nested `depth` levels deep.
 fn nested(depth: usize) -> Value {
@@ -72,4 +72,27 @@ async fn an_environment_nested_too_deep_to_decode_never_stops_the_others_across_
     bed.envs.delete("deep", &DeleteParams::default()).await.unwrap();
     bed.wait_gone("deep").await;
     assert!(bed.operator_alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_too_large_to_read_is_stalled_creates_nothing_and_goes_on_once_smaller() {
+    let bed = TestBed::start("huge", ready_now()).await;
+    // Well within what the API server stores (etcd: 1.5 MiB), over what the operator reads.
+    let blob = "x".repeat(MAX_SPEC_BYTES + 1024);
+    let settings = json!({ "blob": blob }).as_object().cloned();
+    bed.create("huge", EnvironmentSpec { settings, ..Default::default() }).await;
+    bed.create("small", EnvironmentSpec::default()).await;
+    bed.wait_for("small", "Ready", is_ready).await;
+    let huge = bed.wait_for("huge", "Stalled InvalidSpec", stalled_with("InvalidSpec")).await;
+    let message = huge.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("KiB of JSON, over the 256 KiB the operator reads"), "{message}");
+    let note = bed.wait_event("huge", "InvalidSpec").await;
+    assert!(note.contains("fix or delete it"), "{note}");
+    assert!(bed.remote_named("huge").is_none(), "nothing created for a spec the operator did not read");
+
+    // Made smaller, it is read, created and Ready, with no restart.
+    let smaller = json!({"spec": {"settings": {"blob": "small"}}});
+    bed.envs.patch("huge", &PatchParams::default(), &Patch::Merge(&smaller)).await.unwrap();
+    bed.wait_for("huge", "Ready", is_ready).await;
+    assert_eq!(bed.remote_named("huge").map(|e| e["settings"]["blob"].clone()), Some(json!("small")));
 }
