@@ -118,11 +118,11 @@ async fn controller<K, F, Fut>(
     Fut:
         Future<Output = Result<kube::runtime::controller::Action, crate::connection::Error>> + Send + 'static,
 {
-    let changes = watcher(api, super::watched())
+    let events = watcher(api, super::watched())
         .default_backoff()
         .modify(|c| crate::resource::slim(c.meta_mut()))
-        .reflect(writer)
-        .applied_objects();
+        .reflect(writer);
+    let changes = super::applied(events, store.clone());
     // Bounded like the Environments' passes: thousands of connections starting at once would
     // otherwise flood the API server, the leader's Lease renewal among the requests held up.
     Controller::for_stream(changes, store)

@@ -67,7 +67,7 @@ impl Scope {
         let forget = ctx.clone();
         let settled = ctx.environment_changes.clone();
         // Only changes a user makes wake the controller: our own status writes do not.
-        let changes = watcher(envs, selected)
+        let events = watcher(envs, selected)
             .default_backoff()
             // managedFields and kubectl's copy are most of an object's bytes, never read.
             .modify(|env| crate::resource::slim(env.meta_mut()))
@@ -89,9 +89,8 @@ impl Scope {
                 if let Ok(watcher::Event::Delete(obj)) = event {
                     forget.forget(&obj.uid().unwrap_or_default());
                 }
-            })
-            .applied_objects()
-            .predicate_filter(user_intent, Default::default());
+            });
+        let changes = super::applied(events, store.clone()).predicate_filter(user_intent, Default::default());
         let connection_changes = connection_changes(&ctx, store.clone());
         // One watch of the scope's Secrets, by metadata only and not cached: what the operator
         // needs of a Secret is in its metadata, and whatever a tenant puts in a Secret (a

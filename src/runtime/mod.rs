@@ -11,7 +11,9 @@ pub mod telemetry;
 
 pub use controller::run;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -23,6 +25,30 @@ use tokio::sync::broadcast::error::RecvError;
 /// objects, which the watch's bookmarks make rare.
 pub(crate) fn watched() -> kube::runtime::watcher::Config {
     kube::runtime::watcher::Config::default().page_size(10)
+}
+
+/// The objects a reflected watch applies, for a controller to reconcile: kube's
+/// `applied_objects`, except that a relist's objects are given once the relist is done, from the
+/// cache. kube's store takes a relist whole at its end (`InitDone`), while `applied_objects`
+/// gives each object as its page comes: a pass asked for then finds the object missing from the
+/// cache (or its old version) and is dropped. With pages of 10 that is every page but the last.
+/// The objects are cloned from the cache one at a time, as the controller takes them.
+pub(crate) fn applied<K, S>(events: S, store: Store<K>) -> impl Stream<Item = Result<K, watcher::Error>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    events.flat_map(move |event| {
+        let (now, relisted) = match event {
+            Ok(watcher::Event::Apply(obj)) => (Some(Ok(obj)), Vec::new()),
+            Ok(watcher::Event::InitDone) => (None, store.state()),
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::Delete(_)) => {
+                (None, Vec::new())
+            }
+            Err(e) => (Some(Err(e)), Vec::new()),
+        };
+        futures::stream::iter(now.into_iter().chain(relisted.into_iter().map(|obj| Ok(K::clone(&obj)))))
+    })
 }
 
 /// What `rx` receives, as a stream.

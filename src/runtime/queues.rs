@@ -59,7 +59,7 @@ impl Scope {
             selected = selected.labels(selector);
         }
         let forget = ctx.clone();
-        let changes = watcher(queues, selected)
+        let events = watcher(queues, selected)
             .default_backoff()
             .modify(|q| crate::resource::slim(kube::Resource::meta_mut(q)))
             .reflect(writer)
@@ -67,8 +67,8 @@ impl Scope {
                 if let Ok(watcher::Event::Delete(obj)) = event {
                     forget.forget(&obj.uid().unwrap_or_default());
                 }
-            })
-            .applied_objects()
+            });
+        let changes = super::applied(events, store.clone())
             .predicate_filter(super::environments::user_intent, Default::default());
         let environment_changes = environment_changes(&ctx, store.clone());
         let secret_changes = super::received(ctx.queue_secret_changes.subscribe())
