@@ -2,7 +2,7 @@
 //! field remote and a worker Secret holding the command today's CLI accepts; drift is corrected;
 //! a lost create is recovered, not duplicated; each deletion policy; an Environment deleted with
 //! its queues waits for them; a deletion the server refuses while workers are active; Observe;
-//! and, tried as the attacker, no queue of someone else is taken or reached.
+//! pause; and, tried as the attacker, no queue of someone else is taken or reached.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -441,4 +441,42 @@ async fn a_queue_that_cannot_be_decoded_is_reported_and_stops_no_other() {
         bed.client.request_text(get).await.is_ok_and(|t| t.contains("\"reason\":\"InvalidSpec\""))
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_queue_writes_nothing_holds_its_deletion_and_goes_on_once_unpaused() {
+    let (bed, _) = with_environment("queue-pause").await;
+    queues::create(&bed, "held", queues::of(ENV)).await;
+    let id = queues::id_of(&queues::wait(&bed, "held", "Ready", queue_ready).await);
+    let annotate = |value: Option<&str>| json!({"metadata": {"annotations": {"kubiya.ai/paused": value}}});
+    let api = queues::api(&bed);
+    api.patch("held", &PatchParams::default(), &Patch::Merge(&annotate(Some("true")))).await.unwrap();
+    let q = queues::wait(&bed, "held", "paused", |q| {
+        q.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.reason == "Paused"))
+    })
+    .await;
+    assert_eq!(crate::support::health::argo(&q).0, "Suspended");
+    let writes =
+        || bed.calls("PATCH /api/v1/worker-queues/{id}") + bed.calls("DELETE /api/v1/worker-queues/{id}");
+    let before = writes();
+
+    // An edit, then a deletion: the deletion holds the finalizer, and neither reaches the
+    // control plane (the pass that says the deletion is paused sees the edit too).
+    let edit = json!({"spec": {"description": "while paused"}});
+    api.patch("held", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    api.delete("held", &DeleteParams::default()).await.unwrap();
+    let q = queues::wait(&bed, "held", "deletion paused", |q| {
+        q.metadata.deletion_timestamp.is_some() && queues::message(q).contains("deletion paused")
+    })
+    .await;
+    assert!(q.metadata.finalizers.unwrap_or_default().iter().any(|f| f == "kubiya.ai/worker-queue"));
+    let (code, r) = queues::remote(&bed, &id).await;
+    assert_eq!(code, 200, "{r}");
+    assert_ne!(r["description"], "while paused", "nothing written while paused");
+    assert_eq!(writes(), before, "{:?}", bed.emulator.calls());
+
+    // Unpaused, the deletion goes on by its policy (Delete).
+    api.patch("held", &PatchParams::default(), &Patch::Merge(&annotate(None))).await.unwrap();
+    queues::wait_gone(&bed, "held").await;
+    assert_eq!(queues::remote(&bed, &id).await.0, 404, "deleted once unpaused");
 }
