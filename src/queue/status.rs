@@ -200,17 +200,28 @@ mod tests {
         .unwrap()
     }
 
+    /// `remote` seen, settled: no worker Secret, no drift, no take-over.
+    fn seen(remote: &RemoteQueue) -> Outcome<'_> {
+        Outcome::Seen {
+            remote,
+            worker_secret: None,
+            connection: "operator".into(),
+            drift: None,
+            took_over: None,
+        }
+    }
+
     #[test]
     fn an_active_queue_is_ready_with_its_figures_and_an_inactive_one_is_not() {
         let r = remote("active");
-        let seen = Outcome::Seen {
+        let with_secret = Outcome::Seen {
             remote: &r,
             worker_secret: Some("gpu-worker"),
             connection: "operator".into(),
             drift: None,
             took_over: None,
         };
-        let s = next(&queue(), &seen, &now());
+        let s = next(&queue(), &with_secret, &now());
         assert_eq!(
             (s.phase, s.queue_id.as_deref(), s.active_workers, s.max_workers),
             (Some(Phase::Ready), Some("q1"), Some(2), Some(3))
@@ -222,14 +233,7 @@ mod tests {
         assert!(is_true(&s.conditions, READY));
         assert!(s.message.unwrap().contains("2 worker(s) registered"));
         let r = remote("paused");
-        let seen = Outcome::Seen {
-            remote: &r,
-            worker_secret: None,
-            connection: "operator".into(),
-            drift: None,
-            took_over: None,
-        };
-        let s = next(&queue(), &seen, &now());
+        let s = next(&queue(), &seen(&r), &now());
         assert_eq!((s.phase, s.can_register), (Some(Phase::Inactive), Some(false)));
         assert!(!is_true(&s.conditions, READY));
     }
@@ -239,14 +243,7 @@ mod tests {
         let mut q = queue();
         assert!(awaits_environment(&q, "e1"), "never reported");
         let r = remote("active");
-        let seen = Outcome::Seen {
-            remote: &r,
-            worker_secret: None,
-            connection: "operator".into(),
-            drift: None,
-            took_over: None,
-        };
-        q.status = Some(next(&q, &seen, &now()));
+        q.status = Some(next(&q, &seen(&r), &now()));
         assert!(!awaits_environment(&q, "e1"), "settled there");
         assert!(awaits_environment(&q, "e2"), "its Environment is in another environment now");
         q.metadata.generation = Some(3);

@@ -23,7 +23,7 @@ use crate::connection::{self, ConnKey, HeldConnection, Registry};
 use crate::controlplane;
 use crate::metrics::{Metrics, PhaseCounts};
 use crate::reconcile::Context;
-use crate::resource::{Guarded, WorkerQueue};
+use crate::resource::{Guarded, Phase, WorkerQueue};
 
 /// How long in-flight reconciles get after SIGTERM (within Kubernetes' default 30 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -211,29 +211,37 @@ async fn lead(
 /// The metrics, with the phase gauges counted from the Environment and WorkerQueue caches.
 fn metrics(stores: Vec<Store<Guarded>>, queues: Vec<Store<Guarded<WorkerQueue>>>) -> Metrics {
     let mut metrics = Metrics::default();
-    metrics.count_phases(PhaseCounts {
-        name: "environments",
-        help: "Environments watched by this replica, by status.phase (only the leader watches; a standby shows 0)",
-        phases: Box::new(move || {
-            stores
-                .iter()
-                .flat_map(|s| s.state())
-                .map(|g| g.decoded().and_then(|e| e.status.as_ref()).and_then(|s| s.phase))
-                .collect()
-        }),
-    });
-    metrics.count_phases(PhaseCounts {
-        name: "worker_queues",
-        help: "WorkerQueues watched by this replica, by status.phase (only the leader watches; a standby shows 0)",
-        phases: Box::new(move || {
-            queues
-                .iter()
-                .flat_map(|s| s.state())
-                .map(|g| g.decoded().and_then(|q| q.status.as_ref()).and_then(|s| s.phase))
-                .collect()
-        }),
-    });
+    metrics.count_phases(phases(
+        "environments",
+        "Environments watched by this replica, by status.phase (only the leader watches; a standby shows 0)",
+        stores,
+        |e| e.status.as_ref().and_then(|s| s.phase),
+    ));
+    metrics.count_phases(phases(
+        "worker_queues",
+        "WorkerQueues watched by this replica, by status.phase (only the leader watches; a standby shows 0)",
+        queues,
+        |q| q.status.as_ref().and_then(|s| s.phase),
+    ));
     metrics
+}
+
+/// A by-phase gauge of the objects of `stores`, read at each scrape.
+fn phases<K>(
+    name: &'static str,
+    help: &'static str,
+    stores: Vec<Store<Guarded<K>>>,
+    phase: fn(&K) -> Option<Phase>,
+) -> PhaseCounts
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let phases = move || stores.iter().flat_map(|s| s.state()).map(|g| g.decoded().and_then(phase)).collect();
+    PhaseCounts { name, help, phases: Box::new(phases) }
 }
 
 /// The connections: the operator's own key, if it has one (for Environments without a
