@@ -461,7 +461,8 @@ async fn a_paused_queue_writes_nothing_holds_its_deletion_and_goes_on_once_unpau
     let before = writes();
 
     // An edit, then a deletion: the deletion holds the finalizer, and neither reaches the
-    // control plane (the pass that says the deletion is paused sees the edit too).
+    // control plane (the edit is written by no pass that takes it before the deletion; the
+    // deletion's pass writes nothing either).
     let edit = json!({"spec": {"description": "while paused"}});
     api.patch("held", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
     api.delete("held", &DeleteParams::default()).await.unwrap();
