@@ -125,7 +125,7 @@ golang-opentelemetry-contrib-dev golang-opentelemetry-otel-dev golang-openteleme
 # to ObjectMeta, Time, Quantity, ... use the same model names as the apiextensions
 # definitions they are merged with.
 OPENAPI_PKGS="k8s.io/api/core/v1 k8s.io/api/coordination/v1 k8s.io/api/events/v1
-k8s.io/api/authorization/v1 k8s.io/api/authentication/v1 k8s.io/apimachinery/pkg/apis/meta/v1
+k8s.io/api/apps/v1 k8s.io/api/authorization/v1 k8s.io/api/authentication/v1 k8s.io/apimachinery/pkg/apis/meta/v1
 k8s.io/apimachinery/pkg/runtime k8s.io/apimachinery/pkg/version k8s.io/apimachinery/pkg/api/resource
 k8s.io/apimachinery/pkg/util/intstr"
 
