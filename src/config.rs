@@ -8,6 +8,11 @@ use url::Url;
 
 use crate::controlplane::ApiKey;
 
+/// The worker image of a WorkerQueue whose `spec.workers.image` names none: the one built from
+/// `deploy/worker/Containerfile` (the PyPI worker, pinned), published beside the operator's. The
+/// Helm chart and the kustomize base pin the same.
+pub const DEFAULT_WORKER_IMAGE: &str = "ghcr.io/kubiya-ai/kubiya-worker:1.0.2";
+
 fn non_empty(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.is_empty() { Err("empty namespace name".into()) } else { Ok(s.to_owned()) }
@@ -150,6 +155,10 @@ pub struct Config {
     /// down to 75 %, never beyond one interval); 0s turns the periodic check off.
     #[arg(long, env = "KUBIYA_RESYNC_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub resync_interval: Duration,
+
+    /// The image of a WorkerQueue's workers when `spec.workers.image` names none.
+    #[arg(long, env = "KUBIYA_WORKER_IMAGE", default_value = DEFAULT_WORKER_IMAGE)]
+    pub worker_image: String,
 
     /// Reconciles run at once, per watched namespace (each has its own watch and queue).
     #[arg(long, env = "KUBIYA_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]

@@ -125,6 +125,7 @@ pub fn queue_manifest(
         deletion_policy: opts.deletion_policy,
         management_policy: if opts.observe { ManagementPolicy::Observe } else { ManagementPolicy::Full },
         worker_secret: None,
+        workers: None,
     };
     let name = metadata_name(&format!("{env_name}-{}", queue.name));
     let mut q = WorkerQueue::new(&name, spec);
@@ -211,12 +212,7 @@ pub fn metadata_name(remote: &str) -> String {
     let mut base = if joined.is_empty() || !starts { format!("env-{joined}") } else { joined };
     base.truncate(54);
     let base = base.trim_end_matches('-');
-    format!("{base}-{:08x}", fnv1a(remote.as_bytes()) as u32)
-}
-
-/// FNV-1a: a hash that is the same in every build and version, unlike std's.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    format!("{base}-{:08x}", crate::k8s::fields::fnv1a(remote.as_bytes()) as u32)
 }
 
 /// Writes `text` to `path`, readable by its owner only (created so: never readable by others,

@@ -13,6 +13,9 @@ pub enum Op {
     ReadCrd,
     WriteStatus,
     Finalizer,
+    ReadDeployment,
+    WriteDeployment,
+    DeleteDeployment,
 }
 
 impl Op {
@@ -28,6 +31,9 @@ impl Op {
             Op::ReadCrd => "reading the CustomResourceDefinition (is it being deleted?)",
             Op::WriteStatus => "writing status",
             Op::Finalizer => "updating the finalizer",
+            Op::ReadDeployment => "reading the workers' Deployment",
+            Op::WriteDeployment => "writing the workers' Deployment",
+            Op::DeleteDeployment => "deleting the workers' Deployment",
         }
     }
 
@@ -43,6 +49,9 @@ impl Op {
             Op::ReadCrd => "read_crd",
             Op::WriteStatus => "write_status",
             Op::Finalizer => "finalizer",
+            Op::ReadDeployment => "read_deployment",
+            Op::WriteDeployment => "write_deployment",
+            Op::DeleteDeployment => "delete_deployment",
         }
     }
 }

@@ -4,6 +4,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+/// FNV-1a: a hash that is the same in every build and version, unlike std's: what a name or an
+/// annotation derived from content can rely on across upgrades.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Whether the map `field` of the object (`"data"` of a Secret) is as `manager` last applied it:
 /// no other writer holds any of it, and `manager`'s apply still holds each of `keys`.
 ///

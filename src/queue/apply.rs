@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::decide::{self, Decision, Goal, Located, Plan, Situation};
 use super::error::Error;
 use super::status::{self, Outcome};
-use super::{GuardedQueue, desired, secret};
+use super::{GuardedQueue, deployment, desired, secret, workers};
 use crate::connection::ResolvedConnection;
 use crate::controlplane::{self, RemoteQueue};
 use crate::k8s;
@@ -129,6 +129,7 @@ pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> 
             warn!(refusal = ?refusal, "hands off the remote queue");
             if refusal.loses_ownership() {
                 secret::withdraw(queue, &ctx.kube, &ctx.recorder).await?;
+                deployment::remove(queue, ctx, Some("this resource no longer manages its queue")).await?;
             }
             return Err(Error::refused(refusal, me));
         }
@@ -143,16 +144,35 @@ pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> 
     } else {
         None
     };
+    let control_plane = secret::public_url(conn.client.base_url());
+    let workers = deployment::ensure(queue, &remote, &control_plane, ctx).await?;
     let outcome = Outcome::Seen {
         remote: &remote,
         worker_secret: worker_secret.as_deref(),
         connection: conn.key.label(),
         drift: drift.as_deref(),
         took_over: took_over.as_deref(),
+        workers: workers.as_ref(),
     };
     report(queue, outcome, ctx).await?;
-    Ok(ctx.resync_action())
+    Ok(recheck(queue, workers.as_ref()).unwrap_or_else(|| ctx.resync_action()))
 }
+
+/// How soon the queue is read again for its workers' registrations, when they are awaited: the
+/// Deployment's changes wake the queue, but a registration is seen in the queue's count only.
+fn recheck(queue: &WorkerQueue, workers: Option<&deployment::Seen>) -> Option<Action> {
+    let deployment::Standing::Running(workers::Progress::Unregistered { .. }) = workers?.standing else {
+        return None;
+    };
+    let every = workers::grace(queue) / 4;
+    Some(Action::requeue(every.clamp(REGISTRATION_POLL_MIN, REGISTRATION_POLL_MAX)))
+}
+
+/// How often awaited registrations are looked for: a quarter of the grace, within these bounds.
+const REGISTRATION_POLL_MIN: std::time::Duration = std::time::Duration::from_secs(5);
+const REGISTRATION_POLL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a drain looks at the pods left, beside the Deployment's watch.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The `kubiya.ai/take-over-from` value of `queue`, trimmed, if set.
 fn take_over(queue: &WorkerQueue) -> Option<String> {
@@ -272,7 +292,16 @@ pub async fn cleanup(queue: &WorkerQueue, ctx: &Context) -> Result<Option<Action
         orphan_asked: queue.annotation(DELETION_POLICY_ANNOTATION) == Some("Orphan"),
         observed: queue.spec.management_policy == ManagementPolicy::Observe,
     };
-    if let Some(decision) = decide::deletion_start(&removal) {
+    let start = decide::deletion_start(&removal);
+    // The workers go first, whatever happens to the remote queue (which the server will not
+    // delete while they are active); a paused deletion holds them too.
+    if start.as_ref().is_none_or(|d| d.plan != Plan::Hold)
+        && let Some(pods) = deployment::drain(queue, ctx).await?
+    {
+        report(queue, Outcome::Draining { pods }, ctx).await?;
+        return Ok(Some(Action::requeue(DRAIN_POLL)));
+    }
+    if let Some(decision) = start {
         return carry_out(queue, decision, ctx).await;
     }
     // Said once: a failed pass records its own reason, which this would otherwise overwrite.

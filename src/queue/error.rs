@@ -66,6 +66,11 @@ pub enum Error {
          spec.workerSecret.name to another name"
     )]
     SecretConflict { name: String },
+    #[error(
+        "Deployment {name:?} already exists and is not owned by this WorkerQueue: delete or rename it, \
+         or rename this WorkerQueue (its workers' Deployment is <metadata.name>-workers)"
+    )]
+    DeploymentConflict { name: String },
     #[error("the WorkerQueue cannot be decoded: {error}; fix or delete it")]
     Undecodable { error: String },
     #[error(transparent)]
@@ -115,6 +120,7 @@ impl Error {
             }
             Error::EnvironmentObserved { .. } => row("EnvironmentObserved", "environment_observed", true, ""),
             Error::SecretConflict { .. } => row("SecretConflict", "secret_conflict", true, ""),
+            Error::DeploymentConflict { .. } => row("DeploymentConflict", "deployment_conflict", true, ""),
             Error::Undecodable { .. } => row("InvalidSpec", "undecodable", true, ""),
             Error::Connection(u) => {
                 let permanent = u.is_permanent();

@@ -7,10 +7,12 @@
 
 mod apply;
 pub mod decide;
+pub mod deployment;
 pub mod desired;
 mod error;
 pub mod secret;
 pub mod status;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -3,11 +3,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::decide::drift_message;
+use super::deployment::{Seen as WorkersSeen, Standing};
 use super::desired::Field;
 use super::error::Error;
+use super::workers::{self, Progress};
 use crate::controlplane::{RemoteQueue, sanitize};
 use crate::k8s::conditions::{Kstatus, READY, Readiness, condition, find, is_true};
-use crate::resource::{Phase, WorkerQueue, WorkerQueueStatus};
+use crate::resource::{Phase, WorkerQueue, WorkerQueueStatus, WorkersStatus};
 
 /// Under managementPolicy Observe: whether the remote queue matches the spec.
 pub const SYNCED: &str = "Synced";
@@ -23,8 +25,14 @@ pub enum Outcome<'a> {
         drift: Option<&'a [Field]>,
         /// The `kubiya.ai/take-over-from` value this pass took the queue with.
         took_over: Option<&'a str>,
+        /// The workers the operator runs for it (`spec.workers`).
+        workers: Option<&'a WorkersSeen>,
     },
     Deleting,
+    /// Deleting, once `pods` worker pods have stopped.
+    Draining {
+        pods: i32,
+    },
     DeletionPaused,
     Failed(&'a Error),
     Paused,
@@ -45,7 +53,7 @@ pub fn next(queue: &WorkerQueue, outcome: &Outcome<'_>, now: &Time) -> WorkerQue
         .annotation(crate::resource::TAKE_OVER_ANNOTATION)
         .and_then(|_| took_over.map(str::to_owned).or(old.taken_over_from.clone()));
     let (phase, verdict) = match outcome {
-        Outcome::Seen { remote, worker_secret, connection, .. } => {
+        Outcome::Seen { remote, worker_secret, connection, workers, .. } => {
             s.queue_id = Some(remote.id.clone());
             s.environment_id = Some(remote.environment_id.clone());
             s.remote_name = Some(remote.name.clone());
@@ -57,13 +65,24 @@ pub fn next(queue: &WorkerQueue, outcome: &Outcome<'_>, now: &Time) -> WorkerQue
             if let Some(secret) = worker_secret {
                 s.worker_secret_name = Some((*secret).to_owned());
             }
+            s.workers = workers.map(|w| workers_status(queue, w, old.workers.as_ref(), remote.active_workers, now));
             if remote.can_register() {
                 let secret = s.worker_secret_name.as_deref().unwrap_or("-");
-                let message = format!(
-                    "queue {} is active: {} worker(s) registered; the worker command is in Secret {secret}",
-                    remote.id, remote.active_workers
-                );
-                (Some(Phase::Ready), v(Readiness::True, false, false, "Ready", message))
+                let queue_part = format!("queue {} is active: {} worker(s) registered", remote.id, remote.active_workers);
+                match workers.map(|w| workers_verdict(queue, w, s.workers.as_ref(), now)) {
+                    Some(Some((phase, verdict))) => (Some(phase), verdict),
+                    Some(None) => {
+                        let runs = workers.map_or(String::new(), |w| {
+                            format!(", all {} of Deployment {}", queue.spec.workers.as_ref().map_or(0, |x| x.replicas), w.deployment)
+                        });
+                        let message = format!("{queue_part}{runs}; the worker command is in Secret {secret}");
+                        (Some(Phase::Ready), v(Readiness::True, false, false, "Ready", message))
+                    }
+                    None => {
+                        let message = format!("{queue_part}; the worker command is in Secret {secret}");
+                        (Some(Phase::Ready), v(Readiness::True, false, false, "Ready", message))
+                    }
+                }
             } else {
                 let message =
                     format!("the queue is {} in the control plane: workers cannot register", sanitize(&remote.status));
@@ -71,6 +90,19 @@ pub fn next(queue: &WorkerQueue, outcome: &Outcome<'_>, now: &Time) -> WorkerQue
             }
         }
         Outcome::Deleting => (Some(Phase::Deleting), v(Readiness::False, true, false, "Deleting", "deleting".into())),
+        Outcome::Draining { pods } => (
+            Some(Phase::Deleting),
+            v(
+                Readiness::False,
+                true,
+                false,
+                "Draining",
+                format!(
+                    "deleting: the workers' Deployment is scaled to 0 and {pods} pod(s) still run; the queue is deleted \
+                     once they have stopped"
+                ),
+            ),
+        ),
         Outcome::DeletionPaused => (
             Some(Phase::Deleting),
             v(
@@ -134,6 +166,85 @@ pub fn next(queue: &WorkerQueue, outcome: &Outcome<'_>, now: &Time) -> WorkerQue
         _ => s.conditions.extend(find(&old.conditions, SYNCED).cloned()),
     }
     s
+}
+
+/// What status says of the workers: the Deployment's counts, the queue's count of registered
+/// workers, and since when available workers have gone unregistered.
+fn workers_status(
+    queue: &WorkerQueue,
+    seen: &WorkersSeen,
+    old: Option<&WorkersStatus>,
+    registered: i64,
+    now: &Time,
+) -> WorkersStatus {
+    let unregistered = matches!(seen.standing, Standing::Running(Progress::Unregistered { .. }));
+    WorkersStatus {
+        deployment: Some(seen.deployment.clone()),
+        replicas: seen.replicas,
+        ready_replicas: seen.ready,
+        registered,
+        selector: Some(workers::selector(queue)),
+        deployment_generation: seen.generation,
+        unregistered_since: unregistered
+            .then(|| old.and_then(|o| o.unregistered_since.clone()).unwrap_or_else(|| now.clone())),
+    }
+}
+
+/// The phase and conditions of an active queue whose workers are not all running and registered
+/// (None: they are).
+fn workers_verdict(
+    queue: &WorkerQueue,
+    seen: &WorkersSeen,
+    status: Option<&WorkersStatus>,
+    now: &Time,
+) -> Option<(Phase, Kstatus)> {
+    let stalled =
+        |reason, message| Some((Phase::Error, Kstatus::new(Readiness::False, false, true, reason, message)));
+    let waiting = |reason, message| {
+        Some((Phase::Pending, Kstatus::new(Readiness::False, true, false, reason, message)))
+    };
+    let name = &seen.deployment;
+    match &seen.standing {
+        Standing::Invalid(invalid @ workers::Invalid::KeyMissing) => {
+            stalled("WorkerKeyMissing", invalid.explain())
+        }
+        Standing::Invalid(invalid) => stalled("InvalidWorkers", invalid.explain()),
+        Standing::KeySecretMissing { name: secret, key } => stalled(
+            "WorkerKeyMissing",
+            format!(
+                "Secret {secret:?} of spec.workers.apiKeySecretRef does not exist in this namespace: create it with \
+                 the API key the workers register with under key {key:?}"
+            ),
+        ),
+        Standing::Running(Progress::Starting { want, available, ready }) => waiting(
+            "WorkersNotAvailable",
+            format!("Deployment {name}: {available} of {want} worker(s) available ({ready} ready)"),
+        ),
+        Standing::Running(Progress::Unregistered { want, registered }) => {
+            let since = status.and_then(|s| s.unregistered_since.as_ref()).unwrap_or(now);
+            let grace = workers::grace(queue).as_secs();
+            if workers::overdue(queue, since, now) {
+                stalled(
+                    "WorkersNotRegistered",
+                    format!(
+                        "the {want} worker(s) of Deployment {name} are available, but the queue has counted only \
+                         {registered} registered for over {grace} s (two heartbeat intervals): see their logs \
+                         (kubectl logs deployment/{name}); the key of spec.workers.apiKeySecretRef must be one of \
+                         the queue's organization, and the control plane must be reachable from the pods"
+                    ),
+                )
+            } else {
+                waiting(
+                    "WorkersNotRegistered",
+                    format!(
+                        "the {want} worker(s) of Deployment {name} are available; the queue counts {registered} \
+                         registered so far (waiting up to {grace} s, two heartbeat intervals)"
+                    ),
+                )
+            }
+        }
+        Standing::Running(Progress::Registered { .. }) => None,
+    }
 }
 
 /// Whether the status is worth a write: anything but the sync time changed.
@@ -208,6 +319,7 @@ mod tests {
             connection: "operator".into(),
             drift: None,
             took_over: None,
+            workers: None,
         }
     }
 
@@ -220,6 +332,7 @@ mod tests {
             connection: "operator".into(),
             drift: None,
             took_over: None,
+            workers: None,
         };
         let s = next(&queue(), &with_secret, &now());
         assert_eq!(
@@ -236,6 +349,101 @@ mod tests {
         let s = next(&queue(), &seen(&r), &now());
         assert_eq!((s.phase, s.can_register), (Some(Phase::Inactive), Some(false)));
         assert!(!is_true(&s.conditions, READY));
+    }
+
+    fn running(progress: Progress) -> WorkersSeen {
+        WorkersSeen {
+            deployment: "gpu-workers".into(),
+            replicas: 2,
+            ready: 2,
+            generation: Some(4),
+            standing: Standing::Running(progress),
+        }
+    }
+
+    fn with_workers<'a>(r: &'a RemoteQueue, w: &'a WorkersSeen) -> Outcome<'a> {
+        Outcome::Seen {
+            remote: r,
+            worker_secret: Some("gpu-worker"),
+            connection: "operator".into(),
+            drift: None,
+            took_over: None,
+            workers: Some(w),
+        }
+    }
+
+    fn reason(s: &WorkerQueueStatus, condition: &str) -> Option<String> {
+        find(&s.conditions, condition).filter(|c| c.status == "True").map(|c| c.reason.clone())
+    }
+
+    #[test]
+    fn workers_are_ready_once_available_and_registered_and_stuck_after_two_heartbeats() {
+        let mut q = queue();
+        q.spec.workers = Some(crate::resource::Workers { replicas: 2, ..Default::default() });
+        q.spec.heartbeat_interval = 30;
+        let mut r = remote("active");
+        r.active_workers = 0;
+        let at = |s| Time(Timestamp::from_second(s).unwrap());
+
+        let starting = running(Progress::Starting { want: 2, available: 1, ready: 1 });
+        let s = next(&q, &with_workers(&r, &starting), &at(1_000));
+        assert_eq!(
+            (s.phase, reason(&s, "Reconciling")),
+            (Some(Phase::Pending), Some("WorkersNotAvailable".into()))
+        );
+        assert!(!is_true(&s.conditions, READY));
+        assert!(s.message.as_deref().unwrap().contains("1 of 2 worker(s) available"), "{:?}", s.message);
+        let w = s.workers.clone().unwrap();
+        assert_eq!((w.replicas, w.ready_replicas, w.registered), (2, 2, 0));
+        assert_eq!(w.selector.as_deref(), Some("kubiya.ai/worker-queue=gpu"));
+        assert_eq!((w.deployment.as_deref(), w.deployment_generation), (Some("gpu-workers"), Some(4)));
+        assert_eq!(w.unregistered_since, None);
+
+        let unregistered = running(Progress::Unregistered { want: 2, registered: 0 });
+        q.status = Some(next(&q, &with_workers(&r, &unregistered), &at(1_010)));
+        let s = q.status.clone().unwrap();
+        assert_eq!(reason(&s, "Reconciling"), Some("WorkersNotRegistered".into()));
+        assert_eq!(s.workers.as_ref().unwrap().unregistered_since, Some(at(1_010)));
+        let s = next(&q, &with_workers(&r, &unregistered), &at(1_069));
+        assert_eq!(reason(&s, "Reconciling"), Some("WorkersNotRegistered".into()), "within 60 s");
+        assert_eq!(s.workers.as_ref().unwrap().unregistered_since, Some(at(1_010)), "kept");
+        let s = next(&q, &with_workers(&r, &unregistered), &at(1_070));
+        assert_eq!(
+            (s.phase, reason(&s, "Stalled")),
+            (Some(Phase::Error), Some("WorkersNotRegistered".into()))
+        );
+        assert!(
+            s.message.as_deref().unwrap().contains("kubectl logs deployment/gpu-workers"),
+            "{:?}",
+            s.message
+        );
+
+        r.active_workers = 2;
+        let registered = running(Progress::Registered { want: 2, registered: 2 });
+        let s = next(&q, &with_workers(&r, &registered), &at(1_080));
+        assert_eq!(s.phase, Some(Phase::Ready));
+        assert!(is_true(&s.conditions, READY));
+        assert_eq!(s.workers.as_ref().unwrap().unregistered_since, None);
+        assert!(s.message.as_deref().unwrap().contains("all 2 of Deployment gpu-workers"), "{:?}", s.message);
+    }
+
+    #[test]
+    fn a_missing_key_or_a_broken_template_stalls_the_queue() {
+        let q = queue();
+        let r = remote("active");
+        let mut w = running(Progress::Starting { want: 2, available: 0, ready: 0 });
+        w.standing = Standing::Invalid(workers::Invalid::KeyMissing);
+        let s = next(&q, &with_workers(&r, &w), &now());
+        assert_eq!((s.phase, reason(&s, "Stalled")), (Some(Phase::Error), Some("WorkerKeyMissing".into())));
+        w.standing = Standing::KeySecretMissing { name: "k".into(), key: "api-key".into() };
+        let s = next(&q, &with_workers(&r, &w), &now());
+        assert_eq!(reason(&s, "Stalled"), Some("WorkerKeyMissing".into()));
+        assert!(s.message.as_deref().unwrap().contains("Secret \"k\""), "{:?}", s.message);
+        w.standing = Standing::Invalid(workers::Invalid::Template("bad".into()));
+        let s = next(&q, &with_workers(&r, &w), &now());
+        assert_eq!(reason(&s, "Stalled"), Some("InvalidWorkers".into()));
+        let s = next(&q, &Outcome::Draining { pods: 2 }, &now());
+        assert_eq!((s.phase, reason(&s, "Reconciling")), (Some(Phase::Deleting), Some("Draining".into())));
     }
 
     #[test]
@@ -264,6 +472,7 @@ mod tests {
             connection: "operator".into(),
             drift: Some(&drift),
             took_over: None,
+            workers: None,
         };
         let mut q = queue();
         q.status = Some(next(&q, &seen, &now()));
@@ -280,6 +489,7 @@ mod tests {
             connection: "operator".into(),
             drift: None,
             took_over: None,
+            workers: None,
         };
         let mut q = queue();
         q.status = Some(next(&q, &seen, &now()));

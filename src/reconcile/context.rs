@@ -50,6 +50,14 @@ pub struct Context {
     /// Tells the WorkerQueue controllers that the worker Secret of a queue (`namespace`, `name`)
     /// was deleted or edited by hand, as the Environments' Secret watch sees it.
     pub queue_secret_changes: tokio::sync::broadcast::Sender<(String, String)>,
+    /// Tells the WorkerQueue controllers that a Secret (`namespace`, `name`) was created or
+    /// deleted: a queue whose workers' key it holds goes on.
+    pub key_secret_changes: tokio::sync::broadcast::Sender<(String, String)>,
+    /// The workers' Deployments of the WorkerQueues (one cache per watched scope), without their
+    /// pod templates.
+    pub deployments: Vec<Store<k8s_openapi::api::apps::v1::Deployment>>,
+    /// The image of workers whose spec names none (`--worker-image`).
+    pub worker_image: String,
 }
 
 /// An Environment that can take queues: `namespace`, `name` and its remote environment's id.
@@ -71,6 +79,9 @@ pub struct Remembered {
     /// ([`super::env_vars::Resolved`]): the pass after a Secret changed updates, it corrects no
     /// drift.
     env_vars: Option<u64>,
+    /// The generation of a WorkerQueue's workers' Deployment after this process last wrote it:
+    /// the pass its own write wakes may start from a cached queue whose status predates it.
+    deployment_generation: Option<i64>,
 }
 
 impl Context {
@@ -140,6 +151,17 @@ impl Context {
     /// Records the fingerprint of the env vars just applied to `env`'s remote environment.
     pub fn remember_env_vars(&self, env: &Environment, fingerprint: Option<u64>) {
         self.remembered(env, fingerprint.is_some(), |r| r.env_vars = fingerprint);
+    }
+
+    /// The generation of `obj`'s workers' Deployment after this process last wrote it.
+    pub fn written_generation<K: Resource>(&self, obj: &K) -> Option<i64> {
+        let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
+        obj.meta().uid.as_ref().and_then(|uid| objects.get(uid).and_then(|r| r.deployment_generation))
+    }
+
+    /// Records the generation of `obj`'s workers' Deployment just written.
+    pub fn remember_generation<K: Resource>(&self, obj: &K, generation: Option<i64>) {
+        self.remembered(obj, generation.is_some(), |r| r.deployment_generation = generation);
     }
 
     /// Whether this is the first time this process looks at `obj` (and, from now on, it is not).

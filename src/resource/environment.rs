@@ -217,7 +217,7 @@ pub struct EnvVarSource {
 }
 
 /// A key of a Secret in the resource's namespace.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SecretKeySelector {
     /// Secret name.
     #[schemars(length(min = 1, max = 253))]

@@ -11,7 +11,9 @@ mod worker_queue;
 pub use connection::*;
 pub use environment::*;
 pub use guard::{Guarded, MAX_SPEC_BYTES, Undecodable, slim};
-pub use worker_queue::{EnvironmentRef, WorkerQueue, WorkerQueueSpec, WorkerQueueStatus};
+pub use worker_queue::{
+    EnvironmentRef, WorkerQueue, WorkerQueueSpec, WorkerQueueStatus, Workers, WorkersStatus,
+};
 
 /// The limits of the WorkerQueue schema.
 pub mod queue_limits {

@@ -1,12 +1,13 @@
 //! The `WorkerQueue` custom resource: a worker queue of an Environment of the same namespace,
 //! which workers register with (`kubiya worker start --queue-id …`). Pure types: no client.
 
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{DeletionPolicy, ManagementPolicy, WorkerSecretRef, object};
+use super::{DeletionPolicy, ManagementPolicy, SecretKeySelector, WorkerSecretRef, object};
 
 /// The limits of the WorkerQueue schema, as the control plane checks them.
 pub mod limits {
@@ -22,6 +23,12 @@ pub mod limits {
     pub const HEARTBEAT_DEFAULT: i32 = 60;
     /// Settings keys.
     pub const SETTINGS: usize = 64;
+    /// Workers one queue runs, at most (a bound on what one resource can ask of the cluster).
+    pub const REPLICAS_MAX: i32 = 1000;
+    /// Characters of the name of a queue that runs workers: its name is a label value of theirs.
+    pub const WORKERS_NAME_MAX: usize = 63;
+    /// Characters of an image reference.
+    pub const IMAGE: usize = 1024;
 }
 
 /// A worker queue of a Kubiya environment, created, updated and deleted by kubiya-operator.
@@ -40,7 +47,9 @@ pub mod limits {
     printcolumn(name = "Queue ID", type_ = "string", json_path = ".status.queueId"),
     printcolumn(name = "Active", type_ = "integer", description = "Workers that sent a heartbeat lately", json_path = ".status.activeWorkers"),
     printcolumn(name = "Max", type_ = "integer", description = "Empty: unlimited", json_path = ".status.maxWorkers"),
+    printcolumn(name = "Workers", type_ = "integer", description = "Workers the operator runs (empty: none)", json_path = ".spec.workers.replicas"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Ready Workers", type_ = "integer", description = "Worker pods ready", json_path = ".status.workers.readyReplicas", priority = 1),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", priority = 1),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -50,6 +59,15 @@ pub mod limits {
         .message("names starting local-exec are the control plane's ephemeral queues, which it does not list; set spec.name"),
     validation = Rule::new("has(self.spec.name) || self.metadata.name != 'default'")
         .message("the control plane never deletes a queue named default; set spec.name"),
+    validation = Rule::new("!has(self.spec.workers) || size(self.metadata.name) <= 63")
+        .message("a WorkerQueue that runs workers labels them with its name, which must then be at most 63 characters"),
+    validation = Rule::new("!has(self.spec.workers) || !has(self.spec.maxWorkers) || self.spec.workers.replicas <= self.spec.maxWorkers")
+        .message("spec.workers.replicas cannot exceed spec.maxWorkers: raise maxWorkers, or scale the queue down"),
+    scale(
+        spec_replicas_path = ".spec.workers.replicas",
+        status_replicas_path = ".status.workers.replicas",
+        label_selector_path = ".status.workers.selector"
+    ),
     validation = Rule::new("self.spec.environmentRef.name == oldSelf.spec.environmentRef.name")
         .message("spec.environmentRef cannot change: a queue cannot move between environments; create another WorkerQueue instead"),
 )]
@@ -116,6 +134,67 @@ pub struct WorkerQueueSpec {
     /// The Secret that receives the queue's worker command. Default `<metadata.name>-worker`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_secret: Option<WorkerSecretRef>,
+
+    /// Workers the operator runs for this queue, as one Deployment it owns. Absent: it runs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Workers>,
+}
+
+/// The workers of a queue: one Deployment, `<metadata.name>-workers`, whose pods register with
+/// the queue. Scaled through the WorkerQueue (`kubectl scale workerqueue/<name>`, or an HPA or
+/// KEDA on its `/scale` subresource): a Deployment scaled directly is put back.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Workers {
+    /// How many workers to run; at most `maxWorkers` when that is set.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = limits::REPLICAS_MAX))]
+    pub replicas: i32,
+
+    /// The worker image. Default: the operator's `--worker-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = limits::IMAGE))]
+    pub image: Option<String>,
+
+    /// The API key the workers register with: a key of a Secret in this namespace, which the
+    /// pods read by `secretKeyRef` (it is never copied). Required: without it the queue is
+    /// `Stalled` (`WorkerKeyMissing`). Never the operator's own key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeySelector>,
+
+    /// The worker container's resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// A PodTemplateSpec fragment (`metadata` and `spec`) the operator's fields go over:
+    /// labels, annotations, nodeSelector, tolerations, affinity, volumes, a `worker` container's
+    /// env and volumeMounts, sidecars. The operator sets the worker container's image, its
+    /// `QUEUE_ID`, `CONTROL_PLANE_URL` and `KUBIYA_API_KEY`, and a restricted security context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "pod_template_fragment")]
+    pub template: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers { replicas: one(), image: None, api_key_secret_ref: None, resources: None, template: None }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// A pod template's two fields, each free-form (a PodTemplateSpec's full schema would be most of
+/// the CRD); the operator decodes them, and a spec that does not decode is `InvalidWorkers`.
+fn pod_template_fragment(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+        },
+    })
 }
 
 fn default_heartbeat() -> i32 {
@@ -178,11 +257,42 @@ pub struct WorkerQueueStatus {
     /// Human-readable explanation of the current phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The workers the operator runs for the queue (`spec.workers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkersStatus>,
     /// Ready, Reconciling and Stalled, in the kstatus convention; Synced under managementPolicy
     /// Observe.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The workers' Deployment as last seen, and how many registered with the queue.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkersStatus {
+    /// The Deployment that runs them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// Its pods (the Deployment's `status.replicas`): what `/scale` reports.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Its ready pods.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Workers registered with the queue (its `active_workers`: a heartbeat in the last 150 s).
+    #[serde(default)]
+    pub registered: i64,
+    /// The label selector of the worker pods, for `/scale` (an HPA reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The Deployment's `metadata.generation` after the operator's last write: a later one means
+    /// it was changed by someone else, and it is put back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_generation: Option<i64>,
+    /// Since when the workers have been available without registering, if they have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unregistered_since: Option<Time>,
 }
 
 fn free_form_settings(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

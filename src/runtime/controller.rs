@@ -155,6 +155,9 @@ pub async fn run(
         queues: queue_scopes.iter().map(|s| s.store.clone()).collect(),
         environment_changes: tokio::sync::broadcast::channel(1024).0,
         queue_secret_changes: tokio::sync::broadcast::channel(1024).0,
+        key_secret_changes: tokio::sync::broadcast::channel(1024).0,
+        deployments: queue_scopes.iter().map(|s| s.deployments_store.clone()).collect(),
+        worker_image: config.worker_image.clone(),
     });
     info!(
         namespaces = %if config.watch_namespaces.is_empty() { "<all>".to_owned() } else { config.watch_namespaces.join(",") },

@@ -96,6 +96,7 @@ impl Scope {
         // needs of a Secret is in its metadata, and whatever a tenant puts in a Secret (a
         // megabyte, with our label) is never read. Small pages bound what a relist holds at once.
         let queue_secrets = ctx.queue_secret_changes.clone();
+        let key_secrets = ctx.key_secret_changes.clone();
         let users = store.clone();
         let secret_changes = watcher(secrets, watcher::Config::default().page_size(SECRET_PAGE))
             .default_backoff()
@@ -108,7 +109,7 @@ impl Scope {
             .flat_map(move |event| {
                 let event = event.inspect_err(|e| warn!(error = %e, "watching Secrets"));
                 let woken = match event.ok() {
-                    Some(event) => woken_by(&event, &users, &queue_secrets),
+                    Some(event) => woken_by(&event, &users, &queue_secrets, &key_secrets),
                     None => Vec::new(),
                 };
                 futures::stream::iter(woken)
@@ -153,10 +154,12 @@ const SECRET_PAGE: u32 = 100;
 /// its controller's, when it was deleted or edited by hand (not on the operator's own writes,
 /// each of which would cost a pass); and the Environments that use its values as it changes,
 /// appears or goes (a relist's objects are no change: every Environment gets its pass at start).
+/// Every change is also sent on `keys`, for queues whose workers' key it may hold.
 fn woken_by(
     event: &watcher::Event<PartialObjectMeta<Secret>>,
     store: &Store<Guarded>,
     queues: &tokio::sync::broadcast::Sender<(String, String)>,
+    keys: &tokio::sync::broadcast::Sender<(String, String)>,
 ) -> Vec<ObjectRef<Guarded>> {
     let (secret, changed, relisted) = match event {
         watcher::Event::Delete(s) => (s, true, false),
@@ -165,6 +168,10 @@ fn woken_by(
         watcher::Event::Init | watcher::Event::InitDone => return Vec::new(),
     };
     let namespace = secret.namespace().unwrap_or_default();
+    if !relisted && worker_secret::controller(secret).is_none() {
+        // Nobody listening (no queues watched) is no failure.
+        let _ = keys.send((namespace.clone(), secret.name_any()));
+    }
     let mut woken = if relisted { Vec::new() } else { users_of_secret(store, secret) };
     let Some(owner) = worker_secret::controller(secret).filter(|o| o.api_version.starts_with("kubiya.ai/"))
     else {

@@ -1,12 +1,14 @@
 //! The WorkerQueue controllers, one per watched scope like the Environment controllers, sharing
 //! their context. An Environment's status change wakes its queues (a queue waits for its
 //! Environment to be Ready), as do their worker Secrets' and their Environments' connections'
-//! changes. Without
-//! the WorkerQueue CRD (an upgrade that did not apply it) the kind is served as empty.
+//! changes, their workers' Deployments' changes, and the creation or deletion of a Secret that
+//! holds their workers' key. Without the WorkerQueue CRD (an upgrade that did not apply it) the
+//! kind is served as empty.
 
 use std::sync::Arc;
 
 use futures::{Future, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller, reflector, watcher};
@@ -23,17 +25,22 @@ pub struct Scope {
     queues: Api<GuardedQueue>,
     pub store: Store<GuardedQueue>,
     writer: reflector::store::Writer<GuardedQueue>,
+    deployments: Api<Deployment>,
+    /// The workers' Deployments, without their pod templates.
+    pub deployments_store: Store<Deployment>,
+    deployments_writer: reflector::store::Writer<Deployment>,
 }
 
 /// The scopes `config` asks for: all namespaces, or each listed one.
 pub fn scopes(kube: &Client, config: &Config) -> Vec<Scope> {
     let scope = |namespace: Option<&String>| {
         let (store, writer) = reflector::store();
-        let queues = match namespace {
-            Some(ns) => Api::namespaced(kube.clone(), ns),
-            None => Api::all(kube.clone()),
+        let (deployments_store, deployments_writer) = reflector::store();
+        let (queues, deployments) = match namespace {
+            Some(ns) => (Api::namespaced(kube.clone(), ns), Api::namespaced(kube.clone(), ns)),
+            None => (Api::all(kube.clone()), Api::all(kube.clone())),
         };
-        Scope { queues, store, writer }
+        Scope { queues, store, writer, deployments, deployments_store, deployments_writer }
     };
     if config.watch_namespaces.is_empty() {
         return vec![scope(None)];
@@ -48,10 +55,11 @@ impl Scope {
         ctx: Arc<Context>,
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
     ) {
-        let Scope { queues, store, writer } = self;
+        let Scope { queues, store, writer, deployments, deployments_store: _, deployments_writer } = self;
         // An upgrade that did not apply the new CRD: served as empty, with a warning.
         if !super::connections::installed::<WorkerQueue>(&ctx.kube).await {
             super::connections::empty(writer);
+            super::connections::empty(deployments_writer);
             return;
         }
         let mut selected = super::watched();
@@ -74,10 +82,20 @@ impl Scope {
         let secret_changes = super::received(ctx.queue_secret_changes.subscribe())
             .map(|(namespace, name)| ObjectRef::<GuardedQueue>::new(&name).within(&namespace));
         let connection_changes = connection_changes(&ctx, store.clone());
+        let key_changes = key_changes(&ctx, store.clone());
+        // The workers' Deployments, by the label only the operator's Deployments carry; a
+        // tenant's Deployment with that label costs its metadata, replicas and status, no more.
+        let workers = watcher(deployments, super::watched().labels(queue::workers::LABEL))
+            .default_backoff()
+            .modify(queue::deployment::slim)
+            .reflect(deployments_writer)
+            .touched_objects();
         Controller::for_stream(changes, store)
+            .owns_stream(workers)
             .reconcile_on(environment_changes)
             .reconcile_on(secret_changes)
             .reconcile_on(connection_changes)
+            .reconcile_on(key_changes)
             .with_config(controller::Config::default().concurrency(config.concurrency))
             .graceful_shutdown_on(shutdown)
             .run(queue::reconcile, queue::error_policy, ctx)
@@ -126,6 +144,36 @@ fn connection_changes(
             .collect();
         futures::stream::iter(queues)
     })
+}
+
+/// The queues of `store` not Ready whose workers' key is in the Secret a change names: one
+/// waiting for its key goes on once the Secret is created.
+fn key_changes(
+    ctx: &Context,
+    store: Store<GuardedQueue>,
+) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
+    super::received(ctx.key_secret_changes.subscribe()).flat_map(
+        move |(namespace, name): (String, String)| {
+            let queues: Vec<ObjectRef<GuardedQueue>> = store
+                .state()
+                .iter()
+                .filter(|q| {
+                    q.decoded().is_some_and(|q| {
+                        q.namespace().as_deref() == Some(namespace.as_str())
+                            && q.spec
+                                .workers
+                                .as_ref()
+                                .and_then(|w| w.api_key_secret_ref.as_ref())
+                                .map(|k| &k.name)
+                                == Some(&name)
+                            && !queue::status::applied(q)
+                    })
+                })
+                .map(|q| ObjectRef::from_obj(q.as_ref()))
+                .collect();
+            futures::stream::iter(queues)
+        },
+    )
 }
 
 /// The queues of `store` that wait for their Environment, as it can take them.

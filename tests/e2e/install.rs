@@ -95,6 +95,7 @@ const NEEDS: &[(&str, &str, &[&str])] = &[
     ("kubiya.ai", "workerqueues", &["get", "list", "watch", "patch"]),
     ("kubiya.ai", "workerqueues/status", &["patch"]),
     ("", "secrets", &["get", "list", "watch", "patch", "delete"]),
+    ("apps", "deployments", &["get", "list", "watch", "patch", "delete"]),
     ("events.k8s.io", "events", &["create", "patch"]),
     ("kubiya.ai", "connections", &["list", "watch", "patch"]),
     ("kubiya.ai", "connections/status", &["patch"]),

@@ -32,3 +32,4 @@ mod tenancy;
 mod undecodable;
 mod worker_queues;
 mod worker_secret;
+mod workers;

@@ -46,3 +46,18 @@ pub fn kubectl_apply(bed: &TestBed, manifests: &str) {
     child.stdin.take().unwrap().write_all(manifests.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success(), "kubectl apply refused the export:\n{manifests}");
 }
+
+/// `kubectl -n <the bed's namespace> <args>` on the bed's API server: whether it succeeded, and
+/// what it printed (stdout, then stderr).
+pub fn kubectl(bed: &TestBed, args: &[&str]) -> (bool, String) {
+    let kubectl = std::env::var_os(super::KUBECTL_VAR).expect(super::KUBECTL_VAR);
+    let out = std::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&bed.kubeconfig)
+        .args(["-n", &bed.namespace])
+        .args(args)
+        .output()
+        .expect("kubectl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}

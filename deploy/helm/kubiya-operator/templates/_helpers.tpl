@@ -94,6 +94,11 @@ ClusterConnection is configured either (it could manage nothing until a Connecti
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, patch, delete]
+# The Deployments that run a WorkerQueue's workers (spec.workers; owned by the queue, created
+# with server-side apply): watched by their label, scaled to 0 and deleted before the queue.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
