@@ -216,9 +216,17 @@ fn workers_verdict(
                  the API key the workers register with under key {key:?}"
             ),
         ),
-        Standing::Running(Progress::Starting { want, available, ready }) => waiting(
+        Standing::Running(Progress::Starting { want, available, ready, stuck: false }) => waiting(
             "WorkersNotAvailable",
             format!("Deployment {name}: {available} of {want} worker(s) available ({ready} ready)"),
+        ),
+        Standing::Running(Progress::Starting { want, available, ready, stuck: true }) => stalled(
+            "WorkersNotAvailable",
+            format!(
+                "Deployment {name}: {available} of {want} worker(s) available ({ready} ready), and its progress \
+                 deadline has passed: see kubectl describe deployment/{name} and its pods' events (an image that \
+                 cannot be pulled, pods that cannot be scheduled, or workers that exit: kubectl logs deployment/{name})"
+            ),
         ),
         Standing::Running(Progress::Unregistered { want, registered }) => {
             let since = status.and_then(|s| s.unregistered_since.as_ref()).unwrap_or(now);
@@ -385,7 +393,7 @@ mod tests {
         r.active_workers = 0;
         let at = |s| Time(Timestamp::from_second(s).unwrap());
 
-        let starting = running(Progress::Starting { want: 2, available: 1, ready: 1 });
+        let starting = running(Progress::Starting { want: 2, available: 1, ready: 1, stuck: false });
         let s = next(&q, &with_workers(&r, &starting), &at(1_000));
         assert_eq!(
             (s.phase, reason(&s, "Reconciling")),
@@ -431,7 +439,7 @@ mod tests {
     fn a_missing_key_or_a_broken_template_stalls_the_queue() {
         let q = queue();
         let r = remote("active");
-        let mut w = running(Progress::Starting { want: 2, available: 0, ready: 0 });
+        let mut w = running(Progress::Starting { want: 2, available: 0, ready: 0, stuck: false });
         w.standing = Standing::Invalid(workers::Invalid::KeyMissing);
         let s = next(&q, &with_workers(&r, &w), &now());
         assert_eq!((s.phase, reason(&s, "Stalled")), (Some(Phase::Error), Some("WorkerKeyMissing".into())));
@@ -439,6 +447,9 @@ mod tests {
         let s = next(&q, &with_workers(&r, &w), &now());
         assert_eq!(reason(&s, "Stalled"), Some("WorkerKeyMissing".into()));
         assert!(s.message.as_deref().unwrap().contains("Secret \"k\""), "{:?}", s.message);
+        w.standing = Standing::Running(Progress::Starting { want: 2, available: 0, ready: 0, stuck: true });
+        let s = next(&q, &with_workers(&r, &w), &now());
+        assert_eq!(reason(&s, "Stalled"), Some("WorkersNotAvailable".into()), "past its progress deadline");
         w.standing = Standing::Invalid(workers::Invalid::Template("bad".into()));
         let s = next(&q, &with_workers(&r, &w), &now());
         assert_eq!(reason(&s, "Stalled"), Some("InvalidWorkers".into()));

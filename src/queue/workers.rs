@@ -155,7 +155,9 @@ pub fn render(queue: &WorkerQueue, workers: &Workers, inputs: &Inputs<'_>) -> Re
     }
     let mut pod_security = pod.security_context.take().unwrap_or_default();
     pod_security.run_as_non_root = Some(true);
-    pod_security.seccomp_profile.get_or_insert_with(runtime_default);
+    if pod_security.seccomp_profile.as_ref().is_none_or(|p| p.type_ == "Unconfined") {
+        pod_security.seccomp_profile = Some(runtime_default());
+    }
     pod.security_context = Some(pod_security);
     // The workers talk to the control plane, not to Kubernetes.
     pod.automount_service_account_token.get_or_insert(false);
@@ -194,6 +196,24 @@ fn forbid_host(pod: &PodSpec) -> Result<(), Invalid> {
     }
     if pod.volumes.iter().flatten().any(|v| v.host_path.is_some()) {
         return forbidden("a hostPath volume");
+    }
+    // The volume types the restricted profile allows; any other (a node's disk, a network
+    // filesystem mounted by the node) is the cluster's to grant, not a queue's.
+    let allowed = |v: &Volume| {
+        v.config_map.is_some()
+            || v.csi.is_some()
+            || v.downward_api.is_some()
+            || v.empty_dir.is_some()
+            || v.ephemeral.is_some()
+            || v.persistent_volume_claim.is_some()
+            || v.projected.is_some()
+            || v.secret.is_some()
+    };
+    if let Some(v) = pod.volumes.iter().flatten().find(|v| !allowed(v)) {
+        return forbidden(&format!(
+            "volume {:?} (only configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected and secret volumes are)",
+            v.name
+        ));
     }
     let containers = pod.containers.iter().chain(pod.init_containers.iter().flatten());
     if containers.flat_map(|c| c.ports.iter().flatten()).any(|p| p.host_port.is_some_and(|h| h != 0)) {
@@ -295,8 +315,10 @@ pub fn change(desired: &Deployment, observed: Option<&Deployment>, written: Opti
 /// How far the workers are, from their Deployment and the queue's count of registered workers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Progress {
-    /// Not all of them are running the current template and available yet.
-    Starting { want: i32, available: i32, ready: i32 },
+    /// Not all of them are running the current template and available yet; `stuck`: the
+    /// Deployment's controller gave up waiting (its progress deadline passed: pods crash-loop,
+    /// cannot pull their image, or cannot be scheduled).
+    Starting { want: i32, available: i32, ready: i32, stuck: bool },
     /// All available; `registered` of `want` registered with the queue so far.
     Unregistered { want: i32, registered: i64 },
     /// All available and registered (zero included).
@@ -316,7 +338,12 @@ pub fn progress(deployment: &Deployment, registered: i64) -> Progress {
         && available >= want
         && st.replicas.unwrap_or(0) == want;
     if want > 0 && !all {
-        return Progress::Starting { want, available, ready };
+        let stuck = st.conditions.iter().flatten().any(|c| {
+            c.type_ == "Progressing"
+                && c.status == "False"
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
+        return Progress::Starting { want, available, ready, stuck };
     }
     if registered < i64::from(want) {
         return Progress::Unregistered { want, registered };
@@ -331,10 +358,16 @@ pub fn counts(deployment: Option<&Deployment>) -> (i32, i32) {
 }
 
 /// How long available workers may go unregistered before the queue says they are stuck: two
-/// heartbeat intervals (a worker registers at start and then beats at that interval).
+/// heartbeat intervals (a worker registers at start and then beats at that interval), and at
+/// least [`GRACE_MIN`]: the pod is available once its container runs (the worker has no port to
+/// probe), and the worker takes about 15 s of imports before it registers.
 pub fn grace(queue: &WorkerQueue) -> std::time::Duration {
-    std::time::Duration::from_secs(2 * u64::try_from(queue.spec.heartbeat_interval).unwrap_or(60))
+    let two = std::time::Duration::from_secs(2 * u64::try_from(queue.spec.heartbeat_interval).unwrap_or(60));
+    two.max(GRACE_MIN)
 }
+
+/// The least grace for workers to register; see [`grace`].
+pub const GRACE_MIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether workers unregistered since `since` have had their grace by `now`.
 pub fn overdue(queue: &WorkerQueue, since: &Time, now: &Time) -> bool {
@@ -415,7 +448,7 @@ mod tests {
     #[test]
     fn the_pod_is_hardened_whatever_the_template_asks() {
         let d = rendered(json!({"spec": {
-            "securityContext": {"runAsNonRoot": false, "runAsUser": 1000},
+            "securityContext": {"runAsNonRoot": false, "runAsUser": 1000, "seccompProfile": {"type": "Unconfined"}},
             "containers": [{"name": "worker", "securityContext": {"privileged": true,
                 "allowPrivilegeEscalation": true, "capabilities": {"add": ["NET_ADMIN"]},
                 "seccompProfile": {"type": "Unconfined"}}}]}}));
@@ -428,6 +461,7 @@ mod tests {
         assert_eq!(s.seccomp_profile.unwrap().type_, "RuntimeDefault");
         let pod = d.spec.as_ref().unwrap().template.spec.clone().unwrap();
         let ps = pod.security_context.unwrap();
+        assert_eq!(ps.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
         assert_eq!(
             (ps.run_as_non_root, ps.run_as_user),
             (Some(true), Some(1000)),
@@ -559,12 +593,20 @@ mod tests {
 
     #[test]
     fn workers_are_registered_only_once_all_are_available_and_counted_by_the_queue() {
-        let starting = |available, ready| Progress::Starting { want: 2, available, ready };
+        let starting = |available, ready| Progress::Starting { want: 2, available, ready, stuck: false };
         assert_eq!(progress(&rendered(json!(null)), 0), starting(0, 0), "no status yet");
         assert_eq!(progress(&status(2, 1, 2, 2, 2), 2), starting(2, 2), "this generation not seen yet");
         assert_eq!(progress(&status(2, 2, 3, 2, 2), 2), starting(2, 2), "an old pod still runs");
         assert_eq!(progress(&status(2, 2, 2, 1, 2), 2), starting(2, 2), "one runs the old template");
         assert_eq!(progress(&status(2, 2, 2, 2, 1), 2), starting(1, 1));
+        let mut crashing = status(2, 2, 2, 2, 1);
+        let deadline =
+            json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"});
+        crashing.status.as_mut().unwrap().conditions = Some(vec![serde_json::from_value(deadline).unwrap()]);
+        assert_eq!(
+            progress(&crashing, 0),
+            Progress::Starting { want: 2, available: 1, ready: 1, stuck: true }
+        );
         assert_eq!(progress(&status(2, 2, 2, 2, 2), 1), Progress::Unregistered { want: 2, registered: 1 });
         assert_eq!(progress(&status(2, 2, 2, 2, 2), 2), Progress::Registered { want: 2, registered: 2 });
         let mut none = status(2, 2, 0, 0, 0);
@@ -578,9 +620,15 @@ mod tests {
     fn unregistered_workers_have_two_heartbeats_of_grace() {
         let q = queue(workers(json!(null)));
         let at = |s| Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap());
-        assert_eq!(grace(&q).as_secs(), 60);
+        assert_eq!(grace(&q).as_secs(), 60, "two intervals of 30 s");
         assert!(!overdue(&q, &at(1_000), &at(1_059)));
         assert!(overdue(&q, &at(1_000), &at(1_060)));
+        let mut fast = q.clone();
+        fast.spec.heartbeat_interval = 10;
+        assert_eq!(grace(&fast), GRACE_MIN, "never less than the worker's start");
+        let mut slow = q.clone();
+        slow.spec.heartbeat_interval = 300;
+        assert_eq!(grace(&slow).as_secs(), 600);
         assert!(!overdue(&q, &at(1_000), &at(900)), "a clock that went back is no overdue");
     }
 }

@@ -169,7 +169,8 @@ pub struct Workers {
     /// A PodTemplateSpec fragment (`metadata` and `spec`) the operator's fields go over:
     /// labels, annotations, nodeSelector, tolerations, affinity, volumes, a `worker` container's
     /// env and volumeMounts, sidecars. The operator sets the worker container's image, its
-    /// `QUEUE_ID`, `CONTROL_PLANE_URL` and `KUBIYA_API_KEY`, and a restricted security context.
+    /// `QUEUE_ID`, `CONTROL_PLANE_URL`, `HEARTBEAT_INTERVAL` and `KUBIYA_API_KEY`, and a restricted
+    /// security context on every container; the host's namespaces, ports and paths are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "pod_template_fragment")]
     pub template: Option<serde_json::Map<String, serde_json::Value>>,

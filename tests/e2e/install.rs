@@ -346,7 +346,7 @@ async fn kustomize_bases_render_valid_objects() {
     checked.unwrap_or_else(|e| panic!("dashboard queries: {e}"));
 
     // The CRD copies are the generated ones.
-    for kind in ["environment", "connection", "clusterconnection"] {
+    for kind in ["environment", "connection", "clusterconnection", "workerqueue"] {
         let crd = std::fs::read_to_string(format!("{ROOT}/crds/{kind}.yaml")).expect("crd");
         for copy in [
             format!("deploy/kustomize/base/{kind}-crd.yaml"),
@@ -355,6 +355,13 @@ async fn kustomize_bases_render_valid_objects() {
             let text = std::fs::read_to_string(format!("{ROOT}/{copy}")).expect("copy");
             assert!(text == crd, "{copy} differs from crds/{kind}.yaml: run `make crd`");
         }
+    }
+
+    // Both install paths pin the worker image the operator defaults to.
+    let image = kubiya_operator::config::DEFAULT_WORKER_IMAGE;
+    for file in ["deploy/helm/kubiya-operator/values.yaml", "deploy/kustomize/base/deployment.yaml"] {
+        let text = std::fs::read_to_string(format!("{ROOT}/{file}")).expect("install file");
+        assert!(text.contains(image), "{file} does not pin the worker image {image}");
     }
 
     // The examples are valid Environments (the CRD's schema, server side).
