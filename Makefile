@@ -1,5 +1,5 @@
 # Entry points; the scripts they call say more.
-.PHONY: demo demo-stop test pod-test image conformance conformance-bless bench bench-queues bench-connections bench-hostile bench-isolation mutants lint crd
+.PHONY: demo demo-stop test pod-test image worker-image conformance conformance-bless bench bench-queues bench-connections bench-hostile bench-isolation mutants lint crd
 
 ## Run the operator end to end on the local test bed, with the examples (leaves it running).
 demo:
@@ -14,7 +14,8 @@ test:
 	bash tests/run.sh
 
 ## Run the shipped install as Pods: the image, and the kustomize base's and the Helm chart's
-## Deployment played with podman (two replicas, a hand-over); needs root, installs podman and runc.
+## Deployment played with podman (two replicas, a hand-over), and one workers' Deployment the
+## operator renders, on the worker image built here; needs root, installs podman and runc.
 pod-test:
 	bash tests/pods/run.sh
 
@@ -24,6 +25,12 @@ IMAGE ?= localhost/kubiya-operator:dev
 BASE_IMAGE ?=
 image:
 	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' bash hack/image.sh
+
+## Build the worker image (deploy/worker/Containerfile: the PyPI worker) with podman, on BASE_IMAGE
+## (empty: the Containerfile's python:3.11-slim; `local`: Debian 12's Python assembled here).
+WORKER_IMAGE ?= localhost/kubiya-worker:dev
+worker-image:
+	IMAGE='$(WORKER_IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' bash hack/worker-image.sh
 
 ## Check the emulator against the real control-plane server, and the operator end to end with it
 ## (installs PostgreSQL from Debian and the server into a cached venv of about 1.1 GB).

@@ -15,7 +15,13 @@
 #      does), one "ok: leading" and one "ok: standby", the Lease held by the leader's pod, the
 #      process's uid, capabilities, no_new_privs, seccomp, read-only root and memory limit, the
 #      requests made as the ServiceAccount (audit log), the examples Ready, /metrics scraped;
-#   5. stop the leader (kustomize: `podman pod stop`, SIGTERM and the pod's grace period;
+#   5. (kustomize) one worker Deployment the operator renders for a WorkerQueue's spec.workers,
+#      played the same way on the worker image built here from deploy/worker/Containerfile (the
+#      PyPI worker), with the rendered env, user, security context and /tmp: the worker runs as
+#      the Deployment asks and registers with the control plane in its env (the emulator, which
+#      has no registration route: it answers 404 and the worker exits; the real worker's run
+#      against the real server is make conformance's);
+#   6. stop the leader (kustomize: `podman pod stop`, SIGTERM and the pod's grace period;
 #      Helm: `podman pod rm --force --time 0`, SIGKILL, as at a node loss) and check that the
 #      standby takes the Lease in time and does the work that follows.
 #
@@ -140,6 +146,15 @@ log "image: $IMAGE_LINE"
 # The glibc the binary gets: the image's own libc.so.6 prints its version when run.
 GLIBC=$(podman run --rm --read-only --entrypoint /lib/x86_64-linux-gnu/libc.so.6 "$IMAGE_REPO:$IMAGE_TAG" | sed -n 1p)
 log "glibc in the image: $GLIBC"
+# The worker image, kept between runs under a tag of its recipe (a build installs 1 GB from PyPI).
+WORKER_IMAGE=localhost/kubiya-worker:pod-test-$(cat deploy/worker/Containerfile hack/worker-image.sh | sha256sum | cut -c1-12)
+if podman image exists "$WORKER_IMAGE"; then
+	WORKER_LINE="$WORKER_IMAGE (kept from an earlier run)"
+else
+	log "building the worker image (hack/worker-image.sh, BASE_IMAGE=local)"
+	WORKER_LINE=$(IMAGE=$WORKER_IMAGE BASE_IMAGE=local bash hack/worker-image.sh)
+fi
+log "worker image: $WORKER_LINE"
 cargo build --release --locked -p kubiya-cp-emulator
 EMULATOR=${CARGO_TARGET_DIR:-target}/release/kubiya-cp-emulator
 API_KEY=$("$EMULATOR" token pod-test)
@@ -362,6 +377,7 @@ play_install() {
 		fail "$name: the leader's /metrics: not $examples Environments Ready"
 	metrics "$standby" | grep -qx 'kubiya_operator_leader 0' || fail "$name: the standby's /metrics"
 	log "$name: process settings as the Deployment asks; /metrics scraped from both"
+	[ "$name" != kustomize ] || play_workers "$dir"
 
 	t_stop=$(date +%s.%N)
 	case $stop in
@@ -415,6 +431,83 @@ play_install() {
 	FIGURES+=("$name: kube play to examples Ready ${ready_s}s; hand-over ${handover_s}s ($mode)")
 }
 
+# A WorkerQueue's workers: the Deployment the operator renders, played as its pod.
+play_workers() {
+	local dir=$1/workers t0 pod ctr pid status root_opts id log_file key
+	mkdir -p "$dir"
+	key=$("$EMULATOR" token pod-test-workers)
+	kubectl create secret generic pod-worker-key --from-literal=api-key="$key" >/dev/null
+	kubectl apply -f - >/dev/null <<EOF
+apiVersion: kubiya.ai/v1alpha1
+kind: WorkerQueue
+metadata: {name: pods}
+spec:
+  environmentRef: {name: production}
+  workers:
+    replicas: 1
+    image: $WORKER_IMAGE
+    apiKeySecretRef: {name: pod-worker-key, key: api-key}
+EOF
+	wait_for "workers: the Deployment rendered" 60 kubectl get deployment pods-workers
+	kubectl get deployment pods-workers -o json >"$dir/deployment.json"
+	id=$(kubectl get kwq pods -o jsonpath='{.status.queueId}')
+	# What the cluster does for the pod: the key of its secretKeyRef resolved (the kubelet), the
+	# host's network (the pod reaches the emulator on 127.0.0.1); the object's server fields go.
+	python3 - "$dir/deployment.json" "$dir/pod.json" "$key" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+d["metadata"] = {"name": d["metadata"]["name"], "labels": d["metadata"].get("labels", {})}
+d.pop("status", None)
+pod = d["spec"]["template"]["spec"]
+pod["hostNetwork"] = True
+for c in pod["containers"]:
+    for v in c.get("env", []):
+        if "valueFrom" in v:
+            v.pop("valueFrom")
+            v["value"] = sys.argv[3]
+json.dump(d, open(sys.argv[2], "w"), indent=1)
+PY
+	pod=pods-workers-pod-0
+	ctr=$pod-worker
+	PODS_MADE+=("$pod")
+	t0=$(date +%s.%N)
+	podman kube play "$dir/pod.json" >/dev/null
+	running() { [ "$(podman inspect "$ctr" --format '{{.State.Running}}')" = true ]; }
+	wait_for "workers: the worker container running" 30 running
+	pid=$(podman inspect "$ctr" --format '{{.State.Pid}}')
+	status=$(cat "/proc/$pid/status")
+	grep -qP '^Uid:\t10001\t10001\t10001\t10001$' <<<"$status" || fail "$ctr: uid is not the image's 10001"
+	grep -qP '^CapEff:\t0{16}$' <<<"$status" || fail "$ctr: effective capabilities left (drop: [ALL])"
+	grep -qP '^CapBnd:\t0{16}$' <<<"$status" || fail "$ctr: capabilities left in the bounding set"
+	grep -qP '^NoNewPrivs:\t1$' <<<"$status" || fail "$ctr: no_new_privs unset (allowPrivilegeEscalation: false)"
+	grep -qP '^Seccomp:\t2$' <<<"$status" || fail "$ctr: no seccomp filter (RuntimeDefault)"
+	root_opts=$(awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo")
+	[[ $root_opts == ro,* || $root_opts == ro ]] || fail "$ctr: root file system is not read-only ($root_opts)"
+	awk '$5 == "/tmp" { found = 1; if ($6 !~ /^rw/) exit 1 } END { exit !found }' "/proc/$pid/mountinfo" ||
+		fail "$ctr: no writable /tmp"
+	[ "$(podman inspect "$ctr" --format '{{.HostConfig.Memory}}')" = 1073741824 ] || fail "$ctr: memory limit is not 1Gi"
+	tr '\0' '\n' <"/proc/$pid/environ" | grep -qx "QUEUE_ID=$id" || fail "$ctr: QUEUE_ID is not the queue's id"
+	# It imports (about 15 s), then registers with the control plane of its env and, answered 404
+	# by the emulator (which has no registration route), exits 1; the pod's restartPolicy (Always)
+	# starts it again, as the kubelet would (a crash loop).
+	log_file=$STATE/workers-worker.log
+	# (its log is coloured: the colours go)
+	registered() {
+		podman logs "$ctr" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >"$log_file"
+		grep 'worker_start_failed' "$log_file" | grep 'status_code=404' | grep -q "$id"
+	}
+	wait_for "workers: the worker's registration of queue $id" 120 registered
+	restarted() { [ "$(podman inspect "$ctr" --format '{{.RestartCount}}')" -ge 1 ]; }
+	wait_for "workers: the worker exited after the 404, and was started again" 60 restarted
+	! grep -qF "$key" "$log_file" || fail "$ctr: the workers' key in its log"
+	FIGURES+=("workers: kube play to the worker's registration (404 from the emulator, then exit 1 and a restart) $(since "$t0")s")
+	log "workers: ran as uid 10001, read-only root, no capabilities, seccomp, a writable /tmp; registered queue $id with the emulator (404), exited, restarted"
+	podman kube down "$dir/pod.json" >/dev/null
+	kubectl delete kwq pods --wait=false >/dev/null
+	wait_for "workers: the queue deleted" 60 kubectl wait --for=delete kwq/pods --timeout=1s
+	! kubectl get deployment pods-workers >/dev/null 2>&1 || fail "workers: the Deployment outlived its queue"
+}
+
 FIGURES=()
 $APISERVER stop >/dev/null 2>&1 || true # a run that was killed may have left one behind
 play_install kustomize render_kustomize sigterm
@@ -422,5 +515,6 @@ play_install helm render_helm sigkill
 
 log "figures"
 printf '  image %s; %s\n' "$IMAGE_LINE" "$GLIBC" >&2
+printf '  worker image %s\n' "$WORKER_LINE" >&2
 printf '  %s\n' "${FIGURES[@]}" >&2
-echo "pods: 2 passed, 0 failed"
+echo "pods: 3 passed, 0 failed"
