@@ -161,11 +161,22 @@ pub async fn apply(queue: &WorkerQueue, ctx: &Context) -> Result<Action, Error> 
 /// How soon the queue is read again for its workers' registrations, when they are awaited: the
 /// Deployment's changes wake the queue, but a registration is seen in the queue's count only.
 fn recheck(queue: &WorkerQueue, workers: Option<&deployment::Seen>) -> Option<Action> {
-    let deployment::Standing::Running(workers::Progress::Unregistered { .. }) = workers?.standing else {
-        return None;
-    };
-    let every = workers::grace(queue) / 4;
-    Some(Action::requeue(every.clamp(REGISTRATION_POLL_MIN, REGISTRATION_POLL_MAX)))
+    let seen = workers?;
+    let now = Time(Timestamp::now());
+    let every = (workers::grace(queue) / 4).clamp(REGISTRATION_POLL_MIN, REGISTRATION_POLL_MAX);
+    match seen.standing {
+        deployment::Standing::Running(workers::Progress::Unregistered { .. }) => Some(Action::requeue(every)),
+        deployment::Standing::Running(workers::Progress::Registered { .. })
+            if status::just_rolled_out(seen, &now) =>
+        {
+            Some(Action::requeue(every))
+        }
+        // The Deployment's changes wake the queue; this is for the start grace to run out.
+        deployment::Standing::Running(workers::Progress::Starting { .. }) => {
+            Some(Action::requeue(REGISTRATION_POLL_MAX))
+        }
+        _ => None,
+    }
 }
 
 /// How often awaited registrations are looked for: a quarter of the grace, within these bounds.
@@ -295,9 +306,8 @@ pub async fn cleanup(queue: &WorkerQueue, ctx: &Context) -> Result<Option<Action
     let start = decide::deletion_start(&removal);
     // The workers go first, whatever happens to the remote queue (which the server will not
     // delete while they are active); a paused deletion holds them too.
-    if start.as_ref().is_none_or(|d| d.plan != Plan::Hold)
-        && let Some(pods) = deployment::drain(queue, ctx).await?
-    {
+    let held = removal.paused && !removal.crd_going && !removal.orphan_asked;
+    if !held && let Some(pods) = deployment::drain(queue, ctx).await? {
         report(queue, Outcome::Draining { pods }, ctx).await?;
         return Ok(Some(Action::requeue(DRAIN_POLL)));
     }

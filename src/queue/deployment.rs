@@ -5,6 +5,8 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -28,6 +30,9 @@ pub struct Seen {
     pub ready: i32,
     /// Its generation after the operator's last write.
     pub generation: Option<i64>,
+    /// When the operator last rolled out a new template (not a create, nor a scale): the queue's
+    /// count may include the replaced workers for [`workers::ACTIVE_WINDOW`] after it.
+    pub rolled_out_at: Option<Time>,
     pub standing: Standing,
 }
 
@@ -62,6 +67,8 @@ pub async fn ensure(
     let recorded =
         queue.status.as_ref().and_then(|s| s.workers.as_ref()).and_then(|w| w.deployment_generation);
     let written = recorded.max(ctx.written_generation(queue));
+    let mut rolled_out_at =
+        queue.status.as_ref().and_then(|s| s.workers.as_ref()).and_then(|w| w.rolled_out_at.clone());
     let inputs = Inputs { queue_id: &remote.id, control_plane_url, default_image: &ctx.worker_image };
     let desired = match workers::render(queue, spec, &inputs) {
         Ok(d) => d,
@@ -72,6 +79,7 @@ pub async fn ensure(
                 replicas,
                 ready,
                 generation: written,
+                rolled_out_at,
                 standing: Standing::Invalid(invalid),
             }));
         }
@@ -91,12 +99,35 @@ pub async fn ensure(
     let change = workers::change(&desired, observed.as_ref(), written);
     let current = match (&change, observed) {
         (Change::None, Some(d)) => d,
-        (change, _) => {
-            let applied = api
+        (change, observed) => {
+            let applied = match api
                 .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired))
                 .await
-                .map_err(k8s::failed(Op::WriteDeployment))?;
+            {
+                Ok(applied) => applied,
+                // Refused as invalid (its validation, an admission policy): the spec's to fix.
+                Err(kube::Error::Api(s))
+                    if s.code == 400
+                        || s.code == 422
+                        || (s.code == 403 && s.reason == "Forbidden" && s.message.contains("admission")) =>
+                {
+                    let (replicas, ready) = workers::counts(observed.as_ref());
+                    let why = crate::controlplane::sanitize(&s.message);
+                    return Ok(Some(Seen {
+                        deployment: name,
+                        replicas,
+                        ready,
+                        generation: written,
+                        rolled_out_at,
+                        standing: Standing::Invalid(Invalid::Refused(why)),
+                    }));
+                }
+                Err(source) => return Err(k8s::Error::new(Op::WriteDeployment, source).into()),
+            };
             ctx.remember_generation(queue, applied.metadata.generation);
+            if matches!(change, Change::Template | Change::Edited) && observed.is_some() {
+                rolled_out_at = Some(Time(Timestamp::now()));
+            }
             announce(queue, &name, change, ctx).await;
             applied
         }
@@ -113,7 +144,7 @@ pub async fn ensure(
         }
         _ => Standing::Running(progress),
     };
-    Ok(Some(Seen { deployment: name, replicas, ready, generation, standing }))
+    Ok(Some(Seen { deployment: name, replicas, ready, generation, rolled_out_at, standing }))
 }
 
 /// Says what a write to the Deployment was for, when it puts back someone else's change.
@@ -243,5 +274,16 @@ pub fn slim(d: &mut Deployment) {
     crate::resource::slim(d.meta_mut());
     if let Some(spec) = d.spec.as_mut() {
         spec.template = Default::default();
+    }
+    // Of a tenant's labelled Deployment, nothing but what these read is kept.
+    let meta = d.meta_mut();
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|k, _| k == workers::LABEL);
+    }
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k == workers::HASH_ANNOTATION);
+    }
+    if let Some(owners) = meta.owner_references.as_mut() {
+        owners.retain(|o| o.controller == Some(true));
     }
 }

@@ -177,7 +177,12 @@ fn workers_status(
     registered: i64,
     now: &Time,
 ) -> WorkersStatus {
-    let unregistered = matches!(seen.standing, Standing::Running(Progress::Unregistered { .. }));
+    // Kept while not all are available and registered (a crash loop goes in and out of
+    // available); a rollout starts it again.
+    let settled = matches!(seen.standing, Standing::Running(Progress::Registered { .. }));
+    let rolled =
+        seen.rolled_out_at.is_some() && seen.rolled_out_at != old.and_then(|o| o.rolled_out_at.clone());
+    let since = old.and_then(|o| o.unregistered_since.clone()).filter(|_| !rolled);
     WorkersStatus {
         deployment: Some(seen.deployment.clone()),
         replicas: seen.replicas,
@@ -185,9 +190,14 @@ fn workers_status(
         registered,
         selector: Some(workers::selector(queue)),
         deployment_generation: seen.generation,
-        unregistered_since: unregistered
-            .then(|| old.and_then(|o| o.unregistered_since.clone()).unwrap_or_else(|| now.clone())),
+        unregistered_since: (!settled).then(|| since.unwrap_or_else(|| now.clone())),
+        rolled_out_at: seen.rolled_out_at.clone(),
     }
+}
+
+/// Whether the queue's count may still include workers a rollout replaced.
+pub fn just_rolled_out(seen: &WorkersSeen, now: &Time) -> bool {
+    seen.rolled_out_at.as_ref().is_some_and(|at| workers::waited(at, now) < workers::ACTIVE_WINDOW)
 }
 
 /// The phase and conditions of an active queue whose workers are not all running and registered
@@ -216,18 +226,26 @@ fn workers_verdict(
                  the API key the workers register with under key {key:?}"
             ),
         ),
-        Standing::Running(Progress::Starting { want, available, ready, stuck: false }) => waiting(
-            "WorkersNotAvailable",
-            format!("Deployment {name}: {available} of {want} worker(s) available ({ready} ready)"),
-        ),
-        Standing::Running(Progress::Starting { want, available, ready, stuck: true }) => stalled(
-            "WorkersNotAvailable",
-            format!(
-                "Deployment {name}: {available} of {want} worker(s) available ({ready} ready), and its progress \
-                 deadline has passed: see kubectl describe deployment/{name} and its pods' events (an image that \
-                 cannot be pulled, pods that cannot be scheduled, or workers that exit: kubectl logs deployment/{name})"
-            ),
-        ),
+        Standing::Running(Progress::Starting { want, available, ready, stuck }) => {
+            let since = status.and_then(|s| s.unregistered_since.as_ref()).unwrap_or(now);
+            let late = workers::waited(since, now) >= workers::start_grace(queue);
+            if *stuck || late {
+                stalled(
+                    "WorkersNotAvailable",
+                    format!(
+                        "Deployment {name}: {available} of {want} worker(s) available ({ready} ready) after {} s: see \
+                         kubectl describe deployment/{name} and its pods' events (an image that cannot be pulled, pods \
+                         that cannot be scheduled, or workers that exit: kubectl logs deployment/{name})",
+                        workers::waited(since, now).as_secs()
+                    ),
+                )
+            } else {
+                waiting(
+                    "WorkersNotAvailable",
+                    format!("Deployment {name}: {available} of {want} worker(s) available ({ready} ready)"),
+                )
+            }
+        }
         Standing::Running(Progress::Unregistered { want, registered }) => {
             let since = status.and_then(|s| s.unregistered_since.as_ref()).unwrap_or(now);
             let grace = workers::grace(queue).as_secs();
@@ -251,6 +269,14 @@ fn workers_verdict(
                 )
             }
         }
+        Standing::Running(Progress::Registered { want, .. }) if just_rolled_out(seen, now) => waiting(
+            "WorkersNotRegistered",
+            format!(
+                "Deployment {name} rolled out a new template: the queue's count may still include the {want} worker(s) \
+                 it replaced for up to {} s, so the new ones are not taken as registered yet",
+                workers::ACTIVE_WINDOW.as_secs()
+            ),
+        ),
         Standing::Running(Progress::Registered { .. }) => None,
     }
 }
@@ -365,6 +391,7 @@ mod tests {
             replicas: 2,
             ready: 2,
             generation: Some(4),
+            rolled_out_at: None,
             standing: Standing::Running(progress),
         }
     }
@@ -405,13 +432,22 @@ mod tests {
         assert_eq!((w.replicas, w.ready_replicas, w.registered), (2, 2, 0));
         assert_eq!(w.selector.as_deref(), Some("kubiya.ai/worker-queue=gpu"));
         assert_eq!((w.deployment.as_deref(), w.deployment_generation), (Some("gpu-workers"), Some(4)));
-        assert_eq!(w.unregistered_since, None);
+        assert_eq!(w.unregistered_since, Some(at(1_000)), "not all running and registered since");
 
         let unregistered = running(Progress::Unregistered { want: 2, registered: 0 });
         q.status = Some(next(&q, &with_workers(&r, &unregistered), &at(1_010)));
         let s = q.status.clone().unwrap();
         assert_eq!(reason(&s, "Reconciling"), Some("WorkersNotRegistered".into()));
         assert_eq!(s.workers.as_ref().unwrap().unregistered_since, Some(at(1_010)));
+        // A crash loop, in and out of available, keeps the time it started.
+        let mut looping = q.clone();
+        looping.status = Some(next(&looping, &with_workers(&r, &starting), &at(1_040)));
+        let s = next(&looping, &with_workers(&r, &unregistered), &at(1_070));
+        assert_eq!(
+            reason(&s, "Stalled"),
+            Some("WorkersNotRegistered".into()),
+            "60 s since 1_010, through a restart"
+        );
         let s = next(&q, &with_workers(&r, &unregistered), &at(1_069));
         assert_eq!(reason(&s, "Reconciling"), Some("WorkersNotRegistered".into()), "within 60 s");
         assert_eq!(s.workers.as_ref().unwrap().unregistered_since, Some(at(1_010)), "kept");
@@ -433,6 +469,23 @@ mod tests {
         assert!(is_true(&s.conditions, READY));
         assert_eq!(s.workers.as_ref().unwrap().unregistered_since, None);
         assert!(s.message.as_deref().unwrap().contains("all 2 of Deployment gpu-workers"), "{:?}", s.message);
+
+        // Just after a rollout, the count may be the replaced workers': not Ready until it cannot.
+        let mut rolled = registered.clone();
+        rolled.rolled_out_at = Some(at(1_000));
+        let s = next(&q, &with_workers(&r, &rolled), &at(1_149));
+        assert_eq!(reason(&s, "Reconciling"), Some("WorkersNotRegistered".into()));
+        assert!(s.message.as_deref().unwrap().contains("rolled out"), "{:?}", s.message);
+        let s = next(&q, &with_workers(&r, &rolled), &at(1_150));
+        assert!(is_true(&s.conditions, READY), "150 s after the rollout");
+        // Workers that never become available: Stalled after the start grace (600 s).
+        let starting = running(Progress::Starting { want: 2, available: 0, ready: 0, stuck: false });
+        let mut fresh = queue();
+        fresh.status = Some(next(&fresh, &with_workers(&r, &starting), &at(2_000)));
+        let s = next(&fresh, &with_workers(&r, &starting), &at(2_599));
+        assert_eq!(reason(&s, "Reconciling"), Some("WorkersNotAvailable".into()));
+        let s = next(&fresh, &with_workers(&r, &starting), &at(2_600));
+        assert_eq!(reason(&s, "Stalled"), Some("WorkersNotAvailable".into()));
     }
 
     #[test]

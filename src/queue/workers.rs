@@ -36,6 +36,11 @@ pub const API_KEY_VAR: &str = "KUBIYA_API_KEY";
 /// Seconds between the worker's heartbeats: the queue's `heartbeatInterval` (the worker reads this,
 /// not the interval the server tells it).
 pub const HEARTBEAT_VAR: &str = "HEARTBEAT_INTERVAL";
+/// Seconds a worker's pod must run before it counts as available.
+pub const MIN_READY_SECONDS: i32 = 30;
+/// How long the control plane counts a worker as active after its last heartbeat: registrations
+/// of replaced workers count that long after a rollout.
+pub const ACTIVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(150);
 /// A writable directory on a read-only root filesystem.
 const TMP_VOLUME: &str = "kubiya-worker-tmp";
 const TMP_PATH: &str = "/tmp";
@@ -58,6 +63,8 @@ pub enum Invalid {
     /// The template does not decode as a PodTemplateSpec, or asks for what the workers' pods may
     /// not have (the host's namespaces, ports or paths).
     Template(String),
+    /// The API server refused the Deployment (its validation, or an admission policy).
+    Refused(String),
 }
 
 impl Invalid {
@@ -68,6 +75,9 @@ impl Invalid {
                                     own)"
                 .to_owned(),
             Invalid::Template(why) => format!("spec.workers.template is not a pod template: {why}"),
+            Invalid::Refused(why) => {
+                format!("the API server refused the workers' Deployment: {why}; fix spec.workers (its template or resources)")
+            }
         }
     }
 }
@@ -92,6 +102,16 @@ pub fn render(queue: &WorkerQueue, workers: &Workers, inputs: &Inputs<'_>) -> Re
     };
     let labels = labels(queue);
     let meta = template.metadata.get_or_insert_with(Default::default);
+    if meta
+        .annotations
+        .iter()
+        .flatten()
+        .any(|(k, v)| k.starts_with("container.apparmor.security.beta.kubernetes.io/") && v == "unconfined")
+    {
+        return Err(Invalid::Template(
+            "an unconfined AppArmor profile is not allowed for workers".to_owned(),
+        ));
+    }
     meta.labels.get_or_insert_with(Default::default).extend(labels.clone());
     meta.name = None;
     meta.namespace = None;
@@ -173,6 +193,9 @@ pub fn render(queue: &WorkerQueue, workers: &Workers, inputs: &Inputs<'_>) -> Re
         },
         spec: Some(DeploymentSpec {
             replicas: Some(workers.replicas),
+            // A worker registers about 15 s after it starts, and one that cannot (a refused key)
+            // exits then: available only after this, a crash-looping worker never counts as one.
+            min_ready_seconds: Some(MIN_READY_SECONDS),
             selector: LabelSelector {
                 match_labels: Some(BTreeMap::from([(LABEL.to_owned(), queue.name_any())])),
                 ..Default::default()
@@ -215,9 +238,59 @@ fn forbid_host(pod: &PodSpec) -> Result<(), Invalid> {
             v.name
         ));
     }
-    let containers = pod.containers.iter().chain(pod.init_containers.iter().flatten());
-    if containers.flat_map(|c| c.ports.iter().flatten()).any(|p| p.host_port.is_some_and(|h| h != 0)) {
+    let containers: Vec<&Container> =
+        pod.containers.iter().chain(pod.init_containers.iter().flatten()).collect();
+    if containers.iter().flat_map(|c| c.ports.iter().flatten()).any(|p| p.host_port.is_some_and(|h| h != 0)) {
         return forbidden("a hostPort");
+    }
+    // What else the restricted profile refuses: an SELinux type or user of one's choosing, an
+    // unconfined AppArmor profile, an unmasked /proc, sysctls beyond the safe ones.
+    let pod_security = pod.security_context.as_ref();
+    let selinux = containers
+        .iter()
+        .filter_map(|c| c.security_context.as_ref()?.se_linux_options.as_ref())
+        .chain(pod_security.and_then(|s| s.se_linux_options.as_ref()));
+    for o in selinux {
+        let typed = o
+            .type_
+            .as_deref()
+            .is_none_or(|t| ["", "container_t", "container_init_t", "container_kvm_t"].contains(&t));
+        if !typed
+            || o.user.as_deref().is_some_and(|u| !u.is_empty())
+            || o.role.as_deref().is_some_and(|r| !r.is_empty())
+        {
+            return forbidden("an SELinux type, user or role other than the container's");
+        }
+    }
+    let apparmor = containers
+        .iter()
+        .filter_map(|c| c.security_context.as_ref()?.app_armor_profile.as_ref())
+        .chain(pod_security.and_then(|s| s.app_armor_profile.as_ref()));
+    if apparmor.into_iter().any(|p| p.type_ == "Unconfined") {
+        return forbidden("an unconfined AppArmor profile");
+    }
+    if containers.iter().any(|c| {
+        c.security_context.as_ref().and_then(|s| s.proc_mount.as_deref()).is_some_and(|m| m != "Default")
+    }) {
+        return forbidden("a procMount other than Default");
+    }
+    const SAFE_SYSCTLS: [&str; 8] = [
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+    ];
+    if pod_security
+        .and_then(|s| s.sysctls.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|s| !SAFE_SYSCTLS.contains(&s.name.as_str()))
+    {
+        return forbidden("a sysctl outside the safe set");
     }
     Ok(())
 }
@@ -338,11 +411,12 @@ pub fn progress(deployment: &Deployment, registered: i64) -> Progress {
         && available >= want
         && st.replicas.unwrap_or(0) == want;
     if want > 0 && !all {
-        let stuck = st.conditions.iter().flatten().any(|c| {
-            c.type_ == "Progressing"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-        });
+        let stuck = seen
+            && st.conditions.iter().flatten().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            });
         return Progress::Starting { want, available, ready, stuck };
     }
     if registered < i64::from(want) {
@@ -371,8 +445,20 @@ pub const GRACE_MIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether workers unregistered since `since` have had their grace by `now`.
 pub fn overdue(queue: &WorkerQueue, since: &Time, now: &Time) -> bool {
-    let waited = now.0.as_second().saturating_sub(since.0.as_second());
-    u64::try_from(waited).unwrap_or(0) >= grace(queue).as_secs()
+    waited(since, now) >= grace(queue)
+}
+
+/// How long workers may take to become available (an image pulled, nodes added) before the
+/// queue says they are stuck: as the Deployment's default progress deadline, and never less than
+/// the registration grace.
+pub fn start_grace(queue: &WorkerQueue) -> std::time::Duration {
+    grace(queue).max(std::time::Duration::from_secs(600))
+}
+
+/// The time from `since` to `now` (none for a clock that went back).
+pub fn waited(since: &Time, now: &Time) -> std::time::Duration {
+    let secs = now.0.as_second().saturating_sub(since.0.as_second());
+    std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -539,6 +625,20 @@ mod tests {
             assert!(why.contains(what), "{why}");
         }
         assert!(Invalid::KeyMissing.explain().contains("apiKeySecretRef"));
+        let w = workers(
+            json!({"metadata": {"annotations": {"container.apparmor.security.beta.kubernetes.io/worker": "unconfined"}}}),
+        );
+        assert!(
+            matches!(render(&queue(w.clone()), &w, &INPUTS), Err(Invalid::Template(why)) if why.contains("AppArmor"))
+        );
+        let w = workers(
+            json!({"spec": {"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}],
+            "seLinuxOptions": {"type": "container_t", "level": "s0:c1"}}}}),
+        );
+        assert!(
+            render(&queue(w.clone()), &w, &INPUTS).is_ok(),
+            "a safe sysctl and the container's SELinux type"
+        );
     }
 
     #[test]

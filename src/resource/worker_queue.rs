@@ -61,6 +61,8 @@ pub mod limits {
         .message("the control plane never deletes a queue named default; set spec.name"),
     validation = Rule::new("!has(self.spec.workers) || size(self.metadata.name) <= 63")
         .message("a WorkerQueue that runs workers labels them with its name, which must then be at most 63 characters"),
+    validation = Rule::new("!has(self.spec.workers) || self.spec.heartbeatInterval <= 120")
+        .message("a WorkerQueue that runs workers needs heartbeatInterval of at most 120 s: the control plane counts a worker as active for 150 s after its heartbeat"),
     validation = Rule::new("!has(self.spec.workers) || !has(self.spec.maxWorkers) || self.spec.workers.replicas <= self.spec.maxWorkers")
         .message("spec.workers.replicas cannot exceed spec.maxWorkers: raise maxWorkers, or scale the queue down"),
     scale(
@@ -291,9 +293,14 @@ pub struct WorkersStatus {
     /// it was changed by someone else, and it is put back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment_generation: Option<i64>,
-    /// Since when the workers have been available without registering, if they have.
+    /// Since when not all the workers have been available and registered, if so (a crash loop,
+    /// which goes in and out of available, keeps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unregistered_since: Option<Time>,
+    /// When the operator last rolled out a new template to the Deployment: for 150 s after it, the
+    /// queue's count may include the workers it replaced, and is not taken for the new ones'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_out_at: Option<Time>,
 }
 
 fn free_form_settings(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

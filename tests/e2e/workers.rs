@@ -171,6 +171,15 @@ async fn a_queues_workers_are_its_deployment_scaled_through_the_queue_and_ready_
             == Some(Some("registry.test/kubiya-worker:2".into()))
     })
     .await;
+    // Rolled out: the queue's count may be the replaced workers' for 150 s, so it is not taken
+    // for the new ones' (the emulator counts 3, as it would while the old ones' heartbeats last).
+    assert!(bed.emulator.set_active_workers(&id, 3));
+    run_pods(&bed, "gpu-workers", 3).await;
+    let q = queues::wait(&bed, "gpu", "not Ready on the replaced workers' count", |q| {
+        says("Reconciling", "WorkersNotRegistered")(q) && queues::message(q).contains("rolled out")
+    })
+    .await;
+    assert!(q.status.unwrap().workers.unwrap().rolled_out_at.is_some());
 
     // No more workers asked for: the Deployment goes, the queue stays.
     let none = json!({"spec": {"workers": null}});
