@@ -150,7 +150,7 @@ pub async fn ensure(
 /// Says what a write to the Deployment was for, when it puts back someone else's change.
 async fn announce(queue: &WorkerQueue, name: &str, change: &Change, ctx: &Context) {
     let note = match change {
-        Change::None | Change::Create | Change::Template => {
+        Change::None | Change::Create | Change::Template | Change::Resize => {
             info!(deployment = %name, ?change, "applied the workers' Deployment");
             return;
         }

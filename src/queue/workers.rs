@@ -357,9 +357,11 @@ pub enum Change {
     None,
     /// Not there: create it.
     Create,
-    /// The spec or the operator's rendering changed (or the cache does not hold the operator's
-    /// last write yet): apply it.
+    /// The spec's template or the operator's rendering changed: roll it out.
     Template,
+    /// Only the replicas differ, by the WorkerQueue's own scale (or a write of the operator's the
+    /// cache does not hold yet): apply them.
+    Resize,
     /// Scaled directly, to `to`: put back (an Event says to scale the WorkerQueue).
     Scaled { to: i32 },
     /// Changed by someone else (its generation moved past the operator's last write): put back.
@@ -379,7 +381,7 @@ pub fn change(desired: &Deployment, observed: Option<&Deployment>, written: Opti
         () if replicas(observed) != replicas(desired) && theirs => {
             Change::Scaled { to: replicas(observed).unwrap_or(1) }
         }
-        () if replicas(observed) != replicas(desired) => Change::Template,
+        () if replicas(observed) != replicas(desired) => Change::Resize,
         () if theirs => Change::Edited,
         () => Change::None,
     }
@@ -665,14 +667,10 @@ mod tests {
         let mut rescaled = desired.clone();
         rescaled.spec.as_mut().unwrap().replicas = Some(7);
         assert_eq!(fingerprint(&rescaled), fingerprint(&desired), "a scale is no new template");
-        assert_eq!(
-            change(&rescaled, Some(&seen), Some(3)),
-            Change::Template,
-            "the cache lags behind our write"
-        );
+        assert_eq!(change(&rescaled, Some(&seen), Some(3)), Change::Resize, "scaled through the queue");
         assert_eq!(
             change(&desired, Some(&scaled), None),
-            Change::Template,
+            Change::Resize,
             "no write recorded: applied quietly"
         );
     }

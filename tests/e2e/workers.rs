@@ -146,6 +146,8 @@ async fn a_queues_workers_are_its_deployment_scaled_through_the_queue_and_ready_
     let (ok, out) = kubectl_scale(&bed, "workerqueue/gpu", 3);
     assert!(ok, "{out}");
     wait_deployment(&bed, "gpu-workers", "scaled to 3", |d| replicas(d) == Some(3)).await;
+    let q = queues::api(&bed).get("gpu").await.unwrap();
+    assert_eq!(q.status.unwrap().workers.unwrap().rolled_out_at, None, "a scale is no rollout");
     let scale = queues::api(&bed).get_scale("gpu").await.expect("the queue's /scale");
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
     assert_eq!(scale.status.and_then(|s| s.selector).as_deref(), Some("kubiya.ai/worker-queue=gpu"));
