@@ -14,11 +14,11 @@ use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::error::Error;
+use super::secret::{is_owned, was_owned_before};
 use super::workers::{self, Change, Inputs, Invalid, Progress};
 use crate::controlplane::RemoteQueue;
 use crate::k8s::{self, Op, events};
 use crate::reconcile::Context;
-use crate::reconcile::worker_secret::controller;
 use crate::resource::{MANAGER, WorkerQueue};
 
 /// What a pass saw of the workers, for status.
@@ -183,22 +183,6 @@ async fn key_exists(ctx: &Context, namespace: &str, name: &str) -> Result<bool, 
 fn cached(ctx: &Context, namespace: &str, name: &str) -> Option<Deployment> {
     let key = ObjectRef::<Deployment>::new(name).within(namespace);
     ctx.deployments.iter().find_map(|s| s.get(&key)).map(|d| Deployment::clone(&d))
-}
-
-/// Whether `deployment` is controlled by `queue`.
-fn is_owned(deployment: &Deployment, queue: &WorkerQueue) -> bool {
-    controller(deployment).is_some_and(|o| Some(&o.uid) == queue.uid().as_ref())
-}
-
-/// Whether `deployment` was `queue`'s before it was deleted and applied again (a restore): as
-/// for the worker Secret, it is taken over rather than left to the garbage collector.
-fn was_owned_before(deployment: &Deployment, queue: &WorkerQueue) -> bool {
-    controller(deployment).is_some_and(|o| {
-        o.kind == "WorkerQueue"
-            && o.api_version.starts_with("kubiya.ai/")
-            && Some(&o.name) == queue.metadata.name.as_ref()
-            && Some(&o.uid) != queue.uid().as_ref()
-    })
 }
 
 /// Whether the queue's workers are all gone: the Deployment is scaled to 0, and deleted once

@@ -68,15 +68,16 @@ pub fn public_url(url: &url::Url) -> String {
     u.as_str().trim_end_matches('/').to_owned()
 }
 
-/// Whether `secret` is controlled by `queue`.
-pub fn is_owned(secret: &Secret, queue: &WorkerQueue) -> bool {
-    controller(secret).is_some_and(|o| Some(&o.uid) == queue.uid().as_ref())
+/// Whether `obj` (its worker Secret, its workers' Deployment) is controlled by `queue`.
+pub fn is_owned<K: Resource>(obj: &K, queue: &WorkerQueue) -> bool {
+    controller(obj).is_some_and(|o| Some(&o.uid) == queue.uid().as_ref())
 }
 
-/// Whether `secret` was `queue`'s before it was deleted and applied again: controlled by a
-/// WorkerQueue of the same name, which no longer exists since this one holds the name.
-fn was_owned_before(secret: &Secret, queue: &WorkerQueue) -> bool {
-    controller(secret).is_some_and(|o| {
+/// Whether `obj` was `queue`'s before it was deleted and applied again (a restore): controlled
+/// by a WorkerQueue of the same name, which no longer exists since this one holds the name. It is
+/// taken over rather than left to the garbage collector.
+pub fn was_owned_before<K: Resource>(obj: &K, queue: &WorkerQueue) -> bool {
+    controller(obj).is_some_and(|o| {
         o.kind == "WorkerQueue"
             && o.api_version.starts_with("kubiya.ai/")
             && Some(&o.name) == queue.metadata.name.as_ref()
