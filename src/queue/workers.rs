@@ -360,7 +360,8 @@ pub enum Change {
     /// The spec's template or the operator's rendering changed: roll it out.
     Template,
     /// Only the replicas differ, by the WorkerQueue's own scale (or a write of the operator's the
-    /// cache does not hold yet): apply them.
+    /// cache does not hold yet), or the label the operator watches the Deployment by is gone (its
+    /// changes would wake the queue no more): apply them.
     Resize,
     /// Scaled directly, to `to`: put back (an Event says to scale the WorkerQueue).
     Scaled { to: i32 },
@@ -382,6 +383,7 @@ pub fn change(desired: &Deployment, observed: Option<&Deployment>, written: Opti
             Change::Scaled { to: replicas(observed).unwrap_or(1) }
         }
         () if replicas(observed) != replicas(desired) => Change::Resize,
+        () if observed.labels().get(LABEL) != desired.labels().get(LABEL) => Change::Resize,
         () if theirs => Change::Edited,
         () => Change::None,
     }
@@ -662,6 +664,13 @@ mod tests {
         let mut edited = seen.clone();
         edited.metadata.generation = Some(4);
         assert_eq!(change(&desired, Some(&edited), Some(3)), Change::Edited);
+        let mut unlabelled = seen.clone();
+        unlabelled.metadata.labels.as_mut().unwrap().remove(LABEL);
+        assert_eq!(
+            change(&desired, Some(&unlabelled), Some(3)),
+            Change::Resize,
+            "the watched label put back"
+        );
         let other = rendered(json!({"spec": {"nodeSelector": {"a": "b"}}}));
         assert_eq!(change(&other, Some(&seen), Some(3)), Change::Template);
         let mut rescaled = desired.clone();

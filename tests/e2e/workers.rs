@@ -164,6 +164,14 @@ async fn a_queues_workers_are_its_deployment_scaled_through_the_queue_and_ready_
     let note = bed.wait_event("gpu", "DeploymentChanged").await;
     assert!(note.contains("scaled to 7") && note.contains("kubectl scale workerqueue/gpu"), "{note}");
     wait_deployment(&bed, "gpu-workers", "put back to 3", |d| replicas(d) == Some(3)).await;
+    // Its label taken off (the watch then no longer sees it): put back, as what wakes the queue.
+    let unlabel = json!({"metadata": {"labels": {"kubiya.ai/worker-queue": null}}});
+    deployments(&bed).patch("gpu-workers", &PatchParams::default(), &Patch::Merge(&unlabel)).await.unwrap();
+    wait_deployment(&bed, "gpu-workers", "its label put back", |d| {
+        d.metadata.labels.as_ref().and_then(|l| l.get("kubiya.ai/worker-queue")).map(String::as_str)
+            == Some("gpu")
+    })
+    .await;
 
     // A spec edit reaches the Deployment.
     let image = json!({"spec": {"workers": {"image": "registry.test/kubiya-worker:2"}}});
