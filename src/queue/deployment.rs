@@ -64,25 +64,19 @@ pub async fn ensure(
     let ns = queue.namespace().ok_or(Error::Unnamed)?;
     let name = workers::deployment_name(queue);
     let mut observed = cached(ctx, &ns, &name);
-    let recorded =
-        queue.status.as_ref().and_then(|s| s.workers.as_ref()).and_then(|w| w.deployment_generation);
-    let written = recorded.max(ctx.written_generation(queue));
-    let mut rolled_out_at =
-        queue.status.as_ref().and_then(|s| s.workers.as_ref()).and_then(|w| w.rolled_out_at.clone());
+    let last = queue.status.as_ref().and_then(|s| s.workers.as_ref());
+    let written = last.and_then(|w| w.deployment_generation).max(ctx.written_generation(queue));
+    let mut rolled_out_at = last.and_then(|w| w.rolled_out_at.clone());
+    // Nothing written: the Deployment, if any, stays as it is, and status says why.
+    let invalid = |observed: Option<&Deployment>, rolled_out_at, invalid| {
+        let (replicas, ready) = workers::counts(observed);
+        let standing = Standing::Invalid(invalid);
+        Some(Seen { deployment: name.clone(), replicas, ready, generation: written, rolled_out_at, standing })
+    };
     let inputs = Inputs { queue_id: &remote.id, control_plane_url, default_image: &ctx.worker_image };
     let desired = match workers::render(queue, spec, &inputs) {
         Ok(d) => d,
-        Err(invalid) => {
-            let (replicas, ready) = workers::counts(observed.as_ref());
-            return Ok(Some(Seen {
-                deployment: name,
-                replicas,
-                ready,
-                generation: written,
-                rolled_out_at,
-                standing: Standing::Invalid(invalid),
-            }));
-        }
+        Err(why) => return Ok(invalid(observed.as_ref(), rolled_out_at, why)),
     };
     let api: Api<Deployment> = Api::namespaced(ctx.kube.clone(), &ns);
     // The cache holds labelled Deployments only: one of the name without the label is looked
@@ -111,16 +105,8 @@ pub async fn ensure(
                         || s.code == 422
                         || (s.code == 403 && s.reason == "Forbidden" && s.message.contains("admission")) =>
                 {
-                    let (replicas, ready) = workers::counts(observed.as_ref());
-                    let why = crate::controlplane::sanitize(&s.message);
-                    return Ok(Some(Seen {
-                        deployment: name,
-                        replicas,
-                        ready,
-                        generation: written,
-                        rolled_out_at,
-                        standing: Standing::Invalid(Invalid::Refused(why)),
-                    }));
+                    let why = Invalid::Refused(crate::controlplane::sanitize(&s.message));
+                    return Ok(invalid(observed.as_ref(), rolled_out_at, why));
                 }
                 Err(source) => return Err(k8s::Error::new(Op::WriteDeployment, source).into()),
             };

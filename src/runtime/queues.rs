@@ -132,18 +132,23 @@ fn connection_changes(
             .flat_map(|s| registry.users_in(s, &key))
             .map(|r| (r.namespace.unwrap_or_default(), r.name))
             .collect();
-        let queues: Vec<ObjectRef<GuardedQueue>> = store
-            .state()
-            .iter()
-            .filter(|q| {
-                q.decoded().is_some_and(|q| {
-                    users.contains(&(q.namespace().unwrap_or_default(), q.spec.environment_ref.name.clone()))
-                })
-            })
-            .map(|q| ObjectRef::from_obj(q.as_ref()))
-            .collect();
-        futures::stream::iter(queues)
+        futures::stream::iter(matching(&store, |q| {
+            users.contains(&(q.namespace().unwrap_or_default(), q.spec.environment_ref.name.clone()))
+        }))
     })
+}
+
+/// The decoded queues of `store` for which `wanted` holds.
+fn matching(
+    store: &Store<GuardedQueue>,
+    wanted: impl Fn(&WorkerQueue) -> bool,
+) -> Vec<ObjectRef<GuardedQueue>> {
+    store
+        .state()
+        .iter()
+        .filter(|q| q.decoded().is_some_and(&wanted))
+        .map(|q| ObjectRef::from_obj(q.as_ref()))
+        .collect()
 }
 
 /// The queues of `store` not Ready whose workers' key is in the Secret a change names: one
@@ -154,24 +159,12 @@ fn key_changes(
 ) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
     super::received(ctx.key_secret_changes.subscribe()).flat_map(
         move |(namespace, name): (String, String)| {
-            let queues: Vec<ObjectRef<GuardedQueue>> = store
-                .state()
-                .iter()
-                .filter(|q| {
-                    q.decoded().is_some_and(|q| {
-                        q.namespace().as_deref() == Some(namespace.as_str())
-                            && q.spec
-                                .workers
-                                .as_ref()
-                                .and_then(|w| w.api_key_secret_ref.as_ref())
-                                .map(|k| &k.name)
-                                == Some(&name)
-                            && !queue::status::applied(q)
-                    })
-                })
-                .map(|q| ObjectRef::from_obj(q.as_ref()))
-                .collect();
-            futures::stream::iter(queues)
+            futures::stream::iter(matching(&store, |q| {
+                q.namespace().as_deref() == Some(namespace.as_str())
+                    && q.spec.workers.as_ref().and_then(|w| w.api_key_secret_ref.as_ref()).map(|k| &k.name)
+                        == Some(&name)
+                    && !queue::status::applied(q)
+            }))
         },
     )
 }
@@ -183,19 +176,11 @@ fn environment_changes(
 ) -> impl Stream<Item = ObjectRef<GuardedQueue>> + use<> {
     super::received(ctx.environment_changes.subscribe()).flat_map(
         move |(namespace, name, id): crate::reconcile::EnvironmentChange| {
-            let queues: Vec<ObjectRef<GuardedQueue>> = store
-                .state()
-                .iter()
-                .filter(|q| {
-                    q.decoded().is_some_and(|q| {
-                        q.namespace().as_deref() == Some(namespace.as_str())
-                            && q.spec.environment_ref.name == name
-                            && queue::status::awaits_environment(q, &id)
-                    })
-                })
-                .map(|q| ObjectRef::from_obj(q.as_ref()))
-                .collect();
-            futures::stream::iter(queues)
+            futures::stream::iter(matching(&store, |q| {
+                q.namespace().as_deref() == Some(namespace.as_str())
+                    && q.spec.environment_ref.name == name
+                    && queue::status::awaits_environment(q, &id)
+            }))
         },
     )
 }

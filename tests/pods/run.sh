@@ -286,20 +286,27 @@ one_leads_one_stands_by() {
 }
 all_ready() { kubectl wait --for=condition=Ready kenv,kwq --all --timeout=1s; }
 
-# The settings of the Deployment, read from the running process from the host.
-check_process() {
-	local replica=$1 ctr pid status root_opts
-	ctr=$(pod_of "$replica")-operator
-	pid=$(podman inspect "$ctr" --format '{{.State.Pid}}')
+# The restricted security context of the process `pid` of container `ctr`, read from the host:
+# user `uid`, no capabilities, no_new_privs, a seccomp filter, a read-only root.
+check_restricted() {
+	local ctr=$1 pid=$2 uid=$3 status root_opts
 	status=$(cat "/proc/$pid/status")
-	grep -qP '^Uid:\t65532\t65532\t65532\t65532$' <<<"$status" || fail "$ctr: uid is not 65532"
-	grep -qP '^Gid:\t65532\t65532\t65532\t65532$' <<<"$status" || fail "$ctr: gid is not 65532"
+	grep -qP "^Uid:\t$uid\t$uid\t$uid\t$uid\$" <<<"$status" || fail "$ctr: uid is not $uid"
 	grep -qP '^CapEff:\t0{16}$' <<<"$status" || fail "$ctr: effective capabilities left (drop: [ALL])"
 	grep -qP '^CapBnd:\t0{16}$' <<<"$status" || fail "$ctr: capabilities left in the bounding set (drop: [ALL])"
 	grep -qP '^NoNewPrivs:\t1$' <<<"$status" || fail "$ctr: no_new_privs unset (allowPrivilegeEscalation: false)"
 	grep -qP '^Seccomp:\t2$' <<<"$status" || fail "$ctr: no seccomp filter (RuntimeDefault)"
 	root_opts=$(awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo")
 	[[ $root_opts == ro,* || $root_opts == ro ]] || fail "$ctr: root file system is not read-only ($root_opts)"
+}
+
+# The settings of the Deployment, read from the running process from the host.
+check_process() {
+	local replica=$1 ctr pid
+	ctr=$(pod_of "$replica")-operator
+	pid=$(podman inspect "$ctr" --format '{{.State.Pid}}')
+	check_restricted "$ctr" "$pid" 65532
+	grep -qP '^Gid:\t65532\t65532\t65532\t65532$' "/proc/$pid/status" || fail "$ctr: gid is not 65532"
 	[ "$(podman inspect "$ctr" --format '{{.HostConfig.Memory}}')" = 134217728 ] || fail "$ctr: memory limit is not 128Mi"
 	[ "$(stat -c '%a %g' "/proc/$pid/root/var/run/secrets/kubiya/api-key")" = "440 65532" ] ||
 		fail "$ctr: the API key file is not mode 0440, group 65532"
@@ -433,7 +440,7 @@ play_install() {
 
 # A WorkerQueue's workers: the Deployment the operator renders, played as its pod.
 play_workers() {
-	local dir=$1/workers t0 pod ctr pid status root_opts id log_file key
+	local dir=$1/workers t0 pod ctr pid id log_file key
 	mkdir -p "$dir"
 	key=$("$EMULATOR" token pod-test-workers)
 	kubectl create secret generic pod-worker-key --from-literal=api-key="$key" >/dev/null
@@ -475,14 +482,7 @@ PY
 	running() { [ "$(podman inspect "$ctr" --format '{{.State.Running}}')" = true ]; }
 	wait_for "workers: the worker container running" 30 running
 	pid=$(podman inspect "$ctr" --format '{{.State.Pid}}')
-	status=$(cat "/proc/$pid/status")
-	grep -qP '^Uid:\t10001\t10001\t10001\t10001$' <<<"$status" || fail "$ctr: uid is not the image's 10001"
-	grep -qP '^CapEff:\t0{16}$' <<<"$status" || fail "$ctr: effective capabilities left (drop: [ALL])"
-	grep -qP '^CapBnd:\t0{16}$' <<<"$status" || fail "$ctr: capabilities left in the bounding set"
-	grep -qP '^NoNewPrivs:\t1$' <<<"$status" || fail "$ctr: no_new_privs unset (allowPrivilegeEscalation: false)"
-	grep -qP '^Seccomp:\t2$' <<<"$status" || fail "$ctr: no seccomp filter (RuntimeDefault)"
-	root_opts=$(awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo")
-	[[ $root_opts == ro,* || $root_opts == ro ]] || fail "$ctr: root file system is not read-only ($root_opts)"
+	check_restricted "$ctr" "$pid" 10001 # the image's user
 	awk '$5 == "/tmp" { found = 1; if ($6 !~ /^rw/) exit 1 } END { exit !found }' "/proc/$pid/mountinfo" ||
 		fail "$ctr: no writable /tmp"
 	[ "$(podman inspect "$ctr" --format '{{.HostConfig.Memory}}')" = 1073741824 ] || fail "$ctr: memory limit is not 1Gi"
