@@ -196,12 +196,14 @@ fn woken_by(
 
 /// The Environments of `store` whose spec uses `secret`'s values.
 fn users_of_secret(store: &Store<Guarded>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<Guarded>> {
-    let (namespace, name) = (secret.namespace(), secret.name_any());
+    let (namespace, name) = (&secret.metadata.namespace, secret.metadata.name.as_deref().unwrap_or_default());
+    // Asked for every Secret event, of each Environment: nothing is allocated for one that
+    // does not use it.
     store
         .state()
         .iter()
-        .filter(|obj| obj.namespace() == namespace)
-        .filter(|obj| obj.decoded().is_some_and(|env| env.uses_secret(&name)))
+        .filter(|obj| &obj.meta().namespace == namespace)
+        .filter(|obj| obj.decoded().is_some_and(|env| env.uses_secret(name)))
         .map(|obj| ObjectRef::from_obj(obj.as_ref()))
         .collect()
 }
