@@ -13,6 +13,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -41,6 +42,9 @@ pub struct Faults {
     pub huge_body: f64,
     /// Size of a huge answer, in bytes.
     pub huge_body_bytes: usize,
+    /// A huge answer's length is announced and all but its last byte sent at once; the last byte
+    /// comes this much later (the client holds the answer meanwhile, as it would a slow one).
+    pub huge_body_stall_ms: u64,
     /// Requests refused with `307 Temporary Redirect` to this URL (a moved or hijacked endpoint).
     pub redirect_to: Option<String>,
 }
@@ -145,8 +149,19 @@ pub async fn layer(State(store): State<Arc<Store>>, path: MatchedPath, req: Requ
         let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
         let mut padded = vec![b' '; f.huge_body_bytes];
         padded.extend_from_slice(&bytes);
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return Response::from_parts(parts, Body::from(padded));
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(padded.len()));
+        if f.huge_body_stall_ms == 0 || padded.is_empty() {
+            return Response::from_parts(parts, Body::from(padded));
+        }
+        let stall = Duration::from_millis(f.huge_body_stall_ms);
+        let last = padded.split_off(padded.len() - 1);
+        let chunks = futures::stream::iter([padded, last]).enumerate().then(move |(i, chunk)| async move {
+            if i == 1 {
+                tokio::time::sleep(stall).await;
+            }
+            Ok::<_, std::convert::Infallible>(chunk)
+        });
+        return Response::from_parts(parts, Body::from_stream(chunks));
     }
     if hang {
         std::future::pending::<()>().await;

@@ -1,13 +1,15 @@
 //! The limits the control-plane client keeps, and what it refuses: at most
 //! `KUBIYA_MAX_CONCURRENT_REQUESTS` at once, a 429's `Retry-After` honoured (a create never retried
-//! blindly) and capped, answers over 16 MiB, and redirects, which are never followed; each refusal
-//! with a clear reason.
+//! blindly) and capped, answers over 16 MiB, answers in flight past their common budget, and
+//! redirects, which are never followed; each refusal with a clear reason.
 
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
 use kubiya_cp_emulator::{Config as EmulatorConfig, Faults};
 use kubiya_operator::resource::{Environment, EnvironmentSpec, Phase};
 
 use crate::support::health::assert_health;
-use crate::support::{TestBed, condition, is_ready, message, phase, ready_now};
+use crate::support::{TIMEOUT, TestBed, condition, is_ready, message, phase, ready_now, wait_until};
 
 /// Reconciling, because the control plane is unavailable (here: it answered 429).
 fn throttled(e: &Environment) -> bool {
@@ -104,4 +106,69 @@ async fn huge_answers_redirects_and_endless_retry_after_are_refused_with_a_clear
         bed.wait_for(name, "Ready", is_ready).await;
     }
     assert!(bed.operator_alive());
+}
+
+/// Reconciling, because answers in flight would have passed the operator's budget for them.
+fn over_budget(e: &Environment) -> bool {
+    e.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciling" && c.status == "True" && c.reason == "AnswersOverBudget")
+    })
+}
+
+/// Every answer is 12 MiB and held for 2 s before its last byte: two fit the 32 MiB budget of
+/// answers in flight, a third is not read. Its Environment says so (Reconciling, retried, an Event)
+/// and the operator goes on; once answers are small again, every Environment is Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_flight_past_their_budget_are_refused_said_and_retried() {
+    let bed = TestBed::start("budget", ready_now()).await;
+    bed.emulator.set_faults(Faults {
+        huge_body: 1.0,
+        huge_body_bytes: 12 << 20,
+        huge_body_stall_ms: 2000,
+        ..Faults::default()
+    });
+    let names: Vec<String> = (0..4).map(|i| format!("b{i}")).collect();
+    for name in &names {
+        bed.create(name, EnvironmentSpec::default()).await;
+    }
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let env = loop {
+        let list = bed.envs.list(&Default::default()).await.expect("list Environments");
+        if let Some(env) = list.items.into_iter().find(over_budget) {
+            break env;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no Environment Reconciling AnswersOverBudget");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(condition(&env, "Stalled").as_deref(), Some("False"), "a crowd of answers is transient");
+    assert_health(&env, "Progressing", "InProgress");
+    assert!(
+        message(&env).contains("budget of 33554432 bytes") && message(&env).contains("trying again shortly"),
+        "says what was refused and that it is retried: {}",
+        message(&env)
+    );
+    let events: Api<Event> = Api::namespaced(bed.client.clone(), &bed.namespace);
+    wait_until("an AnswersOverBudget Event", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.expect("list Events");
+            list.items.iter().any(|e| {
+                e.reason.as_deref() == Some("AnswersOverBudget") && e.type_.as_deref() == Some("Warning")
+            })
+        }
+    })
+    .await;
+
+    bed.emulator.set_faults(Faults::default());
+    for name in &names {
+        bed.wait_for(name, "Ready once answers are small again", is_ready).await;
+    }
+    // A create whose answer was not read has happened: its retry finds it (409, then by name).
+    let remote = bed.remote();
+    for name in &names {
+        assert_eq!(remote.iter().filter(|e| e["name"] == name.as_str()).count(), 1, "{name} created once");
+    }
+    bed.assert_no_secret_leaked().await;
 }
