@@ -155,11 +155,12 @@ async fn load(args: &Args, client: &Client) -> Result<Value, Failure> {
     .await?;
     let envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "bench", &resource());
 
-    let Started { mut operator, rss, sampler, first_reconcile } =
+    let Started { mut operator, rss, sampler, first_reconcile, canary_kib } =
         start_on_a_canary(args, &emulator, &envs).await?;
     let applied = apply_at_once(args, client, &emulator, &envs).await?;
     let steady = steady_state(args, client, &emulator).await?;
     let memory = Memory {
+        canary_kib,
         settled_kib: rss.current.load(Ordering::Relaxed),
         peak_kib: rss.peak.load(Ordering::Relaxed),
     };
@@ -242,6 +243,8 @@ struct Started {
     sampler: tokio::task::JoinHandle<()>,
     /// Process start → the canary's first status.
     first_reconcile: Duration,
+    /// The resident set once the canary is Ready: the operator's own, before the N.
+    canary_kib: u64,
 }
 
 /// Process start → first reconcile, on one canary applied before the start; returns once the
@@ -257,13 +260,16 @@ async fn start_on_a_canary(
     let pid = operator.id().unwrap_or_default();
     let rss = Arc::new(RssSampler::default());
     let sampler = tokio::spawn(rss.clone().run(pid));
+    // The CRD's default status (`observedGeneration: 0`) is there from the start: the first the
+    // operator writes carries conditions.
     await_condition(envs.clone(), "canary", |o: Option<&DynamicObject>| {
-        o.is_some_and(|o| o.data.get("status").is_some())
+        o.is_some_and(|o| o.data["status"]["conditions"].as_array().is_some_and(|c| !c.is_empty()))
     })
     .await?;
     let first_reconcile = started.elapsed();
     await_condition(envs.clone(), "canary", |o: Option<&DynamicObject>| o.is_some_and(is_ready)).await?;
-    Ok(Started { operator, rss, sampler, first_reconcile })
+    let canary_kib = vm_rss_kib(pid).unwrap_or(0);
+    Ok(Started { operator, rss, sampler, first_reconcile, canary_kib })
 }
 
 /// What applying N at once measured.
@@ -372,8 +378,10 @@ async fn steady_state(args: &Args, client: &Client, emulator: &Emulator) -> Resu
     Ok(Steady { api_before, api_after, cp_before, cp_after })
 }
 
-/// The operator's resident set, sampled every 100 ms, after the steady state.
+/// The operator's resident set, sampled every 100 ms: with the canary only, and after the steady
+/// state.
 struct Memory {
+    canary_kib: u64,
     settled_kib: u64,
     peak_kib: u64,
 }
@@ -439,6 +447,8 @@ fn load_report(
         "steady_control_plane_calls_per_minute_by_route": steady_calls,
         "operator_peak_rss_mib": memory.peak_kib as f64 / 1024.0,
         "operator_settled_rss_mib": memory.settled_kib as f64 / 1024.0,
+        "operator_canary_rss_mib": memory.canary_kib as f64 / 1024.0,
+        "operator_rss_per_environment_kib": memory.settled_kib.saturating_sub(memory.canary_kib) as f64 / n,
         "start_to_first_reconcile_seconds": first_reconcile.as_secs_f64(),
         "floor_plain_writes_per_second": floors.plain,
         "floor_seconds_for_the_operators_writes": floor_for_needed,
@@ -577,7 +587,7 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
 }
 
 fn print_table(r: &Value) {
-    let rows: [(&str, &str, &str); 18] = [
+    let rows: [(&str, &str, &str); 20] = [
         ("environments", "n", ""),
         ("emulator latency", "emulator_latency_ms", "ms"),
         ("apply (bench writes)", "apply_seconds", "s"),
@@ -591,6 +601,8 @@ fn print_table(r: &Value) {
         ("steady reads / min", "steady_apiserver_reads_per_minute", ""),
         ("operator RSS peak", "operator_peak_rss_mib", "MiB"),
         ("operator RSS settled", "operator_settled_rss_mib", "MiB"),
+        ("operator RSS, canary only", "operator_canary_rss_mib", "MiB"),
+        ("operator RSS / env", "operator_rss_per_environment_kib", "KiB"),
         ("start → first reconcile", "start_to_first_reconcile_seconds", "s"),
         ("floor: plain writes / s", "floor_plain_writes_per_second", ""),
         ("all Ready / floor time", "all_ready_over_floor", "×"),
@@ -733,17 +745,17 @@ pub(crate) struct RssSampler {
 impl RssSampler {
     pub(crate) async fn run(self: Arc<Self>, pid: u32) {
         loop {
-            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                let kib = status
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
+            if let Some(kib) = vm_rss_kib(pid) {
                 self.current.store(kib, Ordering::Relaxed);
                 self.peak.fetch_max(kib, Ordering::Relaxed);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The resident set of process `pid` now, in KiB (`VmRSS`).
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
