@@ -276,6 +276,12 @@ EOF
 readyz() { curl -s --max-time 2 "http://127.0.0.1:${METRICS_PORT[$1]}/readyz" || true; }
 healthz() { curl -sf --max-time 2 "http://127.0.0.1:${METRICS_PORT[$1]}/healthz" >/dev/null; }
 metrics() { curl -sf --max-time 2 "http://127.0.0.1:${METRICS_PORT[$1]}/metrics"; }
+# Replica $1's /metrics has the line $2. Read whole before grep: `curl | grep -q` under pipefail
+# fails when grep stops reading first and curl's next write meets a closed pipe.
+scraped() {
+	local text
+	text=$(metrics "$1") && grep -qxF "$2" <<<"$text"
+}
 pod_of() { echo "$DEPLOYMENT-$1-pod-0"; }
 lease_holder() { kubectl -n kubiya-system get lease "$LEASE" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 leading() { [ "$(readyz "$1")" = "ok: leading" ] && [ "$(lease_holder)" = "$(pod_of "$1")" ]; }
@@ -379,10 +385,10 @@ play_install() {
 	for replica in "${REPLICAS[@]}"; do check_process "$replica"; done
 	grep -q '"username":"system:serviceaccount:kubiya-system:kubiya-operator"' "$TA_RUN/audit.log" ||
 		fail "$name: no request made with the service account's token"
-	metrics "$leader" | grep -qx 'kubiya_operator_leader 1' || fail "$name: the leader's /metrics"
-	metrics "$leader" | grep -qx "kubiya_operator_environments{phase=\"Ready\"} $examples" ||
-		fail "$name: the leader's /metrics: not $examples Environments Ready"
-	metrics "$standby" | grep -qx 'kubiya_operator_leader 0' || fail "$name: the standby's /metrics"
+	wait_for "$name: the leader's /metrics: kubiya_operator_leader 1" 10 scraped "$leader" 'kubiya_operator_leader 1'
+	wait_for "$name: the leader's /metrics: $examples Environments Ready" 10 \
+		scraped "$leader" "kubiya_operator_environments{phase=\"Ready\"} $examples"
+	wait_for "$name: the standby's /metrics: kubiya_operator_leader 0" 10 scraped "$standby" 'kubiya_operator_leader 0'
 	log "$name: process settings as the Deployment asks; /metrics scraped from both"
 	[ "$name" != kustomize ] || play_workers "$dir"
 
@@ -423,7 +429,7 @@ play_install() {
 	wait_for "$name: after-handover Ready" 60 kubectl wait --for=condition=Ready kenv/after-handover --timeout=1s
 	wait_for "$name: gpu deleted" 60 kubectl wait --for=delete kwq/gpu --timeout=1s
 	wait_for "$name: production deleted" 60 kubectl wait --for=delete kenv/production --timeout=1s
-	metrics "$standby" | grep -qx 'kubiya_operator_leader 1' || fail "$name: the new leader's /metrics"
+	wait_for "$name: the new leader's /metrics: kubiya_operator_leader 1" 10 scraped "$standby" 'kubiya_operator_leader 1'
 	check_process "$standby"
 	log "$name: the new leader did the work that followed"
 
