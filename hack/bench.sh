@@ -10,6 +10,7 @@ export TA_HOME=${TA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/kubiya-operator/test-a
 export TA_RUN=$ROOT/.bench/apiserver
 export TA_API_PORT=16743 TA_ETCD_PORT=12679 TA_ETCD_PEER_PORT=12680
 APISERVER="bash $ROOT/tests/cluster/apiserver.sh"
+BIN=${CARGO_TARGET_DIR:-target}/release # where cargo puts the binaries
 mkdir -p .bench
 cargo build --release --locked --bin kubiya-operator --bin kubiya-bench -p kubiya-operator -p kubiya-bench
 $APISERVER ensure
@@ -17,5 +18,5 @@ $APISERVER stop >/dev/null 2>&1 || true
 trap '$APISERVER stop >/dev/null 2>&1 || true' EXIT
 $APISERVER start
 # OPERATOR=path/to/another/kubiya-operator measures another build side by side.
-target/release/kubiya-bench --kubeconfig "$TA_RUN/kubeconfig" --operator "${OPERATOR:-target/release/kubiya-operator}" \
+"$BIN/kubiya-bench" --kubeconfig "$TA_RUN/kubeconfig" --operator "${OPERATOR:-$BIN/kubiya-operator}" \
 	"$@"

@@ -15,6 +15,7 @@ export TA_RUN=$STATE/apiserver
 EMULATOR_PORT=${EMULATOR_PORT:-18778}
 METRICS_PORT=${METRICS_PORT:-18780}
 APISERVER="bash $ROOT/tests/cluster/apiserver.sh"
+BIN=${CARGO_TARGET_DIR:-target}/release # where cargo puts the binaries
 
 log() { printf '[demo] %s\n' "$*" >&2; }
 
@@ -53,22 +54,22 @@ up() {
 	"$kubectl" wait --for=condition=Established crd --all --timeout=60s >/dev/null
 
 	log "starting the control-plane emulator on 127.0.0.1:$EMULATOR_PORT"
-	target/release/kubiya-cp-emulator --listen "127.0.0.1:$EMULATOR_PORT" >"$STATE/emulator.log" 2>&1 &
+	"$BIN/kubiya-cp-emulator" --listen "127.0.0.1:$EMULATOR_PORT" >"$STATE/emulator.log" 2>&1 &
 	echo $! >"$STATE/emulator.pid"
 	for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$EMULATOR_PORT/api/health" >/dev/null && break; sleep 0.1; done
 
 	log "starting the operator (log: .demo/operator.log)"
-	KUBIYA_API_KEY=$(target/release/kubiya-cp-emulator token demo) \
+	KUBIYA_API_KEY=$("$BIN/kubiya-cp-emulator" token demo) \
 				KUBIYA_CONTROL_PLANE_BASE_URL="http://127.0.0.1:$EMULATOR_PORT" KUBIYA_PROVISIONING_POLL=1s \
 		KUBIYA_METRICS_ADDR="127.0.0.1:$METRICS_PORT" \
-		target/release/kubiya-operator run >"$STATE/operator.log" 2>&1 &
+		"$BIN/kubiya-operator" run >"$STATE/operator.log" 2>&1 &
 	echo $! >"$STATE/operator.pid"
 
 	log "applying deploy/examples (with the API keys of two more organisations, for its connections)"
-	local emulator=target/release/kubiya-cp-emulator
-	"$kubectl" create secret generic team-b-kubiya-key --from-literal=api-key="$($emulator token team-b)" >/dev/null
+	local emulator=$BIN/kubiya-cp-emulator
+	"$kubectl" create secret generic team-b-kubiya-key --from-literal=api-key="$("$emulator" token team-b)" >/dev/null
 	"$kubectl" create namespace kubiya-system >/dev/null
-	"$kubectl" -n kubiya-system create secret generic acme-kubiya-key --from-literal=api-key="$($emulator token acme)" >/dev/null
+	"$kubectl" -n kubiya-system create secret generic acme-kubiya-key --from-literal=api-key="$("$emulator" token acme)" >/dev/null
 	"$kubectl" apply -k deploy/examples
 	"$kubectl" apply -f deploy/examples/organisations.yaml
 	if ! "$kubectl" wait --for=condition=Ready kenv --all --timeout=90s; then
