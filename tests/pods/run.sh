@@ -275,12 +275,11 @@ EOF
 # What /readyz of a replica answers, or "" when it does not.
 readyz() { curl -s --max-time 2 "http://127.0.0.1:${METRICS_PORT[$1]}/readyz" || true; }
 healthz() { curl -sf --max-time 2 "http://127.0.0.1:${METRICS_PORT[$1]}/healthz" >/dev/null; }
-metrics() { curl -sf --max-time 2 "http://127.0.0.1:${METRICS_PORT[$1]}/metrics"; }
 # Replica $1's /metrics has the line $2. Read whole before grep: `curl | grep -q` under pipefail
 # fails when grep stops reading first and curl's next write meets a closed pipe.
 scraped() {
 	local text
-	text=$(metrics "$1") && grep -qxF "$2" <<<"$text"
+	text=$(curl -sf --max-time 2 "http://127.0.0.1:${METRICS_PORT[$1]}/metrics") && grep -qxF "$2" <<<"$text"
 }
 pod_of() { echo "$DEPLOYMENT-$1-pod-0"; }
 lease_holder() { kubectl -n kubiya-system get lease "$LEASE" -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
