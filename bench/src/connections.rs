@@ -3,6 +3,8 @@
 //! cost the API server while nothing changes (their Secrets are read only when they change).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -13,7 +15,7 @@ use kubiya_cp_emulator::{Config as EmulatorConfig, Emulator, Faults};
 use serde_json::{Value, json};
 
 use crate::isolation::connection_resource;
-use crate::{Args, Failure, apiserver_requests, is_ready, spawn_operator, split};
+use crate::{Args, Failure, RssSampler, apiserver_requests, is_ready, spawn_operator, split};
 
 pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure> {
     // A namespace of this run's own: the API server's data outlives a run.
@@ -59,6 +61,8 @@ pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure>
     let log = std::fs::File::create(args.log.with_extension("connections.log"))?;
     let mut operator =
         spawn_operator(args, log, ns, "127.0.0.1:0", &[("KUBIYA_CONTROL_PLANE_BASE_URL", &base_url)])?;
+    let rss = Arc::new(RssSampler::default());
+    let sampler = tokio::spawn(rss.clone().run(operator.id().unwrap_or_default()));
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(1800);
     loop {
@@ -80,6 +84,9 @@ pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure>
     let after = apiserver_requests(client).await?;
     let (writes, reads) = split(&before, &after);
     let minutes = args.steady_secs as f64 / 60.0;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let (peak, settled) = (mib(rss.peak.load(Ordering::Relaxed)), mib(rss.current.load(Ordering::Relaxed)));
+    sampler.abort();
     let _ = operator.kill().await;
     let by_what: BTreeMap<String, f64> = after
         .iter()
@@ -91,6 +98,8 @@ pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure>
     println!("{:<40} {:>10.1} s", "all Ready after operator start", ready);
     println!("{:<40} {:>10.1}", "steady API-server reads / min", reads / minutes);
     println!("{:<40} {:>10.1}", "steady API-server writes / min", writes / minutes);
+    println!("{:<40} {:>10.1} MiB", "operator RSS peak", peak);
+    println!("{:<40} {:>10.1} MiB", "operator RSS settled", settled);
     for (what, per_minute) in &by_what {
         println!("  {what:<38} {per_minute:>10.1} / min");
     }
@@ -101,5 +110,7 @@ pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure>
         "steady_apiserver_reads_per_minute": reads / minutes,
         "steady_apiserver_writes_per_minute": writes / minutes,
         "steady_by_request_per_minute": by_what,
+        "operator_peak_rss_mib": peak,
+        "operator_settled_rss_mib": settled,
     }))
 }
