@@ -3,8 +3,6 @@
 //! cost the API server while nothing changes (their Secrets are read only when they change).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -61,8 +59,7 @@ pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure>
     let log = std::fs::File::create(args.log.with_extension("connections.log"))?;
     let mut operator =
         spawn_operator(args, log, ns, "127.0.0.1:0", &[("KUBIYA_CONTROL_PLANE_BASE_URL", &base_url)])?;
-    let rss = Arc::new(RssSampler::default());
-    let sampler = tokio::spawn(rss.clone().run(operator.id().unwrap_or_default()));
+    let (rss, sampler) = RssSampler::start(operator.id().unwrap_or_default());
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(1800);
     loop {
@@ -84,8 +81,7 @@ pub async fn connections(args: &Args, client: &Client) -> Result<Value, Failure>
     let after = apiserver_requests(client).await?;
     let (writes, reads) = split(&before, &after);
     let minutes = args.steady_secs as f64 / 60.0;
-    let mib = |kib: u64| kib as f64 / 1024.0;
-    let (peak, settled) = (mib(rss.peak.load(Ordering::Relaxed)), mib(rss.current.load(Ordering::Relaxed)));
+    let (peak, settled) = (rss.peak_mib(), rss.current_mib());
     sampler.abort();
     let _ = operator.kill().await;
     let by_what: BTreeMap<String, f64> = after

@@ -14,8 +14,6 @@
 //!    `AnswersOverBudget`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -214,8 +212,7 @@ async fn step(
         [("KUBIYA_API_KEY", key.as_str()), ("KUBIYA_CONTROL_PLANE_BASE_URL", &emulator.base_url())];
     // Its Lease in the first namespace of the scope, that of `envs`.
     let mut operator = spawn_operator(args, log, scope, "127.0.0.1:0", &settings)?;
-    let rss = Arc::new(RssSampler::default());
-    let sampler = tokio::spawn(rss.clone().run(operator.id().unwrap_or_default()));
+    let (rss, sampler) = RssSampler::start(operator.id().unwrap_or_default());
     let t0 = Instant::now();
     stream::iter(0..args.n)
         .map(|i| {
@@ -257,6 +254,6 @@ async fn step(
         "environments_ready": ready,
         "not_ready_reasons": not_ready,
         "all_ready_seconds": all_ready,
-        "peak_rss_mib": rss.peak.load(Ordering::Relaxed) as f64 / 1024.0,
+        "peak_rss_mib": rss.peak_mib(),
     }))
 }

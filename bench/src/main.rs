@@ -258,8 +258,7 @@ async fn start_on_a_canary(
     let started = Instant::now();
     let operator = start_operator(args, emulator)?;
     let pid = operator.id().unwrap_or_default();
-    let rss = Arc::new(RssSampler::default());
-    let sampler = tokio::spawn(rss.clone().run(pid));
+    let (rss, sampler) = RssSampler::start(pid);
     // The CRD's default status (`observedGeneration: 0`) is there from the start: the first the
     // operator writes carries conditions.
     await_condition(envs.clone(), "canary", |o: Option<&DynamicObject>| {
@@ -743,7 +742,21 @@ pub(crate) struct RssSampler {
 }
 
 impl RssSampler {
-    pub(crate) async fn run(self: Arc<Self>, pid: u32) {
+    /// Samples process `pid` from now until the returned task is aborted.
+    pub(crate) fn start(pid: u32) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
+        let rss = Arc::new(RssSampler::default());
+        (rss.clone(), tokio::spawn(rss.run(pid)))
+    }
+
+    pub(crate) fn peak_mib(&self) -> f64 {
+        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+
+    pub(crate) fn current_mib(&self) -> f64 {
+        self.current.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+
+    async fn run(self: Arc<Self>, pid: u32) {
         loop {
             if let Some(kib) = vm_rss_kib(pid) {
                 self.current.store(kib, Ordering::Relaxed);

@@ -63,8 +63,7 @@ pub async fn queues(args: &Args, client: &Client) -> Result<Value, Failure> {
     let envs: Api<DynamicObject> = Api::namespaced_with(client.clone(), "bench", &resource());
     let queues: Api<DynamicObject> = Api::namespaced_with(client.clone(), "bench", &queue_resource());
     let operator = start_operator(args, &emulator)?;
-    let rss = Arc::new(RssSampler::default());
-    let sampler = tokio::spawn(rss.clone().run(operator.id().unwrap_or_default()));
+    let (rss, sampler) = RssSampler::start(operator.id().unwrap_or_default());
     let (envs_ready, w1) = count_ready(envs.clone());
     let (queues_ready, w2) = count_ready(queues.clone());
 
@@ -162,8 +161,8 @@ pub async fn queues(args: &Args, client: &Client) -> Result<Value, Failure> {
         "apiserver_requests_by_verb_and_resource": by_resource,
         "control_plane_calls_per_object": by_route.values().sum::<f64>() / per_object,
         "control_plane_calls_by_route": by_route,
-        "operator_peak_rss_mib": rss.peak.load(Ordering::Relaxed) as f64 / 1024.0,
-        "operator_settled_rss_mib": rss.current.load(Ordering::Relaxed) as f64 / 1024.0,
+        "operator_peak_rss_mib": rss.peak_mib(),
+        "operator_settled_rss_mib": rss.current_mib(),
         "steady_window_seconds": args.steady_secs,
         "steady_control_plane_calls_per_minute_by_route": steady_calls,
         "steady_apiserver_writes_per_minute": steady_writes / minutes,
